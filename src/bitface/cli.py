@@ -1,0 +1,114 @@
+"""`bitface ...`: thin subcommands over the library. Errors are one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+
+MAX_LISTED_ERRORS = 100
+
+
+def _data_info(args) -> int:
+    from .io import read_annotations
+
+    result = read_annotations(args.source, args.format, strict=args.strict, check=args.check, image_root=args.images)
+    counts = sorted({s.num_points for s in result.samples})
+    info = {
+        "source": str(result.source),
+        "format": result.format,
+        "faces": len(result.samples),
+        "points": counts[0] if len(counts) == 1 else counts,
+        "images": len({s.image_path for s in result.samples}),
+        "boxes": sum(s.box is not None for s in result.samples),
+        "skipped": result.skipped,
+        "errors": result.errors[:MAX_LISTED_ERRORS],
+    }
+    if result.skipped > MAX_LISTED_ERRORS:
+        info["errors_listed"] = MAX_LISTED_ERRORS
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def _data_show(args) -> int:
+    import numpy as np
+
+    from .data import AugmentSpec, CropSpec, make_example
+    from .draw import draw_landmarks, save_image
+    from .io import DataError, load_image, read_annotations
+    from .schemes import scheme_for_count
+
+    result = read_annotations(args.source, args.format, check="exists", image_root=args.images)
+    if not 0 <= args.index < len(result.samples):
+        raise DataError(f"{args.source}: --index {args.index} is out of range (0..{len(result.samples) - 1})")
+    sample = result.samples[args.index]
+    image = load_image(sample.image_path, "rgb")
+    points, box = sample.points, sample.box
+    if args.augment:
+        crop = CropSpec(size=args.size, source="box", margin=0.25)
+        augment = AugmentSpec(rotation=30, scale=(0.7, 1.3), translation=0.05, flip=0.5, brightness=0.1, contrast=0.3)
+        example = make_example(
+            image, sample, crop, scheme_for_count(sample.num_points), augment, np.random.default_rng(args.seed)
+        )
+        image, points, box = example.crop, example.points, None
+    save_image(args.out, draw_landmarks(image, points, box, numbers=args.numbers))
+    print(json.dumps({"out": str(args.out), "image": str(sample.image_path), "source": sample.source}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bitface", description="Facial landmarks with tiny binarized and compressed networks."
+    )
+    parser.add_argument("--version", action="version", version=f"bitface {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = commands.add_parser("data", help="inspect annotated face data").add_subparsers(
+        dest="data_command", required=True, metavar="ACTION"
+    )
+
+    def source_args(p):
+        p.add_argument("source", type=Path, help="annotation file or folder")
+        p.add_argument("--format", help="force the annotation format (default: detected)")
+        p.add_argument("--images", type=Path, help="folder the image paths are relative to (list formats)")
+
+    info = data.add_parser("info", help="count faces and points; report skipped samples as JSON")
+    source_args(info)
+    info.add_argument("--strict", action="store_true", help="stop at the first bad sample")
+    info.add_argument(
+        "--check",
+        default="header",
+        choices=("none", "exists", "header", "decode"),
+        help="how far to verify images (default: header: exists, readable size, points inside)",
+    )
+    info.set_defaults(run=_data_info)
+
+    show = data.add_parser("show", help="draw one sample's points to a PNG")
+    source_args(show)
+    show.add_argument("--index", type=int, default=0, help="which face (0-based)")
+    show.add_argument("--out", type=Path, required=True, help="output image (.png, .jpg)")
+    show.add_argument("--augment", action="store_true", help="crop and apply a random training augmentation")
+    show.add_argument("--seed", type=int, default=0, help="augmentation seed")
+    show.add_argument("--size", type=int, default=256, help="crop size with --augment")
+    show.add_argument("--numbers", action="store_true", help="label each point with its index")
+    show.set_defaults(run=_data_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .io import DataError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (DataError, KeyError, ValueError, OSError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"bitface: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Gaussian heatmap targets with sub-pixel centres, and decoding back to coordinates.
+
+Coordinates here are heatmap cells in the pixel-centre convention (cell j has its centre at j);
+`geometry.OutputSpace("heatmap", ...)` converts to and from crop pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def gaussian_heatmaps(points: np.ndarray, height: int, width: int, sigma: float) -> np.ndarray:
+    """(N, height, width) float32 maps, exp(-d^2 / 2 sigma^2) around each (sub-pixel) point.
+
+    A point with a non-finite coordinate gets an all-zero map (nothing to learn there).
+    """
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if sigma <= 0:
+        raise ValueError(f"sigma must be positive, got {sigma}")
+    xs = np.arange(width, dtype=np.float64)
+    ys = np.arange(height, dtype=np.float64)
+    gx = np.exp(-((xs[None, :] - points[:, :1]) ** 2) / (2 * sigma**2))  # (N, W)
+    gy = np.exp(-((ys[None, :] - points[:, 1:]) ** 2) / (2 * sigma**2))  # (N, H)
+    maps = (gy[:, :, None] * gx[:, None, :]).astype(np.float32)
+    maps[~np.isfinite(points).all(1)] = 0
+    return maps
+
+
+@dataclass
+class Decoded:
+    """Decoded points (..., N, 2) in heatmap cells, a confidence per point, and whether it is usable.
+
+    An invalid point (all-zero, flat or non-finite map) sits at the map's centre with confidence 0
+    and valid False: never a silent (0, 0).
+    """
+
+    points: np.ndarray
+    confidence: np.ndarray
+    valid: np.ndarray
+
+
+def decode_argmax(heatmaps: np.ndarray, refine: bool = True, min_peak: float = 1e-6) -> Decoded:
+    """Argmax of each map, refined to sub-pixel precision by fitting a parabola to the log of the
+    peak and its neighbours along each axis (exact for a Gaussian peak away from the border)."""
+    maps = np.asarray(heatmaps, dtype=np.float64)
+    if maps.ndim < 3:
+        raise ValueError(f"heatmaps must be (..., N, H, W), got shape {maps.shape}")
+    *lead, h, w = maps.shape
+    flat = maps.reshape(-1, h * w)
+    finite = np.isfinite(flat).all(1)
+    safe = np.where(np.isfinite(flat), flat, -np.inf)
+    index = safe.argmax(1)
+    peak = safe[np.arange(len(flat)), index]
+    valid = finite & (peak > min_peak) & (peak > np.where(finite, flat.min(1), np.inf))
+    y, x = np.divmod(index, w)
+    coords = np.stack([x, y], 1).astype(np.float64)
+    if refine:
+        grid = np.where(np.isfinite(flat), flat, 0).reshape(-1, h, w)
+        rows = np.arange(len(flat))
+        for axis, (pos, limit) in enumerate(((x, w), (y, h))):
+            inner = valid & (pos > 0) & (pos < limit - 1)
+            lo_pos = np.clip(pos - 1, 0, limit - 1)
+            hi_pos = np.clip(pos + 1, 0, limit - 1)
+            if axis == 0:
+                lo, mid, hi = grid[rows, y, lo_pos], grid[rows, y, x], grid[rows, y, hi_pos]
+            else:
+                lo, mid, hi = grid[rows, lo_pos, x], grid[rows, y, x], grid[rows, hi_pos, x]
+            eps = 1e-10
+            llo, lmid, lhi = (np.log(np.maximum(v, eps)) for v in (lo, mid, hi))
+            curvature = llo - 2 * lmid + lhi
+            with np.errstate(divide="ignore", invalid="ignore"):
+                offset = np.where(curvature < 0, 0.5 * (llo - lhi) / curvature, 0.0)
+            coords[:, axis] += np.where(inner, np.clip(offset, -0.5, 0.5), 0.0)
+    return _finish(coords, np.where(valid, peak, 0.0), valid, lead, h, w)
+
+
+def decode_soft_argmax(heatmaps: np.ndarray, beta: float = 1.0) -> Decoded:
+    """Expected position under softmax(beta * map): differentiable-style decoding (numpy version)."""
+    maps = np.asarray(heatmaps, dtype=np.float64)
+    if maps.ndim < 3:
+        raise ValueError(f"heatmaps must be (..., N, H, W), got shape {maps.shape}")
+    *lead, h, w = maps.shape
+    flat = maps.reshape(-1, h * w)
+    finite = np.isfinite(flat).all(1)
+    logits = beta * np.where(finite[:, None], flat, 0.0)
+    logits -= logits.max(1, keepdims=True)
+    weights = np.exp(logits)
+    weights /= weights.sum(1, keepdims=True)
+    ys, xs = np.divmod(np.arange(h * w), w)
+    coords = np.stack([weights @ xs, weights @ ys], 1)
+    spread = flat.max(1, initial=-np.inf, where=np.isfinite(flat)) - flat.min(1, initial=np.inf, where=np.isfinite(flat))
+    valid = finite & (spread > 1e-6)
+    return _finish(coords, np.where(valid, weights.max(1), 0.0), valid, lead, h, w)
+
+
+def _finish(coords, confidence, valid, lead, h, w) -> Decoded:
+    coords[~valid] = [(w - 1) / 2, (h - 1) / 2]
+    return Decoded(
+        points=coords.reshape(*lead, 2),
+        confidence=confidence.reshape(lead),
+        valid=valid.reshape(lead),
+    )
