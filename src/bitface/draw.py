@@ -38,7 +38,9 @@ def draw_landmarks(
         cv2.circle(canvas, fixed(p), radius << shift, colour, -1, cv2.LINE_AA, shift)
         if numbers:
             x, y = ((v + 0.5) * zoom - 0.5 for v in p)
-            cv2.putText(canvas, str(i), (int(x) + 2, int(y) - 2), cv2.FONT_HERSHEY_SIMPLEX, 0.3, (255, 255, 0), 1, cv2.LINE_AA)
+            cv2.putText(
+                canvas, str(i), (int(x) + 2, int(y) - 2), cv2.FONT_HERSHEY_SIMPLEX, 0.3, (255, 255, 0), 1, cv2.LINE_AA
+            )
     return canvas
 
 

@@ -40,7 +40,7 @@ class LandmarkDataset(Dataset):
         samples: list[Sample],
         scheme: Scheme,
         crop: CropSpec,
-        input_spec: InputSpec = InputSpec(),
+        input_spec: InputSpec | None = None,
         augment: AugmentSpec | None = None,
         output: str = "normalized",
         heatmap: HeatmapSpec | None = None,
@@ -51,7 +51,9 @@ class LandmarkDataset(Dataset):
             raise ValueError("no samples to build a dataset from")
         bad = [s.source for s in samples if s.num_points != scheme.num_points]
         if bad:
-            raise ValueError(f"{len(bad)} samples do not have {scheme.num_points} points ({scheme.name}); first: {bad[0]}")
+            raise ValueError(
+                f"{len(bad)} samples do not have {scheme.num_points} points ({scheme.name}); first: {bad[0]}"
+            )
         if output == "heatmap":
             heatmap = heatmap or HeatmapSpec()
             if crop.size % heatmap.stride:
@@ -65,7 +67,7 @@ class LandmarkDataset(Dataset):
         self.samples = samples
         self.scheme = scheme
         self.crop = crop
-        self.input_spec = input_spec
+        self.input_spec = input_spec or InputSpec()
         self.augment = augment
         self.heatmap = heatmap
         self.seed = seed
@@ -98,7 +100,9 @@ class LandmarkDataset(Dataset):
         }
 
 
-def make_loader(dataset: LandmarkDataset, batch_size: int, shuffle: bool, workers: int = 0, seed: int = 0) -> DataLoader:
+def make_loader(
+    dataset: LandmarkDataset, batch_size: int, shuffle: bool, workers: int = 0, seed: int = 0
+) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         dataset,

@@ -77,7 +77,8 @@ def decode_argmax(heatmaps: np.ndarray, refine: bool = True, min_peak: float = 1
 
 
 def decode_soft_argmax(heatmaps: np.ndarray, beta: float = 1.0) -> Decoded:
-    """Expected position under softmax(beta * map): differentiable-style decoding (numpy version)."""
+    """Expected position under softmax(beta * map), the maps read as logits (numpy version of the
+    differentiable decoder; on probability-like maps it is biased towards the map centre)."""
     maps = np.asarray(heatmaps, dtype=np.float64)
     if maps.ndim < 3:
         raise ValueError(f"heatmaps must be (..., N, H, W), got shape {maps.shape}")
@@ -90,7 +91,9 @@ def decode_soft_argmax(heatmaps: np.ndarray, beta: float = 1.0) -> Decoded:
     weights /= weights.sum(1, keepdims=True)
     ys, xs = np.divmod(np.arange(h * w), w)
     coords = np.stack([weights @ xs, weights @ ys], 1)
-    spread = flat.max(1, initial=-np.inf, where=np.isfinite(flat)) - flat.min(1, initial=np.inf, where=np.isfinite(flat))
+    spread = flat.max(1, initial=-np.inf, where=np.isfinite(flat)) - flat.min(
+        1, initial=np.inf, where=np.isfinite(flat)
+    )
     valid = finite & (spread > 1e-6)
     return _finish(coords, np.where(valid, weights.max(1), 0.0), valid, lead, h, w)
 

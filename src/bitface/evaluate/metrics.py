@@ -66,5 +66,7 @@ def yaw_bins(errors: np.ndarray, yaw_degrees: np.ndarray) -> list[dict]:
     rows = []
     for lo, hi in YAW_BINS:
         inside = (yaw >= lo) & ((yaw < hi) if hi < 90 else (yaw <= hi))
-        rows.append({"yaw": [lo, hi], "faces": int(inside.sum()), "nme": float(errors[inside].mean()) if inside.any() else None})
+        rows.append(
+            {"yaw": [lo, hi], "faces": int(inside.sum()), "nme": float(errors[inside].mean()) if inside.any() else None}
+        )
     return rows

@@ -47,18 +47,24 @@ class Report:
 
     def markdown(self) -> str:
         thresholds = list(self.auc)
-        head = "| set | faces | normalizer | NME (%) | " + " | ".join(f"AUC@{t} | FR@{t} (%)" for t in thresholds) + " |"
+        head = (
+            "| set | faces | normalizer | NME (%) | " + " | ".join(f"AUC@{t} | FR@{t} (%)" for t in thresholds) + " |"
+        )
         rule = "|" + "---|" * (4 + 2 * len(thresholds))
-        row = f"| {self.name} | {self.faces} | {self.normalizer} | {self.nme:.3f} | " + " | ".join(
-            f"{self.auc[t]:.4f} | {100 * self.fr[t]:.2f}" for t in thresholds
-        ) + " |"
+        row = (
+            f"| {self.name} | {self.faces} | {self.normalizer} | {self.nme:.3f} | "
+            + " | ".join(f"{self.auc[t]:.4f} | {100 * self.fr[t]:.2f}" for t in thresholds)
+            + " |"
+        )
         lines = [head, rule, row]
         if self.box_source == "points":
             lines.append("\nbox_width uses the tight box of the ground-truth points (the set has no face boxes).")
         if self.yaw:
             lines += ["", "| yaw | faces | NME (%) |", "|---|---|---|"]
             lines += [
-                f"| [{r['yaw'][0]}, {r['yaw'][1]}) | {r['faces']} | " + ("-" if r["nme"] is None else f"{100 * r['nme']:.3f}") + " |"
+                f"| [{r['yaw'][0]}, {r['yaw'][1]}) | {r['faces']} | "
+                + ("-" if r["nme"] is None else f"{100 * r['nme']:.3f}")
+                + " |"
                 for r in self.yaw
             ]
         return "\n".join(lines) + "\n"

@@ -9,13 +9,14 @@ Lenient mode (the default) skips bad samples and records why; `strict=True` rais
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from .aflw2000 import read_aflw2000
 from .dlib_xml import read_dlib_xml
-from .images import IMAGE_EXTENSIONS, image_size, load_image
+from .images import image_size, load_image
 from .lists import read_cuhk, read_mtfl, read_wflw, sniff_list_format
 from .pts import annotation_files, read_annotation_files
 from .sample import Collector, DataError, ReadResult, Sample
@@ -101,7 +102,7 @@ def read_annotations(
     collector = Collector(result, strict)
     if format in ("pts", "ljson", "pts+ljson"):
         suffixes = tuple("." + part for part in format.split("+"))
-        read_annotation_files(annotation_files(source, suffixes), collector)
+        read_annotation_files(annotation_files(source, suffixes), collector, format)
     elif format == "aflw2000":
         read_aflw2000(annotation_files(source, (".mat",)), collector)
     elif source.is_dir():
@@ -116,12 +117,30 @@ def read_annotations(
         read_dlib_xml(source, collector)
     elif format == "udacity_csv":
         read_udacity_csv(source, collector, root)
+    _check_counts(result, collector)
     if check != "none":
         _check_images(result, collector, check)
     if not result.samples:
         detail = f"; first error: {result.errors[0]}" if result.errors else ""
         raise DataError(f"{source}: no usable faces ({result.skipped} skipped){detail}")
     return result
+
+
+def _check_counts(result: ReadResult, collector: Collector) -> None:
+    """One source holds one landmark scheme: faces with another point count than the most common are bad."""
+    counts = Counter(s.num_points for s in result.samples)
+    if len(counts) <= 1:
+        return
+    expected = counts.most_common(1)[0][0]
+    kept = []
+    for sample in result.samples:
+        if sample.num_points == expected:
+            kept.append(sample)
+        else:
+            collector.fail(
+                f"{sample.source}: {sample.num_points} points, the other faces of this source have {expected}"
+            )
+    result.samples = kept
 
 
 def _check_images(result: ReadResult, collector: Collector, check: str) -> None:
@@ -164,4 +183,3 @@ def _check_inside(sample: Sample, width: int, height: int) -> None:
             f"{sample.source}: point {i} at {sample.points[i].round(2).tolist()} is far outside the "
             f"{width}x{height} image {sample.image_path}"
         )
-

@@ -26,6 +26,9 @@ def load_image(path: str | Path, mode: str = "rgb") -> np.ndarray:
         raise DataError(f"{path}: cannot read image file ({exc.strerror or exc})") from None
     if data.size == 0:
         raise DataError(f"{path}: image file is empty (0 bytes)")
+    if data[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in data[-1024:].tobytes():
+        # libjpeg decodes a cut-off JPEG with a grey bottom and only a warning: refuse it instead.
+        raise DataError(f"{path}: truncated JPEG (no end-of-image marker)")
     flag = cv2.IMREAD_GRAYSCALE if mode == "gray" else cv2.IMREAD_COLOR
     image = cv2.imdecode(data, flag)
     if image is None:

@@ -87,7 +87,9 @@ def read_wflw(path: Path, collector: Collector, image_root: Path | None = None) 
     for number, where, fields in _lines(path):
         try:
             if len(fields) != 207:
-                raise DataError(f"{where}: expected 207 fields (196 coords, 4 box, 6 attributes, path), found {len(fields)}")
+                raise DataError(
+                    f"{where}: expected 207 fields (196 coords, 4 box, 6 attributes, path), found {len(fields)}"
+                )
             numbers = parse_floats(fields[:206], where)
             points = make_points(numbers[:196], 98, where)
             box = np.array(numbers[196:200])

@@ -75,15 +75,18 @@ def parse_ljson(path: Path) -> np.ndarray:
     return yx[:, ::-1].copy()
 
 
-PARSERS = {".pts": parse_pts, ".ljson": parse_ljson}
+PARSERS = {"pts": parse_pts, "ljson": parse_ljson}
 
 
-def read_annotation_files(files: list[Path], collector: Collector) -> None:
+def read_annotation_files(files: list[Path], collector: Collector, format: str) -> None:
+    """`format` is "pts", "ljson" or "pts+ljson"; a file named otherwise is parsed as the first."""
     from .images import find_image
 
     for path in files:
+        suffix = path.suffix.lower().lstrip(".")
+        parser = PARSERS[suffix if suffix in format.split("+") else format.split("+")[0]]
         try:
-            points = PARSERS[path.suffix.lower()](path)
+            points = parser(path)
             image = find_image(path)
             if image is None:
                 raise DataError(f"{path}: no image file beside it with the same name")

@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bitface.data import AugmentSpec, CropSpec, OutputSpace, geometry, make_example, to_original
+from bitface.io import Sample
+from bitface.schemes import FIVE
+from conftest import FACE5, blob_centres, blob_image
+
+
+def test_crop_matrix_maps_the_square_edges_to_the_crop_edges():
+    m = geometry.crop_matrix(centre=(50.0, 40.0), side=20.0, size=10)
+    np.testing.assert_allclose(geometry.apply(m, [[40.0, 30.0], [60.0, 50.0]]), [[-0.5, -0.5], [9.5, 9.5]])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    cx=st.floats(-50, 500),
+    cy=st.floats(-50, 500),
+    side=st.floats(5, 2000),
+    size=st.sampled_from([39, 64, 128, 256]),
+    kind=st.sampled_from(["pixels", "normalized", "heatmap"]),
+    seed=st.integers(0, 2**16),
+)
+def test_crop_to_prediction_space_and_back_round_trips(cx, cy, side, size, kind, seed):
+    rng = np.random.default_rng(seed)
+    points = rng.uniform(-100, 600, (68, 2))
+    matrix = geometry.crop_matrix((cx, cy), side, size) @ geometry.about_centre(size, 17.0, 1.1, (3, -2), True)
+    space = OutputSpace(kind, size if kind != "heatmap" else size // 4, 4)
+    predicted = space.from_crop(geometry.apply(matrix, points))
+    back = to_original(space.to_crop(predicted), matrix)
+    assert np.abs(back - points).max() < 1e-3
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_augmentation_keeps_points_on_the_drawn_dots(seed):
+    image = blob_image(FACE5, 120, 100, sigma=2.5)
+    sample = Sample(image_path=None, points=FACE5, box=np.array([30, 30, 90, 90.0]))
+    spec = AugmentSpec(rotation=30, scale=(0.7, 1.3), translation=0.1, flip=0.5, brightness=0.1, contrast=0.2)
+    example = make_example(image, sample, CropSpec(size=96, margin=0.2), FIVE, spec, np.random.default_rng(seed))
+    found = blob_centres(example.crop, example.points, radius=4)
+    assert np.abs(found - example.points).max() < 0.5
+
+
+def test_flip_relabels_points_so_left_eye_stays_on_the_image_left():
+    image = blob_image(FACE5, 120, 100)
+    sample = Sample(image_path=None, points=FACE5, box=np.array([30, 30, 90, 90.0]))
+    spec = AugmentSpec(flip=1.0)
+    example = make_example(image, sample, CropSpec(size=64), FIVE, spec, np.random.default_rng(0))
+    assert example.points[0, 0] < example.points[1, 0]  # image-left eye is still left of the other
+    assert example.points[3, 0] < example.points[4, 0]
+    # and the flipped crop mirrors the unflipped one
+    plain = make_example(image, sample, CropSpec(size=64))
+    np.testing.assert_allclose(example.points[:, 0], 63 - plain.points[FIVE.flip_permutation, 0], atol=1e-9)
+
+
+def test_heavy_downscaling_is_antialiased_and_exact_in_geometry():
+    points = np.array([[200.0, 300.0], [800.5, 310.25], [500, 700]])
+    image = blob_image(points, 1000, 1000, sigma=12)
+    sample = Sample(image_path=None, points=points, box=np.array([100, 100, 900, 900.0]))
+    example = make_example(image, sample, CropSpec(size=64))
+    found = blob_centres(example.crop, example.points, radius=3)
+    assert np.abs(found - example.points).max() < 0.25
+
+
+def test_bad_specs_are_refused_with_the_field_name():
+    with pytest.raises(ValueError, match="rotation=-5"):
+        AugmentSpec(rotation=-5)
+    with pytest.raises(ValueError, match="crop size"):
+        CropSpec(size=2)
+    with pytest.raises(ValueError, match="needs the landmark scheme"):
+        make_example(
+            np.zeros((50, 50), np.uint8),
+            Sample(None, FACE5 / 3, np.array([5, 5, 45, 45.0])),
+            CropSpec(32),
+            None,
+            AugmentSpec(flip=1.0),
+            np.random.default_rng(0),
+        )

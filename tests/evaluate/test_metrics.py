@@ -1,0 +1,63 @@
+import json
+
+import numpy as np
+import pytest
+
+from bitface.evaluate import auc, ced, evaluate, failure_rate, yaw_bins
+from bitface.schemes import FIVE, IBUG68
+
+
+def _hand_case():
+    gt = np.zeros((2, 5, 2))
+    gt[:, :, 0] = np.arange(5) * 10.0
+    pred = gt.copy()
+    pred[0, :, 0] += [1, 2, 3, 4, 0]  # mean 2 px on a 100 px box -> 0.02
+    pred[1, :, 1] += 5  # mean 5 px on a 50 px box -> 0.10
+    boxes = np.array([[0, 0, 100, 100], [0, 0, 50, 50]])
+    return pred, gt, boxes
+
+
+def test_report_reproduces_hand_computed_nme_auc_and_failure_rate():
+    pred, gt, boxes = _hand_case()
+    report = evaluate(pred, gt, FIVE, "box_width", boxes=boxes, name="hand")
+    assert report.nme == pytest.approx(6.0, abs=1e-12)  # (2% + 10%) / 2
+    assert report.fr == {"0.06": 0.5}  # one face of two above 6%
+    assert report.auc["0.06"] == pytest.approx((0.06 - 0.02) / 2 / 0.06, abs=1e-12)  # 1/3
+    np.testing.assert_allclose(report.per_point, [5.5, 6.0, 6.5, 7.0, 5.0])
+    assert report.box_source == "annotation"
+    assert evaluate(pred, gt, FIVE, "box_width").box_source == "points"
+
+
+def test_exact_auc_matches_the_integral_of_the_ced_curve():
+    errors = np.random.default_rng(0).uniform(0, 0.15, 500)
+    x, y = ced(errors, 0.08, steps=200001)
+    assert auc(errors, 0.08) == pytest.approx(np.trapezoid(y, x) / 0.08, abs=1e-5)
+    assert failure_rate(errors, 0.08) == pytest.approx(1 - y[-1])
+
+
+def test_yaw_bins_split_by_absolute_yaw():
+    rows = yaw_bins(np.array([0.1, 0.2, 0.3, 0.4]), np.array([-10, 45, -89, 90]))
+    assert [r["faces"] for r in rows] == [1, 1, 2]
+    assert rows[2]["nme"] == pytest.approx(0.35)
+
+
+def test_report_files(tmp_path):
+    rng = np.random.default_rng(1)
+    gt = rng.uniform(0, 100, (20, 68, 2))
+    pred = gt + rng.normal(0, 1, gt.shape)
+    report = evaluate(pred, gt, IBUG68, yaw=rng.uniform(-90, 90, 20), name="synthetic")
+    paths = report.save(tmp_path / "report")
+    data = json.loads(paths[0].read_text())
+    assert data["normalizer"] == "interocular" and set(data["fr"]) == {"0.08", "0.1"}
+    assert len(data["per_point_nme"]) == 68 and len(data["yaw_bins"]) == 3
+    assert "| synthetic | 20 | interocular |" in paths[1].read_text()
+    assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_predictions_are_refused():
+    pred, gt, _ = _hand_case()
+    with pytest.raises(ValueError, match="must both be"):
+        evaluate(pred[:, :4], gt, FIVE, "interpupil")
+    pred[1, 2, 0] = np.nan
+    with pytest.raises(ValueError, match="face 1 is not finite"):
+        evaluate(pred, gt, FIVE, "interpupil")
