@@ -40,7 +40,7 @@ class PatchCache:
         spec: InputSpec,
         directory: str | Path | None = None,
         context: float = 2.0,
-        oversample: float = 2.0,
+        oversample: float = 1.5,
         strict: bool = False,
         progress: bool = True,
     ) -> PatchCache:
