@@ -1,0 +1,1 @@
+"""Training: losses, optimizers (incl. ACN's asynchronous two-rate update), checkpoints, the loop."""
