@@ -59,6 +59,42 @@ def _data_show(args) -> int:
     return 0
 
 
+def _parse_options(pairs: list[str]) -> dict:
+    """KEY=VALUE strings -> dict; values are read as YAML scalars (numbers, booleans, lists)."""
+    import yaml
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+        options[key] = yaml.safe_load(value) if value else ""
+        if isinstance(options[key], list):
+            options[key] = tuple(options[key])
+    return options
+
+
+def _summary(args) -> int:
+    try:
+        from .models import create_model
+        from .models.summary import summarize
+    except ImportError as exc:
+        raise ValueError(f"`bitface summary` of an architecture needs the train extra (torch): {exc}") from None
+    options = _parse_options(args.set)
+    try:
+        model = create_model(args.model, **options)
+    except TypeError as exc:
+        raise ValueError(f"model {args.model!r}: {exc}") from None
+    shape = (getattr(model, "channels", 3), getattr(model, "input_size", 128), getattr(model, "input_size", 128))
+    summary = summarize(model, shape)
+    print(
+        json.dumps({"model": args.model, "options": options, **summary.to_dict()}, indent=2)
+        if args.json
+        else summary.table()
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bitface", description="Facial landmarks with tiny binarized and compressed networks."
@@ -95,6 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--size", type=int, default=256, help="crop size with --augment")
     show.add_argument("--numbers", action="store_true", help="label each point with its index")
     show.set_defaults(run=_data_show)
+
+    summary = commands.add_parser("summary", help="per-layer bits, memory and MACs of a model")
+    summary.add_argument("model", help="registered architecture name, e.g. regression")
+    summary.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="architecture option (repeatable)"
+    )
+    summary.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    summary.set_defaults(run=_summary)
     return parser
 
 

@@ -1,0 +1,138 @@
+"""Per-layer bit-widths, memory and MACs, counted as the papers count them (larq's summary, in torch).
+
+Memory: 32 bits per real weight, 1 bit per binary weight, plus 32 bits per scale (XNOR's per-channel
+alpha, ACN's one Â per layer). BatchNorm counts its 2 affine values per channel (they fold into
+the runtime's thresholds). ACN's amplitude matrix A is training-only and not counted. MACs are
+binary when both the weights and the inputs of a layer are 1-bit, float otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from ..nn.layers import QuantMixin
+
+
+@dataclass
+class LayerRow:
+    name: str
+    kind: str
+    params: int
+    weight_bits: int
+    input_bits: int
+    memory_bits: int
+    macs: int
+    binary_macs: bool
+
+
+@dataclass
+class Summary:
+    rows: list[LayerRow]
+
+    @property
+    def params(self) -> int:
+        return sum(r.params for r in self.rows)
+
+    @property
+    def memory_bits(self) -> int:
+        return sum(r.memory_bits for r in self.rows)
+
+    @property
+    def fp32_bits(self) -> int:
+        return 32 * self.params
+
+    @property
+    def binary_macs(self) -> int:
+        return sum(r.macs for r in self.rows if r.binary_macs)
+
+    @property
+    def float_macs(self) -> int:
+        return sum(r.macs for r in self.rows if not r.binary_macs)
+
+    def totals(self) -> dict:
+        return {
+            "params": self.params,
+            "memory_bits": self.memory_bits,
+            "memory_kib": self.memory_bits / 8 / 1024,
+            "fp32_kib": self.fp32_bits / 8 / 1024,
+            "compression": self.fp32_bits / self.memory_bits if self.memory_bits else 1.0,
+            "binary_macs": self.binary_macs,
+            "float_macs": self.float_macs,
+        }
+
+    def to_dict(self) -> dict:
+        return {"layers": [asdict(r) for r in self.rows], "totals": self.totals()}
+
+    def table(self) -> str:
+        head = f"{'layer':<22}{'kind':<24}{'params':>9}{'w bits':>7}{'in bits':>8}{'memory':>11}{'MACs':>11}  mac"
+        lines = [head, "-" * len(head)]
+        for r in self.rows:
+            lines.append(
+                f"{r.name:<22}{r.kind:<24}{r.params:>9,}{r.weight_bits:>7}{r.input_bits:>8}"
+                f"{_bytes(r.memory_bits):>11}{r.macs:>11,}  {'binary' if r.binary_macs else 'float'}"
+            )
+        t = self.totals()
+        lines += [
+            "-" * len(head),
+            f"params {t['params']:,} | memory {_bytes(t['memory_bits'])} (FP32 {_bytes(self.fp32_bits)}, "
+            f"{t['compression']:.1f}x smaller) | binary MACs {t['binary_macs']:,} | float MACs {t['float_macs']:,}",
+        ]
+        return "\n".join(lines)
+
+
+def _bytes(bits: int) -> str:
+    return f"{bits / 8 / 1024:.2f} KiB"
+
+
+def summarize(model: nn.Module, input_shape: tuple[int, ...]) -> Summary:
+    """Summarize `model` for one input of `input_shape` (C, H, W)."""
+    outputs: dict[str, torch.Size] = {}
+    hooks = [
+        m.register_forward_hook(lambda mod, inp, out, name=name: outputs.__setitem__(name, out.shape))
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Conv2d | nn.Linear)
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    rows = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            rows.append(_weight_layer(name, m, outputs[name]))
+        elif isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d) and m.affine:
+            rows.append(LayerRow(name, type(m).__name__, 2 * m.num_features, 32, 32, 64 * m.num_features, 0, False))
+    return Summary(rows)
+
+
+def _weight_layer(name: str, m: nn.Module, out_shape: torch.Size) -> LayerRow:
+    quantized = isinstance(m, QuantMixin)
+    quantizer = m.kernel_quantizer if quantized else None
+    weight_bits = m.weight_bits if quantized else 32
+    input_bits = m.input_bits if quantized else 32
+    weights = m.weight.numel()
+    bias = m.bias.numel() if m.bias is not None else 0
+    scales = quantizer.extra_parameters() if quantizer is not None else 0
+    per_output = weights // m.weight.shape[0]
+    spatial = out_shape[2] * out_shape[3] if len(out_shape) == 4 else 1
+    kind = type(m).__name__ + (
+        f"[{m.kernel_quantizer_name}" + (",sign]" if input_bits == 1 else "]") if quantizer else ""
+    )
+    return LayerRow(
+        name=name,
+        kind=kind,
+        params=weights + bias + scales,
+        weight_bits=weight_bits,
+        input_bits=input_bits,
+        memory_bits=weights * weight_bits + 32 * (bias + scales),
+        macs=m.weight.shape[0] * spatial * per_output,
+        binary_macs=weight_bits == 1 and input_bits == 1,
+    )
