@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .sample import Collector, DataError, Sample, make_points
+from .pts import read_files_beside_images
+from .sample import Collector, DataError, make_points
 
 
 def parse_aflw2000_mat(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -36,15 +37,8 @@ def parse_aflw2000_mat(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def read_aflw2000(files: list[Path], collector: Collector) -> None:
-    from .images import find_image
+    def parse(path: Path) -> dict:
+        points, pose = parse_aflw2000_mat(path)
+        return {"points": points, "pose": pose}
 
-    for path in files:
-        try:
-            points, pose = parse_aflw2000_mat(path)
-            image = find_image(path)
-            if image is None:
-                raise DataError(f"{path}: no image file beside it with the same name")
-        except DataError as exc:
-            collector.fail(str(exc))
-            continue
-        collector.add(Sample(image_path=image, points=points, pose=pose, source=str(path)))
+    read_files_beside_images(files, collector, parse)

@@ -80,20 +80,29 @@ PARSERS = {"pts": parse_pts, "ljson": parse_ljson}
 
 def read_annotation_files(files: list[Path], collector: Collector, format: str) -> None:
     """`format` is "pts", "ljson" or "pts+ljson"; a file named otherwise is parsed as the first."""
+
+    def parse(path: Path) -> dict:
+        suffix = path.suffix.lower().lstrip(".")
+        return {"points": PARSERS[suffix if suffix in format.split("+") else format.split("+")[0]](path)}
+
+    read_files_beside_images(files, collector, parse)
+
+
+def read_files_beside_images(files: list[Path], collector: Collector, parse) -> None:
+    """One face per annotation file, its image beside it with the same name; `parse(path)` returns
+    the Sample fields (points, and optionally pose...)."""
     from .images import find_image
 
     for path in files:
-        suffix = path.suffix.lower().lstrip(".")
-        parser = PARSERS[suffix if suffix in format.split("+") else format.split("+")[0]]
         try:
-            points = parser(path)
+            fields = parse(path)
             image = find_image(path)
             if image is None:
                 raise DataError(f"{path}: no image file beside it with the same name")
         except DataError as exc:
             collector.fail(str(exc))
             continue
-        collector.add(Sample(image_path=image, points=points, source=str(path)))
+        collector.add(Sample(image_path=image, source=str(path), **fields))
 
 
 def annotation_files(source: Path, suffixes: tuple[str, ...]) -> list[Path]:

@@ -13,13 +13,17 @@ import torch
 from torch import nn
 
 
-class _SignSTE(torch.autograd.Function):
-    """sign(x) with sign(0) = +1; gradient passed where |x| <= 1 (straight-through estimator)."""
+class _Sign(torch.autograd.Function):
+    """sign(x) with sign(0) = +1 (so every value packs to one bit); subclasses choose the gradient."""
 
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
         return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+
+
+class _SignSTE(_Sign):
+    """Straight-through estimator: gradient passed where |x| <= 1."""
 
     @staticmethod
     def backward(ctx, grad):
@@ -27,13 +31,8 @@ class _SignSTE(torch.autograd.Function):
         return grad * (x.abs() <= 1).to(grad.dtype)
 
 
-class _ApproxSign(torch.autograd.Function):
-    """sign(x) forward; gradient of Bi-Real Net's piecewise quadratic, 2 - 2|x| on |x| <= 1."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+class _ApproxSign(_Sign):
+    """Gradient of Bi-Real Net's piecewise quadratic approximation: 2 - 2|x| on |x| <= 1."""
 
     @staticmethod
     def backward(ctx, grad):
