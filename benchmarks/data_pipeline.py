@@ -7,6 +7,7 @@ the JPEG every time vs reading the preprocessed patch cache. Single thread, pinn
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
@@ -72,7 +73,7 @@ def main() -> None:
         print(rows[-1])
     data = {
         "provenance": provenance(
-            "python benchmarks/data_pipeline.py", threads=1, core=core, data=str(args.data),
+            "python benchmarks/data_pipeline.py", threads=1, core=core, data=os.path.relpath(args.data, ROOT),
             faces_per_round=args.faces, rounds=args.rounds, statistic="median over rounds",
         ),
         "rows": rows,
