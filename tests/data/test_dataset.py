@@ -72,3 +72,9 @@ def test_heatmap_targets_decode_back_to_original_points(samples):
 def test_dataset_refuses_mismatched_points():
     with pytest.raises(ValueError, match="do not have 68 points"):
         LandmarkDataset([Sample(image_path=None, points=FACE5)], IBUG68, CropSpec(32))
+
+
+def test_a_cache_of_other_samples_is_refused(samples):
+    cache = PatchCache.build(samples[:3], CropSpec(40), InputSpec(), progress=False)
+    with pytest.raises(ValueError, match="holds 3 faces but 10 samples"):
+        LandmarkDataset(samples, FIVE, CropSpec(40), cache=cache)

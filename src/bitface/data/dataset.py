@@ -61,6 +61,8 @@ class LandmarkDataset(Dataset):
             self.space = OutputSpace("heatmap", crop.size // heatmap.stride, heatmap.stride)
         else:
             self.space = OutputSpace(output, crop.size)
+        if cache is not None and len(cache.patches) != len(samples):
+            raise ValueError(f"the patch cache holds {len(cache.patches)} faces but {len(samples)} samples were given")
         self.cache = cache
         # With a cache, faces whose image failed to decode are left out.
         self.indices = list(cache.kept) if cache is not None else list(range(len(samples)))
