@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..io.images import load_image, to_gray, to_rgb
+from ..io.images import load_image
 from ..io.sample import Sample
 from ..schemes import Scheme
 from . import geometry
@@ -32,10 +32,6 @@ class InputSpec:
     @property
     def mode(self) -> str:
         return "gray" if self.channels == 1 else "rgb"
-
-    def convert(self, image: np.ndarray) -> np.ndarray:
-        """Any uint8 gray/RGB image to this spec's channel count."""
-        return to_gray(image) if self.channels == 1 else to_rgb(image)
 
     def normalize(self, crops: np.ndarray) -> np.ndarray:
         """uint8 crops (..., H, W) or (..., H, W, 3) -> float32 (..., C, H, W)."""

@@ -54,10 +54,6 @@ def image_size(path: str | Path) -> tuple[int, int]:
         raise DataError(f"{path}: not a readable image ({exc})") from None
 
 
-def to_gray(image: np.ndarray) -> np.ndarray:
-    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-
-
 def to_rgb(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else image
 

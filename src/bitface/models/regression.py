@@ -80,8 +80,8 @@ class RegressionNet(nn.Module):
             names = [f"conv{stage + 1}"] + ([f"conv{stage + 1}b"] if paired else [])
             for j, name in enumerate(names):
                 out = widths[2 * stage + j] if paired else widths[stage]
-                size_ = kernel if j == 0 else min(kernel, 3)
-                convs.append((name, c_in, out, size_, j == 1, j == len(names) - 1 and stage < 3))
+                k = kernel if j == 0 else min(kernel, 3)
+                convs.append((name, c_in, out, k, j == 1, j == len(names) - 1 and stage < 3))
                 c_in = out
         all_names = [c[0] for c in convs] + ["fc1", "fc2"]
         unknown = set(keep_real) - set(all_names)
