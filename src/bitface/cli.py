@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .schemes import NORMALIZERS as NORMALIZER_NAMES
 
 MAX_LISTED_ERRORS = 100
 
@@ -95,6 +96,63 @@ def _summary(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    try:
+        from .train.recipe import load_recipe
+        from .train.trainer import Trainer
+    except ImportError as exc:
+        raise ValueError(f"`bitface train` needs the train extra (pip install 'bitface[train]'): {exc}") from None
+    overrides = {key: value for key, value in _parse_options(args.set).items()}
+    recipe = load_recipe(args.recipe, overrides)
+    out = args.out or Path("runs") / recipe.name
+    trainer = Trainer(recipe, out, progress=not args.quiet)
+    history = trainer.fit(resume=args.resume, until_epoch=args.until)
+    last = history[-1] if history else {}
+    print(json.dumps({"run": str(out), "model": str(trainer.files.model), "epochs": trainer.epoch, "last": last}))
+    return 0
+
+
+def load_any_model(path: Path):
+    """A model file by its kind: a trained checkpoint (.safetensors)."""
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path}: unknown model file type {path.suffix!r} (expected .safetensors)")
+    try:
+        from .models.model_file import load_model
+    except ImportError as exc:
+        raise ValueError(f"{path}: running a .safetensors checkpoint needs the train extra (torch): {exc}") from None
+    return load_model(path)
+
+
+def _eval(args) -> int:
+    from tqdm import tqdm
+
+    from .evaluate.protocol import evaluate_model
+    from .io import read_annotations
+
+    model = load_any_model(args.model)
+    result = read_annotations(args.source, args.format, check="exists", image_root=args.images)
+    if result.samples[0].num_points != model.scheme.num_points:
+        raise ValueError(
+            f"{args.source} has {result.samples[0].num_points}-point faces but {args.model} predicts "
+            f"{model.scheme.num_points} points"
+        )
+    progress = None if args.quiet else (lambda items: tqdm(items, desc="predicting", leave=False))
+    report = evaluate_model(
+        model, result.samples, args.normalize, name=args.name or args.source.name, progress=progress
+    )
+    report.extra["model"] = str(args.model)
+    report.extra["source"] = str(args.source)
+    report.extra["unread_annotations"] = result.skipped
+    data = report.to_dict()
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(data, indent=2) + "\n")
+    if args.report:
+        report.save(args.report)
+    print(json.dumps({k: data[k] for k in ("name", "faces", "normalizer", "nme", "auc", "fr", "skipped")}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bitface", description="Facial landmarks with tiny binarized and compressed networks."
@@ -139,16 +197,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     summary.add_argument("--json", action="store_true", help="print JSON instead of a table")
     summary.set_defaults(run=_summary)
+
+    train = commands.add_parser("train", help="train a model from a recipe (YAML)")
+    train.add_argument("recipe", type=Path, help="recipe file, e.g. configs/acn_table2/20-40-60-80_acn.yaml")
+    train.add_argument("--out", type=Path, help="run folder (default: runs/<recipe name>)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    train.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key, e.g. train.epochs=5"
+    )
+    train.add_argument("--until", type=int, metavar="EPOCH", help="stop after this epoch (continue with --resume)")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.set_defaults(run=_train)
+
+    ev = commands.add_parser("eval", help="score a model on an annotated set (NME, AUC, failure rate)")
+    ev.add_argument("model", type=Path, help="model file (.safetensors from `bitface train`)")
+    source_args(ev)
+    ev.add_argument("--normalize", help="normalizer (default: the scheme's): " + ", ".join(NORMALIZER_NAMES))
+    ev.add_argument("--json", type=Path, help="write the full report as JSON here")
+    ev.add_argument("--report", type=Path, help="also write STEM.json, STEM.md and STEM_ced.png")
+    ev.add_argument("--name", help="name of the set in the report (default: the source's file name)")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.set_defaults(run=_eval)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from .io import DataError
+    from .train.errors import TrainingDiverged
 
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (DataError, KeyError, ValueError, OSError) as exc:
+    except (DataError, KeyError, ValueError, OSError, TrainingDiverged) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"bitface: error: {message}", file=sys.stderr)
         return 1

@@ -64,15 +64,14 @@ class AsyncAmplitudeOptimizer:
         others = [p for p in model.parameters() if id(p) not in amplitude_ids and p.requires_grad]
         self.theta = theta
         if optimizer == "adam":
-            kernels = torch.optim.Adam(others, lr=lr, betas=betas, weight_decay=weight_decay)
-            amplitudes = torch.optim.Adam([q.amplitude for _, q in self.layers], lr=amplitude_lr, betas=betas)
+            make = lambda params, rate, decay: torch.optim.Adam(params, lr=rate, betas=betas, weight_decay=decay)  # noqa: E731
         elif optimizer == "sgd":  # plain gradient steps, as the paper's equations are written
-            kernels = torch.optim.SGD(others, lr=lr, weight_decay=weight_decay)
-            amplitudes = torch.optim.SGD([q.amplitude for _, q in self.layers], lr=amplitude_lr)
+            make = lambda params, rate, decay: torch.optim.SGD(params, lr=rate, weight_decay=decay)  # noqa: E731
         else:
             raise ValueError(f"optimizer must be 'adam' or 'sgd', not {optimizer!r}")
-        self.kernels = kernels
-        self.amplitudes = amplitudes if self.layers else None
+        self.kernels = make(others, lr, weight_decay)
+        amplitudes = [q.amplitude for _, q in self.layers]
+        self.amplitudes = make(amplitudes, amplitude_lr, 0.0) if amplitudes else None
 
     @property
     def optimizers(self) -> list[torch.optim.Optimizer]:

@@ -1,0 +1,40 @@
+"""Scoring a model on an annotated set: the one path `bitface eval` and the benchmarks use.
+
+Any model with `scheme`, `predict_samples(samples, progress=...)` and `crop_for(sample)` works
+(a torch checkpoint now, a packed runtime model later). Faces whose image cannot be read are
+counted in the report, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..io.sample import Sample
+from .report import Report, evaluate
+
+
+def evaluate_model(model, samples: list[Sample], normalizer: str | None = None, name: str = "test", progress=None):
+    """Predict every face and score it; the report says how faces were cropped and how many were skipped."""
+    result = model.predict_samples(samples, progress=progress)
+    if not result.indices:
+        first = f"; first error: {result.errors[0]}" if result.errors else ""
+        raise ValueError(f"{name}: no face could be predicted ({len(result.errors)} failed){first}")
+    kept = [samples[i] for i in result.indices]
+    boxes = np.stack([s.box for s in kept]) if all(s.box is not None for s in kept) else None
+    yaw = np.array([s.pose[0] for s in kept]) if all(s.pose is not None for s in kept) else None
+    report: Report = evaluate(
+        result.points, np.stack([s.points for s in kept]), model.scheme, normalizer, boxes, yaw, name
+    )
+    report.extra["skipped"] = len(result.errors)
+    report.extra["skipped_errors"] = result.errors[:20]
+    report.extra["crop"] = _describe_crops(model, kept)
+    return report
+
+
+def _describe_crops(model, samples: list[Sample]) -> str:
+    sources = {model.crop_for(s).source for s in samples}
+    if sources == {"box"}:
+        return "annotated face boxes"
+    if sources == {"points"}:
+        return "tight box of the ground-truth points, scaled to frame faces as the training boxes did"
+    return "annotated boxes where present, else the calibrated box of the ground-truth points"

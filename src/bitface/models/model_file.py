@@ -1,0 +1,198 @@
+"""A trained model on disk: a safetensors file of weights whose metadata says how to rebuild the
+network and how faces are cropped and decoded, so it predicts on images with nothing else at hand.
+safetensors cannot run code when loaded (unlike a pickle).
+
+Metadata keys (JSON strings under "bitface"): model {name, options}, scheme, crop, fallback_crop
+(for faces with no box: a crop from the points calibrated to the training boxes), input, output,
+heatmap, and free-form info (recipe, epoch, metrics).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..data.crop import CropSpec
+from ..data.geometry import OutputSpace, invert, warp
+from ..data.heatmaps import decode_argmax
+from ..data.pipeline import InputSpec, load_for
+from ..io.sample import DataError, Sample
+from ..schemes import Scheme, get_scheme, tight_boxes
+from .registry import create_model
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class LandmarkModel:
+    """A network plus everything needed to run it on faces in original images."""
+
+    network: nn.Module
+    model_name: str
+    model_options: dict
+    scheme: Scheme
+    crop: CropSpec
+    input: InputSpec
+    output: str = "normalized"
+    heatmap_stride: int = 4
+    fallback_crop: CropSpec | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def space(self) -> OutputSpace:
+        if self.output == "heatmap":
+            return OutputSpace("heatmap", self.crop.size // self.heatmap_stride, self.heatmap_stride)
+        return OutputSpace(self.output, self.crop.size)
+
+    def crop_for(self, sample: Sample) -> CropSpec:
+        if sample.box is None and self.fallback_crop is not None:
+            return self.fallback_crop
+        return self.crop
+
+    @torch.no_grad()
+    def predict_crops(self, crops: np.ndarray) -> np.ndarray:
+        """uint8 crops (B, S, S[, 3]) -> points (B, N, 2) in crop pixels."""
+        self.network.eval()
+        x = torch.from_numpy(self.input.normalize(crops))
+        return self.decode(self.network(x).numpy())
+
+    def decode(self, output: np.ndarray) -> np.ndarray:
+        """Raw network output (B, N, 2) coordinates or (B, N, H, W) heatmaps -> points (B, N, 2) in crop pixels."""
+        output = np.asarray(output, dtype=np.float64)
+        if self.output == "heatmap":
+            output = decode_argmax(output).points
+        return self.space.to_crop(output)
+
+    def predict_samples(self, samples: list[Sample], batch_size: int = 256, progress=None) -> PredictionSet:
+        """Predict every face in original-image coordinates; faces whose image fails to load are
+        listed in `errors` and left out of `indices`, never scored as zeros."""
+        points, indices, errors = [], [], []
+        batch, matrices, batch_indices = [], [], []
+
+        def flush():
+            if batch:
+                pred = self.predict_crops(np.stack(batch))
+                points.extend(_to_original(p, m) for p, m in zip(pred, matrices, strict=True))
+                indices.extend(batch_indices)
+                batch.clear(), matrices.clear(), batch_indices.clear()
+
+        iterator = progress(samples) if progress else samples
+        for i, sample in enumerate(iterator):
+            try:
+                image = load_for(sample, self.input)
+            except DataError as exc:
+                errors.append(str(exc))
+                continue
+            matrix = self.crop_for(sample).matrix_for(sample)
+            batch.append(warp(image, matrix, self.crop.size))
+            matrices.append(matrix)
+            batch_indices.append(i)
+            if len(batch) == batch_size:
+                flush()
+        flush()
+        return PredictionSet(
+            np.asarray(points, dtype=np.float64).reshape(-1, self.scheme.num_points, 2), indices, errors
+        )
+
+    def metadata(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION,
+            "model": {"name": self.model_name, "options": self.model_options},
+            "scheme": self.scheme.name,
+            "crop": dataclasses.asdict(self.crop),
+            "fallback_crop": None if self.fallback_crop is None else dataclasses.asdict(self.fallback_crop),
+            "input": dataclasses.asdict(self.input),
+            "output": self.output,
+            "heatmap_stride": self.heatmap_stride,
+            "info": self.info,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically (a temporary file renamed over the target), so a crash never leaves half a model."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tensors = {k: v.detach().contiguous().clone() for k, v in self.network.state_dict().items()}
+        save_file(tensors, str(tmp), metadata={"bitface": json.dumps(self.metadata())})
+        os.replace(tmp, path)
+        return path
+
+
+@dataclass
+class PredictionSet:
+    points: np.ndarray  # (K, N, 2) original-image coordinates of the faces in `indices`
+    indices: list[int]
+    errors: list[str]
+
+
+def _to_original(points_in_crop: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    inverse = invert(matrix)
+    return points_in_crop @ inverse[:2, :2].T + inverse[:2, 2]
+
+
+def load_model(path: str | Path) -> LandmarkModel:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such model file")
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), "pt") as handle:
+            raw = (handle.metadata() or {}).get("bitface")
+    except (SafetensorError, OSError) as exc:
+        raise DataError(f"{path}: not a readable safetensors model file ({exc})") from None
+    if raw is None:
+        raise DataError(f"{path}: a safetensors file without bitface metadata (not a bitface model)")
+    meta = json.loads(raw)
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise DataError(f"{path}: model format {meta.get('format_version')} (this bitface reads {FORMAT_VERSION})")
+    try:
+        options = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["model"]["options"].items()}
+        network = create_model(meta["model"]["name"], **options)
+        network.load_state_dict(tensors)
+        fallback = meta.get("fallback_crop")
+        return LandmarkModel(
+            network=network.eval(),
+            model_name=meta["model"]["name"],
+            model_options=options,
+            scheme=get_scheme(meta["scheme"]),
+            crop=CropSpec(**meta["crop"]),
+            input=InputSpec(**meta["input"]),
+            output=meta["output"],
+            heatmap_stride=meta.get("heatmap_stride", 4),
+            fallback_crop=None if fallback is None else CropSpec(**fallback),
+            info=meta.get("info", {}),
+        )
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise DataError(f"{path}: inconsistent model file: {exc}") from None
+
+
+def calibrate_points_crop(samples: list[Sample], crop: CropSpec) -> CropSpec | None:
+    """A crop from the tight box of the points that matches, in median, the crop the annotated boxes
+    give: for test sets without face boxes (e.g. MTFL), so the network sees faces framed as in training.
+    None when no sample has a box."""
+    with_box = [s for s in samples if s.box is not None]
+    if not with_box or crop.source != "box":
+        return None
+    points_boxes = tight_boxes(np.stack([s.points for s in with_box]))
+    ratios, shifts = [], []
+    for sample, pbox in zip(with_box, points_boxes, strict=True):
+        centre, side = crop.square(np.asarray(sample.box, dtype=np.float64))
+        width, height = pbox[2] - pbox[0], pbox[3] - pbox[1]
+        if width <= 0 or height <= 0:
+            continue
+        ratios.append(side / max(width, height))
+        shifts.append((centre[1] - (pbox[1] + pbox[3]) / 2) / height)
+    if not ratios:
+        return None
+    return CropSpec(
+        size=crop.size, source="points", margin=(float(np.median(ratios)) - 1) / 2, shift_y=float(np.median(shifts))
+    )

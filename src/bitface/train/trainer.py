@@ -1,0 +1,277 @@
+"""The training loop: one recipe in, a run folder out.
+
+    RUN/recipe.yaml         the recipe as resolved (bases merged, paths absolute)
+    RUN/model.safetensors   the model after the last finished epoch (weights + how to run it)
+    RUN/state.pt            optimizer, schedule, RNG and history for an exact --resume
+    RUN/log.jsonl           one line per epoch: loss, rates, validation NME, seconds
+
+Both files are written atomically at the end of every epoch. Resume is exact: the shuffle order,
+the augmentation of every face and dropout all derive from (seed, epoch), so a run stopped after
+epoch k and resumed ends with the same weights as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from ..data.cache import PatchCache
+from ..data.dataset import LandmarkDataset, make_loader
+from ..evaluate.report import evaluate
+from ..io import read_annotations
+from ..io.sample import Sample
+from ..models.model_file import LandmarkModel, calibrate_points_crop
+from .acn import AsyncAmplitudeOptimizer
+from .errors import TrainingDiverged
+from .recipe import Recipe
+
+STATE_VERSION = 1
+
+
+@dataclass
+class RunFiles:
+    folder: Path
+
+    @property
+    def recipe(self) -> Path:
+        return self.folder / "recipe.yaml"
+
+    @property
+    def model(self) -> Path:
+        return self.folder / "model.safetensors"
+
+    @property
+    def state(self) -> Path:
+        return self.folder / "state.pt"
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "log.jsonl"
+
+
+def cache_folder() -> Path:
+    return Path(os.environ.get("BITFACE_CACHE", Path.home() / ".cache" / "bitface"))
+
+
+def read_samples(source: str, format: str | None) -> list[Sample]:
+    """Every usable face (lenient: bad lines are skipped and counted); none at all is an error with the counts."""
+    return read_annotations(source, format, strict=False, check="header").samples
+
+
+def _loss_fn(name: str):
+    return {
+        "l2": torch.nn.functional.mse_loss,
+        "l1": torch.nn.functional.l1_loss,
+        "smooth_l1": lambda a, b: torch.nn.functional.smooth_l1_loss(a, b, beta=0.02),
+    }[name]
+
+
+def rate_factor(spec, step: int, steps_per_epoch: int) -> float:
+    """Learning-rate multiplier at a global step: linear warmup, then constant, cosine to 0, or steps."""
+    epoch = step / steps_per_epoch
+    if epoch < spec.warmup_epochs:
+        return (step + 1) / (spec.warmup_epochs * steps_per_epoch)
+    if spec.schedule == "cosine":
+        span = spec.epochs - spec.warmup_epochs
+        return 0.5 * (1 + math.cos(math.pi * (epoch - spec.warmup_epochs) / span))
+    if spec.schedule == "step":
+        return spec.step_gamma ** sum(epoch >= e for e in spec.step_epochs)
+    return 1.0
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe, folder: str | Path, progress: bool = True):
+        self.recipe = recipe
+        self.files = RunFiles(Path(folder))
+        self.progress = progress
+        spec = recipe.train
+        torch.set_num_threads(spec.threads)
+        torch.manual_seed(spec.seed)
+        self.network = recipe.build_model()  # fails on an impossible architecture before any data is read
+        self.train_samples = read_samples(recipe.data.train, recipe.data.format)
+        self.val_samples = read_samples(recipe.data.val, recipe.data.format) if recipe.data.val else []
+        cache_dir = cache_folder() / "patches"
+        kwargs = dict(directory=cache_dir, progress=progress)
+        self.train_set = LandmarkDataset(
+            self.train_samples,
+            recipe.scheme,
+            recipe.crop,
+            recipe.input,
+            recipe.augment,
+            output=recipe.target.output,
+            cache=PatchCache.build(self.train_samples, recipe.crop, recipe.input, **kwargs),
+            seed=spec.seed,
+        )
+        self.val_set = None
+        if self.val_samples:
+            self.val_set = LandmarkDataset(
+                self.val_samples,
+                recipe.scheme,
+                recipe.crop,
+                recipe.input,
+                None,
+                output=recipe.target.output,
+                cache=PatchCache.build(self.val_samples, recipe.crop, recipe.input, context=1.0, **kwargs),
+            )
+        self.optimizer = AsyncAmplitudeOptimizer(
+            self.network,
+            lr=spec.lr,
+            amplitude_lr=spec.amplitude_lr or spec.lr,
+            theta=spec.theta,
+            weight_decay=spec.weight_decay,
+            optimizer=spec.optimizer,
+        )
+        for group in self.optimizer.param_groups:
+            group["base_lr"] = group["lr"]
+        self.loss = _loss_fn(spec.loss)
+        self.fallback_crop = calibrate_points_crop(self.train_samples, recipe.crop)
+        self.epoch = 0  # epochs finished
+        self.history: list[dict] = []
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def landmark_model(self) -> LandmarkModel:
+        return LandmarkModel(
+            network=self.network,
+            model_name=self.recipe.model.name,
+            model_options=dict(self.recipe.model.options),
+            scheme=self.recipe.scheme,
+            crop=self.recipe.crop,
+            input=self.recipe.input,
+            output=self.recipe.target.output,
+            fallback_crop=self.fallback_crop,
+            info={
+                "recipe": self.recipe.name,
+                "epoch": self.epoch,
+                "val": self.history[-1].get("val") if self.history else None,
+            },
+        )
+
+    def save(self) -> None:
+        self.files.folder.mkdir(parents=True, exist_ok=True)
+        self.landmark_model().save(self.files.model)
+        state = {
+            "version": STATE_VERSION,
+            "epoch": self.epoch,
+            "network": self.network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "history": json.dumps(self.history),
+            "recipe": json.dumps(self.recipe.to_dict()),
+        }
+        tmp = self.files.state.with_name(self.files.state.name + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.files.state)
+
+    def resume(self) -> None:
+        if not self.files.state.is_file():
+            raise FileNotFoundError(f"{self.files.state}: nothing to resume (no state file in {self.files.folder})")
+        state = torch.load(self.files.state, weights_only=True)  # never unpickle arbitrary objects
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"{self.files.state}: state version {state.get('version')}, expected {STATE_VERSION}")
+        saved = json.loads(state["recipe"])
+        if saved != json.loads(json.dumps(self.recipe.to_dict())):
+            raise ValueError(f"{self.files.state}: was written by a different recipe; start a new run folder")
+        self.network.load_state_dict(state["network"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        self.epoch = int(state["epoch"])
+        self.history = json.loads(state["history"])
+
+    # -- loop -------------------------------------------------------------------------------------
+
+    def fit(self, resume: bool = False, until_epoch: int | None = None) -> list[dict]:
+        """Train to the recipe's last epoch, or stop after `until_epoch` (to split a long run across
+        sessions; continue it with resume=True)."""
+        self.files.folder.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.resume()
+        elif self.files.state.exists():
+            raise FileExistsError(f"{self.files.folder} already holds a run; pass --resume or choose another --out")
+        self.files.recipe.write_text(yaml.safe_dump(self.recipe.to_dict(), sort_keys=False))
+        if not resume and self.files.log.exists():
+            self.files.log.unlink()
+        spec = self.recipe.train
+        stop = spec.epochs if until_epoch is None else min(until_epoch, spec.epochs)
+        while self.epoch < stop:
+            row = self._train_epoch(self.epoch)
+            self.epoch += 1
+            row["val"] = self.validate()
+            self.history.append(row)
+            self.save()
+            with self.files.log.open("a") as log:
+                log.write(json.dumps(row) + "\n")
+            if self.progress:
+                val = row["val"]
+                nme = f", val NME {val['nme']:.3f}% ({val['normalizer']})" if val else ""
+                tqdm.write(f"epoch {row['epoch']}/{spec.epochs}: loss {row['loss']:.5f}{nme}, {row['seconds']:.1f}s")
+        return self.history
+
+    def _train_epoch(self, epoch: int) -> dict:
+        spec = self.recipe.train
+        self.train_set.set_epoch(epoch)
+        loader = make_loader(self.train_set, spec.batch_size, shuffle=True, workers=spec.workers, seed=spec.seed)
+        loader.generator.manual_seed(spec.seed * 100_003 + epoch)  # the shuffle depends on (seed, epoch) only
+        self.network.train()
+        steps = len(loader)
+        total, count, start = 0.0, 0, time.perf_counter()
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{spec.epochs}", disable=not self.progress, leave=False)
+        for batch_index, batch in enumerate(bar):
+            factor = rate_factor(spec, epoch * steps + batch_index, steps)
+            for group in self.optimizer.param_groups:
+                group["lr"] = group["base_lr"] * factor
+            prediction = self.network(batch["image"])
+            loss = self.loss(prediction, batch["target"])
+            if not torch.isfinite(loss):
+                kept = f"the last good checkpoint ({self.epoch} epochs) is {self.files.model}"
+                raise TrainingDiverged(
+                    f"loss became {loss.item()} at epoch {epoch + 1}, batch {batch_index + 1}; "
+                    + (kept if self.files.model.exists() else "no checkpoint was written yet")
+                )
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            total += loss.item() * len(batch["image"])
+            count += len(batch["image"])
+            bar.set_postfix(loss=f"{total / count:.5f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+        return {
+            "epoch": epoch + 1,
+            "loss": total / count,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - start,
+        }
+
+    @torch.no_grad()
+    def validate(self) -> dict | None:
+        if self.val_set is None:
+            return None
+        self.network.eval()
+        model = self.landmark_model()
+        predictions, truths, boxes = [], [], []
+        loader = make_loader(self.val_set, 512, shuffle=False)
+        for batch in loader:
+            in_crop = model.decode(self.network(batch["image"]).numpy())
+            for points, matrix, index in zip(in_crop, batch["matrix"].numpy(), batch["index"].tolist(), strict=True):
+                inverse = np.linalg.inv(matrix)
+                predictions.append(points @ inverse[:2, :2].T + inverse[:2, 2])
+                sample = self.val_samples[index]
+                truths.append(sample.points)
+                boxes.append(sample.box)
+        have_boxes = all(b is not None for b in boxes)
+        report = evaluate(
+            np.stack(predictions),
+            np.stack(truths),
+            self.recipe.scheme,
+            self.recipe.data.normalizer,
+            boxes=np.stack(boxes) if have_boxes else None,
+        )
+        return {"nme": report.nme, "normalizer": report.normalizer, "faces": report.faces}

@@ -1,0 +1,112 @@
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="training needs the train extra (torch)")
+
+from bitface.cli import main  # noqa: E402
+from bitface.models.model_file import load_model  # noqa: E402
+from bitface.train.errors import TrainingDiverged  # noqa: E402
+from bitface.train.recipe import load_recipe  # noqa: E402
+from bitface.train.trainer import Trainer, rate_factor  # noqa: E402
+
+
+def test_training_writes_a_model_a_log_and_resumes_exactly(tiny_recipe, tmp_path):
+    recipe = load_recipe(tiny_recipe)
+    straight = Trainer(recipe, tmp_path / "straight", progress=False)
+    straight.fit()
+    log = [json.loads(line) for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in log] == [1, 2]
+    assert all(np.isfinite(row["loss"]) and row["val"]["faces"] == 16 for row in log)
+
+    stopped = Trainer(recipe, tmp_path / "resumed", progress=False)
+    stopped.fit(until_epoch=1)
+    assert stopped.epoch == 1
+    resumed = Trainer(recipe, tmp_path / "resumed", progress=False)
+    resumed.fit(resume=True)
+    for name, value in straight.network.state_dict().items():
+        assert torch.equal(value, resumed.network.state_dict()[name]), name
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in straight.history]
+
+
+def test_a_saved_model_predicts_what_the_network_predicts(tiny_recipe, tmp_path):
+    trainer = Trainer(load_recipe(tiny_recipe), tmp_path / "run", progress=False)
+    trainer.fit()
+    model = load_model(tmp_path / "run" / "model.safetensors")
+    assert model.info["epoch"] == 2 and model.scheme.name == "5pt"
+    crops = np.random.default_rng(0).integers(0, 255, (3, 39, 39), dtype=np.uint8)
+    trainer.network.eval()
+    with torch.no_grad():
+        expected = trainer.network(torch.from_numpy(model.input.normalize(crops))).numpy()
+    np.testing.assert_allclose(model.predict_crops(crops), model.space.to_crop(expected), atol=1e-5)
+    assert model.fallback_crop is not None and model.fallback_crop.source == "points"
+
+
+def test_a_run_folder_is_not_overwritten_without_resume(tiny_recipe, tmp_path):
+    recipe = load_recipe(tiny_recipe, {"train.epochs": 1})
+    Trainer(recipe, tmp_path / "run", progress=False).fit()
+    with pytest.raises(FileExistsError, match="--resume"):
+        Trainer(recipe, tmp_path / "run", progress=False).fit()
+    changed = load_recipe(tiny_recipe, {"train.epochs": 1, "train.lr": 0.5})
+    with pytest.raises(ValueError, match="different recipe"):
+        Trainer(changed, tmp_path / "run", progress=False).fit(resume=True)
+
+
+def test_nan_loss_stops_with_epoch_and_batch_and_keeps_the_last_good_model(tiny_recipe, tmp_path):
+    trainer = Trainer(load_recipe(tiny_recipe, {"train.epochs": 3}), tmp_path / "run", progress=False)
+    trainer.fit(until_epoch=1)
+    good = (tmp_path / "run" / "model.safetensors").read_bytes()
+    poison = trainer.network.fc2.register_forward_hook(lambda module, inputs, output: output * float("nan"))
+    with pytest.raises(TrainingDiverged, match=r"at epoch 2, batch 1; the last good checkpoint \(1 epochs\)"):
+        trainer.fit(resume=True)
+    poison.remove()
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() == good
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero(tiny_recipe):
+    spec = load_recipe(tiny_recipe, {"train.epochs": 10, "train.warmup_epochs": 1}).train
+    factors = [rate_factor(spec, step, 10) for step in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert max(factors) == pytest.approx(1.0) and factors[-1] < 0.01
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:], strict=False))
+
+
+def test_cli_train_and_eval(tiny_recipe, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", str(tiny_recipe), "--out", str(run), "--quiet", "--set", "train.epochs=1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["epochs"] == 1
+    data = tmp_path / "data" / "list.txt"
+    report = tmp_path / "eval.json"
+    code = main(["eval", str(run / "model.safetensors"), str(data), "--normalize", "box_width", "--json", str(report)])
+    assert code == 0
+    result = json.loads(report.read_text())
+    assert result["normalizer"] == "box_width" and result["faces"] == 16 and result["skipped"] == 0
+    assert result["nme"] > 0 and set(result["auc"]) == {"0.06"} and set(result["fr"]) == {"0.06"}
+    assert result["crop"] == "annotated face boxes"
+
+
+def test_cli_train_rejects_bad_recipes_and_empty_data_before_training(tiny_recipe, tmp_path, capsys):
+    assert main(["train", str(tiny_recipe), "--out", str(tmp_path / "a"), "--set", "train.lr=-1"]) == 1
+    assert "train: lr: must be > 0, got -1.0" in capsys.readouterr().err
+    empty = tmp_path / "empty.txt"
+    empty.write_text("nothing.png 1 2 3\r\nalso_bad\r\n")
+    assert (
+        main(
+            [
+                "train",
+                str(tiny_recipe),
+                "--out",
+                str(tmp_path / "b"),
+                "--set",
+                f"data.train={empty}",
+                "--set",
+                "data.format=cuhk",
+            ]
+        )
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert "no usable faces (2 skipped)" in err and "expected 15 fields" in err
+    assert not (tmp_path / "b").exists()
