@@ -82,16 +82,28 @@ def _summary(args) -> int:
     except ImportError as exc:
         raise ValueError(f"`bitface summary` of an architecture needs the train extra (torch): {exc}") from None
     options = _parse_options(args.set)
-    try:
-        model = create_model(args.model, **options)
-    except TypeError as exc:
-        raise ValueError(f"model {args.model!r}: {exc}") from None
-    shape = (getattr(model, "channels", 3), getattr(model, "input_size", 128), getattr(model, "input_size", 128))
+    target = Path(args.model)
+    if target.suffix in (".yaml", ".yml"):
+        from .train.recipe import load_recipe
+
+        recipe = load_recipe(target, {f"model.options.{k}": v for k, v in options.items()})
+        name, options, model = recipe.model.name, recipe.model.options, recipe.build_model()
+        shape = (recipe.input.channels, recipe.crop.size, recipe.crop.size)
+    elif target.suffix == ".safetensors":
+        loaded = load_any_model(target)
+        name, options, model = loaded.model_name, loaded.model_options, loaded.network
+        shape = (loaded.input.channels, loaded.crop.size, loaded.crop.size)
+    else:
+        try:
+            model = create_model(args.model, **options)
+        except TypeError as exc:
+            raise ValueError(f"model {args.model!r}: {exc}") from None
+        name = args.model
+        size = getattr(model, "input_size", 128)
+        shape = (getattr(model, "channels", 3), size, size)
     summary = summarize(model, shape)
     print(
-        json.dumps({"model": args.model, "options": options, **summary.to_dict()}, indent=2)
-        if args.json
-        else summary.table()
+        json.dumps({"model": name, "options": options, **summary.to_dict()}, indent=2) if args.json else summary.table()
     )
     return 0
 
@@ -191,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(run=_data_show)
 
     summary = commands.add_parser("summary", help="per-layer bits, memory and MACs of a model")
-    summary.add_argument("model", help="registered architecture name, e.g. regression")
+    summary.add_argument(
+        "model", help="registered architecture name (e.g. regression), a recipe (.yaml) or a model file (.safetensors)"
+    )
     summary.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="architecture option (repeatable)"
     )

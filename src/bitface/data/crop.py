@@ -18,13 +18,14 @@ class CropSpec:
     source "box": the sample's annotated face box (falls back to the points' box when it has none);
     "points": the tight box of the landmarks. `margin` grows the square by that fraction of its
     size on each side. `shift_y` moves the centre down by that fraction of the box height (face
-    detectors' boxes sit high on the face).
+    detectors' boxes sit high on the face), `shift_x` right by that fraction of its width.
     """
 
     size: int
     source: str = "box"
     margin: float = 0.0
     shift_y: float = 0.0
+    shift_x: float = 0.0
 
     def __post_init__(self):
         if self.size < 4:
@@ -42,7 +43,7 @@ class CropSpec:
     def square(self, box) -> tuple[np.ndarray, float]:
         """Centre and side (original pixels) of the crop square for a face box [x0, y0, x1, y1]."""
         centre, side = geometry.square_from_box(box, self.margin)
-        return centre + np.array([0.0, self.shift_y * (box[3] - box[1])]), side
+        return centre + np.array([self.shift_x * (box[2] - box[0]), self.shift_y * (box[3] - box[1])]), side
 
     def matrix(self, box) -> np.ndarray:
         """Original image -> crop, for a face box [x0, y0, x1, y1]."""

@@ -13,22 +13,34 @@ from ..io.sample import Sample
 from .report import Report, evaluate
 
 
-def evaluate_model(model, samples: list[Sample], normalizer: str | None = None, name: str = "test", progress=None):
-    """Predict every face and score it; the report says how faces were cropped and how many were skipped."""
+def evaluate_model(
+    model, samples: list[Sample], normalizer: str | None = None, name: str = "test", progress=None
+) -> Report:
+    """Predict every face and score it under one normalizer (default: the scheme's)."""
+    return evaluate_model_under(model, samples, [normalizer], name, progress)[normalizer]
+
+
+def evaluate_model_under(
+    model, samples: list[Sample], normalizers: list[str | None], name: str = "test", progress=None
+) -> dict[str | None, Report]:
+    """One prediction pass, scored under each normalizer; each report says how faces were cropped
+    and how many were skipped."""
     result = model.predict_samples(samples, progress=progress)
     if not result.indices:
         first = f"; first error: {result.errors[0]}" if result.errors else ""
         raise ValueError(f"{name}: no face could be predicted ({len(result.errors)} failed){first}")
     kept = [samples[i] for i in result.indices]
+    gt = np.stack([s.points for s in kept])
     boxes = np.stack([s.box for s in kept]) if all(s.box is not None for s in kept) else None
     yaw = np.array([s.pose[0] for s in kept]) if all(s.pose is not None for s in kept) else None
-    report: Report = evaluate(
-        result.points, np.stack([s.points for s in kept]), model.scheme, normalizer, boxes, yaw, name
-    )
-    report.extra["skipped"] = len(result.errors)
-    report.extra["skipped_errors"] = result.errors[:20]
-    report.extra["crop"] = _describe_crops(model, kept)
-    return report
+    reports = {}
+    for normalizer in normalizers:
+        report = evaluate(result.points, gt, model.scheme, normalizer, boxes, yaw, name)
+        report.extra["skipped"] = len(result.errors)
+        report.extra["skipped_errors"] = result.errors[:20]
+        report.extra["crop"] = _describe_crops(model, kept)
+        reports[normalizer] = report
+    return reports
 
 
 def _describe_crops(model, samples: list[Sample]) -> str:

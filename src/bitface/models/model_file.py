@@ -183,16 +183,21 @@ def calibrate_points_crop(samples: list[Sample], crop: CropSpec) -> CropSpec | N
     if not with_box or crop.source != "box":
         return None
     points_boxes = tight_boxes(np.stack([s.points for s in with_box]))
-    ratios, shifts = [], []
+    ratios, shifts_x, shifts_y = [], [], []
     for sample, pbox in zip(with_box, points_boxes, strict=True):
         centre, side = crop.square(np.asarray(sample.box, dtype=np.float64))
         width, height = pbox[2] - pbox[0], pbox[3] - pbox[1]
         if width <= 0 or height <= 0:
             continue
         ratios.append(side / max(width, height))
-        shifts.append((centre[1] - (pbox[1] + pbox[3]) / 2) / height)
+        shifts_x.append((centre[0] - (pbox[0] + pbox[2]) / 2) / width)
+        shifts_y.append((centre[1] - (pbox[1] + pbox[3]) / 2) / height)
     if not ratios:
         return None
     return CropSpec(
-        size=crop.size, source="points", margin=(float(np.median(ratios)) - 1) / 2, shift_y=float(np.median(shifts))
+        size=crop.size,
+        source="points",
+        margin=(float(np.median(ratios)) - 1) / 2,
+        shift_x=float(np.median(shifts_x)),
+        shift_y=float(np.median(shifts_y)),
     )
