@@ -11,6 +11,9 @@ TORCH_FREE = [
     "bitface.evaluate",
     "bitface.evaluate.results",
     "bitface.draw",
+    "bitface.export.format",
+    "bitface.runtime",
+    "bitface.data.predictor",
     "bitface.cli",
 ]
 

@@ -22,9 +22,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..data.crop import CropSpec
-from ..data.geometry import OutputSpace, invert, warp
-from ..data.heatmaps import decode_argmax
-from ..data.pipeline import InputSpec, load_for
+from ..data.pipeline import InputSpec
+from ..data.predictor import CroppedPredictor
 from ..io.sample import DataError, Sample
 from ..schemes import Scheme, get_scheme, tight_boxes
 from .registry import create_model
@@ -33,7 +32,7 @@ FORMAT_VERSION = 1
 
 
 @dataclass
-class LandmarkModel:
+class LandmarkModel(CroppedPredictor):
     """A network plus everything needed to run it on faces in original images."""
 
     network: nn.Module
@@ -47,61 +46,10 @@ class LandmarkModel:
     fallback_crop: CropSpec | None = None
     info: dict = field(default_factory=dict)
 
-    @property
-    def space(self) -> OutputSpace:
-        if self.output == "heatmap":
-            return OutputSpace("heatmap", self.crop.size // self.heatmap_stride, self.heatmap_stride)
-        return OutputSpace(self.output, self.crop.size)
-
-    def crop_for(self, sample: Sample) -> CropSpec:
-        if sample.box is None and self.fallback_crop is not None:
-            return self.fallback_crop
-        return self.crop
-
     @torch.no_grad()
-    def predict_crops(self, crops: np.ndarray) -> np.ndarray:
-        """uint8 crops (B, S, S[, 3]) -> points (B, N, 2) in crop pixels."""
+    def forward(self, x: np.ndarray) -> np.ndarray:
         self.network.eval()
-        x = torch.from_numpy(self.input.normalize(crops))
-        return self.decode(self.network(x).numpy())
-
-    def decode(self, output: np.ndarray) -> np.ndarray:
-        """Raw network output (B, N, 2) coordinates or (B, N, H, W) heatmaps -> points (B, N, 2) in crop pixels."""
-        output = np.asarray(output, dtype=np.float64)
-        if self.output == "heatmap":
-            output = decode_argmax(output).points
-        return self.space.to_crop(output)
-
-    def predict_samples(self, samples: list[Sample], batch_size: int = 256, progress=None) -> PredictionSet:
-        """Predict every face in original-image coordinates; faces whose image fails to load are
-        listed in `errors` and left out of `indices`, never scored as zeros."""
-        points, indices, errors = [], [], []
-        batch, matrices, batch_indices = [], [], []
-
-        def flush():
-            if batch:
-                pred = self.predict_crops(np.stack(batch))
-                points.extend(_to_original(p, m) for p, m in zip(pred, matrices, strict=True))
-                indices.extend(batch_indices)
-                batch.clear(), matrices.clear(), batch_indices.clear()
-
-        iterator = progress(samples) if progress else samples
-        for i, sample in enumerate(iterator):
-            try:
-                image = load_for(sample, self.input)
-            except DataError as exc:
-                errors.append(str(exc))
-                continue
-            matrix = self.crop_for(sample).matrix_for(sample)
-            batch.append(warp(image, matrix, self.crop.size))
-            matrices.append(matrix)
-            batch_indices.append(i)
-            if len(batch) == batch_size:
-                flush()
-        flush()
-        return PredictionSet(
-            np.asarray(points, dtype=np.float64).reshape(-1, self.scheme.num_points, 2), indices, errors
-        )
+        return self.network(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
 
     def metadata(self) -> dict:
         return {
@@ -125,18 +73,6 @@ class LandmarkModel:
         save_file(tensors, str(tmp), metadata={"bitface": json.dumps(self.metadata())})
         os.replace(tmp, path)
         return path
-
-
-@dataclass
-class PredictionSet:
-    points: np.ndarray  # (K, N, 2) original-image coordinates of the faces in `indices`
-    indices: list[int]
-    errors: list[str]
-
-
-def _to_original(points_in_crop: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    inverse = invert(matrix)
-    return points_in_crop @ inverse[:2, :2].T + inverse[:2, 2]
 
 
 def load_model(path: str | Path) -> LandmarkModel:

@@ -1,0 +1,90 @@
+"""What every landmark model shares, whatever runs it (torch at training time, the packed runtime
+after export): how a face is cropped, how the crop becomes the input, and how the output maps back
+to points in the original image. Subclasses supply `forward(x)`: (B, C, S, S) float32 -> raw output."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..io.sample import DataError, Sample
+from ..schemes import Scheme
+from .crop import CropSpec
+from .geometry import OutputSpace, invert, warp
+from .heatmaps import decode_argmax
+from .pipeline import InputSpec, load_for
+
+
+@dataclass
+class PredictionSet:
+    points: np.ndarray  # (K, N, 2) original-image coordinates of the faces in `indices`
+    indices: list[int]
+    errors: list[str]
+
+
+class CroppedPredictor:
+    scheme: Scheme
+    crop: CropSpec
+    input: InputSpec
+    output: str
+    heatmap_stride: int
+    fallback_crop: CropSpec | None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    @property
+    def space(self) -> OutputSpace:
+        if self.output == "heatmap":
+            return OutputSpace("heatmap", self.crop.size // self.heatmap_stride, self.heatmap_stride)
+        return OutputSpace(self.output, self.crop.size)
+
+    def crop_for(self, sample: Sample) -> CropSpec:
+        """The annotated box's crop, or for a face without a box the calibrated crop from its points."""
+        if sample.box is None and self.fallback_crop is not None:
+            return self.fallback_crop
+        return self.crop
+
+    def decode(self, output: np.ndarray) -> np.ndarray:
+        """Raw output (B, N, 2) coordinates or (B, N, H, W) heatmaps -> points (B, N, 2) in crop pixels."""
+        output = np.asarray(output, dtype=np.float64)
+        if self.output == "heatmap":
+            output = decode_argmax(output).points
+        return self.space.to_crop(output)
+
+    def predict_crops(self, crops: np.ndarray) -> np.ndarray:
+        """uint8 crops (B, S, S[, 3]) -> points (B, N, 2) in crop pixels."""
+        return self.decode(self.forward(self.input.normalize(crops)))
+
+    def predict_samples(self, samples: list[Sample], batch_size: int = 256, progress=None) -> PredictionSet:
+        """Predict every face in original-image coordinates; faces whose image fails to load are
+        listed in `errors` and left out of `indices`, never scored as zeros."""
+        points, indices, errors = [], [], []
+        batch, matrices, batch_indices = [], [], []
+
+        def flush():
+            if batch:
+                pred = self.predict_crops(np.stack(batch))
+                for p, m in zip(pred, matrices, strict=True):
+                    inverse = invert(m)
+                    points.append(p @ inverse[:2, :2].T + inverse[:2, 2])
+                indices.extend(batch_indices)
+                batch.clear(), matrices.clear(), batch_indices.clear()
+
+        for i, sample in enumerate(progress(samples) if progress else samples):
+            try:
+                image = load_for(sample, self.input)
+            except DataError as exc:
+                errors.append(str(exc))
+                continue
+            matrix = self.crop_for(sample).matrix_for(sample)
+            batch.append(warp(image, matrix, self.crop.size))
+            matrices.append(matrix)
+            batch_indices.append(i)
+            if len(batch) == batch_size:
+                flush()
+        flush()
+        return PredictionSet(
+            np.asarray(points, dtype=np.float64).reshape(-1, self.scheme.num_points, 2), indices, errors
+        )

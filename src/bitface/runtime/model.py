@@ -1,0 +1,48 @@
+"""A packed model file as a landmark predictor: crops, runs the op graph, maps points back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..data.crop import CropSpec
+from ..data.pipeline import InputSpec
+from ..data.predictor import CroppedPredictor
+from ..export.format import PackedModel, load_packed
+from ..io.sample import DataError
+from ..schemes import get_scheme
+from . import reference
+
+
+class PackedLandmarker(CroppedPredictor):
+    def __init__(self, packed: PackedModel, source: str = "model"):
+        meta = packed.meta
+        try:
+            self.scheme = get_scheme(meta["scheme"])
+            self.crop = CropSpec(**meta["crop"])
+            self.fallback_crop = CropSpec(**meta["fallback_crop"]) if meta.get("fallback_crop") else None
+            self.input = InputSpec(**meta["input"])
+            self.output = meta["output"]
+            self.heatmap_stride = int(meta.get("heatmap_stride", 4))
+            self.input_shape = tuple(int(v) for v in meta["input_shape"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"{source}: inconsistent metadata: {exc}") from None
+        self.packed = packed
+        self.info = meta.get("info", {})
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        if x.dtype != np.float32 or x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(
+                f"input must be float32 of shape (batch, {', '.join(map(str, self.input_shape))}), "
+                f"got {x.dtype} {x.shape}"
+            )
+        out = reference.run(self.packed, x)
+        if self.output in ("normalized", "pixels"):
+            return out.reshape(len(x), self.scheme.num_points, 2)
+        return out
+
+
+def load_packed_model(path: str | Path) -> PackedLandmarker:
+    return PackedLandmarker(load_packed(path), str(path))

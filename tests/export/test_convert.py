@@ -1,0 +1,68 @@
+"""Export then run with the numpy reference: the same points as the training-time network."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="export reads torch networks (train extra)")
+
+from bitface.data.crop import CropSpec  # noqa: E402
+from bitface.data.pipeline import InputSpec  # noqa: E402
+from bitface.export.convert import export_model  # noqa: E402
+from bitface.export.format import pack_signs, unpack_signs  # noqa: E402
+from bitface.models import create_model  # noqa: E402
+from bitface.models.model_file import LandmarkModel  # noqa: E402
+from bitface.models.regression import METHODS, STRUCTURES  # noqa: E402
+from bitface.runtime import load_packed_model, reference  # noqa: E402
+from bitface.schemes import get_scheme  # noqa: E402
+
+
+def trained_like(structure: str, method: str, seed: int = 0) -> LandmarkModel:
+    """A network with non-trivial BatchNorm statistics and amplitudes (as after training)."""
+    torch.manual_seed(seed)
+    net = create_model("regression", structure=structure, method=method)
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                module.running_mean.uniform_(-2, 2)
+                module.running_var.uniform_(0.5, 4)
+                module.weight.uniform_(-1.5, 1.5)  # negative scales flip threshold directions
+                module.bias.uniform_(-0.5, 0.5)
+            if hasattr(module, "kernel_quantizer") and hasattr(module.kernel_quantizer, "amplitude"):
+                module.kernel_quantizer.amplitude.uniform_(0.05, 0.3)
+    return LandmarkModel(
+        network=net.eval(),
+        model_name="regression",
+        model_options={"structure": structure, "method": method},
+        scheme=get_scheme("5pt"),
+        crop=CropSpec(size=39),
+        input=InputSpec(),
+    )
+
+
+def test_sign_bits_round_trip_for_any_channel_count():
+    rng = np.random.default_rng(0)
+    for channels in (1, 5, 63, 64, 65, 130):
+        w = rng.normal(size=(3, channels, 2, 2)).astype(np.float32)
+        bits = pack_signs(w)
+        assert bits.shape == (3, 2, 2, -(-channels // 64)) and bits.dtype == np.uint64
+        np.testing.assert_array_equal(unpack_signs(bits, channels), np.where(w >= 0, 1.0, -1.0))
+
+
+@pytest.mark.parametrize("structure", STRUCTURES)
+@pytest.mark.parametrize("method", [m for m in METHODS])
+def test_packed_reference_matches_torch(structure, method, tmp_path):
+    model = trained_like(structure, method)
+    path = export_model(model).save(tmp_path / "m.bitface")
+    packed = load_packed_model(path)
+    x = np.random.default_rng(1).normal(size=(6, 1, 39, 39)).astype(np.float32)
+    expected = model.forward(x)
+    np.testing.assert_allclose(packed.forward(x), expected, atol=2e-4, rtol=1e-4)
+
+
+def test_binary_dot_products_are_integer_exact():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(3, 70, 6, 6)).astype(np.float32)
+    w = rng.normal(size=(5, 70, 3, 3)).astype(np.float32)
+    dots = reference.conv_binary_dot(x, pack_signs(w), 70)
+    expected = reference.conv_real(np.where(x >= 0, 1.0, -1.0).astype(np.float32), np.where(w >= 0, 1.0, -1.0))
+    np.testing.assert_array_equal(dots, expected.astype(np.int32))
