@@ -76,6 +76,24 @@ def _parse_options(pairs: list[str]) -> dict:
 
 
 def _summary(args) -> int:
+    if Path(args.model).suffix == ".bitface":
+        from .export.format import load_packed
+
+        path = Path(args.model)
+        table = load_packed(path).layer_table()
+        totals = {"file_bytes": path.stat().st_size, "memory_bits": sum(r["memory_bits"] for r in table)}
+        if args.json:
+            print(json.dumps({"model": str(path), "layers": table, "totals": totals}, indent=2))
+        else:
+            print(f"{'#':>3}  {'op':<10}{'shape':<22}{'stored bytes':>13}{'paper bits':>12}")
+            for r in table:
+                shape = "" if r["shape"] is None else "x".join(map(str, r["shape"]))
+                print(f"{r['index']:>3}  {r['op']:<10}{shape:<22}{r['stored_bytes']:>13,}{r['memory_bits']:>12,}")
+            print(
+                f"file {totals['file_bytes']:,} bytes on disk | paper-style memory "
+                f"{totals['memory_bits'] / 8:,.0f} bytes (1 bit per binary weight, 32 per real value)"
+            )
+        return 0
     try:
         from .models import create_model
         from .models.summary import summarize
@@ -125,14 +143,36 @@ def _train(args) -> int:
 
 
 def load_any_model(path: Path):
-    """A model file by its kind: a trained checkpoint (.safetensors)."""
+    """A model file by its kind: a packed model (.bitface, runs without torch) or a trained checkpoint
+    (.safetensors, needs torch)."""
+    if path.suffix == ".bitface":
+        from .runtime import load_packed_model
+
+        return load_packed_model(path)
     if path.suffix != ".safetensors":
-        raise ValueError(f"{path}: unknown model file type {path.suffix!r} (expected .safetensors)")
+        raise ValueError(f"{path}: unknown model file type {path.suffix!r} (expected .bitface or .safetensors)")
     try:
         from .models.model_file import load_model
     except ImportError as exc:
         raise ValueError(f"{path}: running a .safetensors checkpoint needs the train extra (torch): {exc}") from None
     return load_model(path)
+
+
+def _export(args) -> int:
+    try:
+        from .export.convert import export_model
+    except ImportError as exc:
+        raise ValueError(f"`bitface export` reads torch checkpoints and needs the train extra: {exc}") from None
+    from .evaluate.results import git_revision
+
+    model = load_any_model(args.checkpoint)
+    if args.checkpoint.suffix != ".safetensors":
+        raise ValueError(f"{args.checkpoint}: export takes a training checkpoint (.safetensors)")
+    out = args.out if args.out.suffix == ".bitface" else args.out.with_suffix(".bitface")
+    packed = export_model(model, {"exported_from": str(args.checkpoint), "git_revision": git_revision()})
+    packed.save(out)
+    print(json.dumps({"file": str(out), "bytes": out.stat().st_size, "ops": len(packed.graph)}))
+    return 0
 
 
 def _eval(args) -> int:
@@ -223,8 +263,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(run=_train)
 
+    export = commands.add_parser("export", help="pack a trained checkpoint into a .bitface file (bits, folded BN)")
+    export.add_argument("checkpoint", type=Path, help="model.safetensors from `bitface train`")
+    export.add_argument("-o", "--out", type=Path, required=True, help="output file (.bitface)")
+    export.set_defaults(run=_export)
+
     ev = commands.add_parser("eval", help="score a model on an annotated set (NME, AUC, failure rate)")
-    ev.add_argument("model", type=Path, help="model file (.safetensors from `bitface train`)")
+    ev.add_argument("model", type=Path, help="model file: .bitface (packed) or .safetensors (checkpoint)")
     source_args(ev)
     ev.add_argument("--normalize", help="normalizer (default: the scheme's): " + ", ".join(NORMALIZER_NAMES))
     ev.add_argument("--json", type=Path, help="write the full report as JSON here")

@@ -66,3 +66,26 @@ def test_binary_dot_products_are_integer_exact():
     dots = reference.conv_binary_dot(x, pack_signs(w), 70)
     expected = reference.conv_real(np.where(x >= 0, 1.0, -1.0).astype(np.float32), np.where(w >= 0, 1.0, -1.0))
     np.testing.assert_array_equal(dots, expected.astype(np.int32))
+
+
+def test_cli_export_eval_and_summary_of_a_packed_file(tmp_path, capsys):
+    import json
+
+    from bitface.cli import main
+    from conftest import write_cuhk_set
+
+    checkpoint = trained_like("10-20-40-80", "acn1bit").save(tmp_path / "m.safetensors")
+    assert main(["export", str(checkpoint), "-o", str(tmp_path / "m.bitface")]) == 0
+    exported = json.loads(capsys.readouterr().out)
+    assert exported["file"].endswith("m.bitface") and exported["bytes"] > 0
+    data = write_cuhk_set(tmp_path / "data", faces=4)
+    scores = []
+    for model in (checkpoint, tmp_path / "m.bitface"):
+        assert main(["eval", str(model), str(data), "--quiet", "--json", str(tmp_path / "r.json")]) == 0
+        capsys.readouterr()
+        scores.append(json.loads((tmp_path / "r.json").read_text())["nme"])
+    assert scores[0] == pytest.approx(scores[1], abs=1e-3)
+    assert main(["summary", str(tmp_path / "m.bitface"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["totals"]["file_bytes"] == exported["bytes"]
+    assert [r["op"] for r in summary["layers"]][:2] == ["conv", "maxpool"]

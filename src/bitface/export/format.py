@@ -63,6 +63,27 @@ class PackedModel:
         tmp.replace(path)
         return path
 
+    def layer_table(self) -> list[dict]:
+        """Per op: its main tensor's shape, bytes stored, and bits as the papers count them
+        (1 per binary weight, 32 per real weight, scale and shift)."""
+        rows = []
+        for i, op in enumerate(self.graph):
+            kind = op["op"]
+            names = OPS[kind][0]
+            stored = sum(self.tensors[f"{i}.{n}"].nbytes for n in names)
+            bits = 0
+            shape = None
+            for n in names:
+                t = self.tensors[f"{i}.{n}"]
+                if n == "bits":
+                    shape = [t.shape[0], int(op["in_channels"]), *op.get("kernel", [])]
+                    bits += int(np.prod(shape))
+                else:
+                    shape = shape or list(t.shape)
+                    bits += 32 * t.size
+            rows.append({"index": i, "op": kind, "shape": shape, "stored_bytes": stored, "memory_bits": bits})
+        return rows
+
     def validate(self, where: str) -> None:
         """Every op known, with its attributes and tensors of the right dtype and consistent shapes."""
         names = set()

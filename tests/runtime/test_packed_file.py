@@ -1,0 +1,105 @@
+"""The packed-file loader refuses anything it cannot run, with a message naming the problem."""
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from safetensors.numpy import save_file
+
+from bitface.export.format import PackedModel, load_packed
+from bitface.io import DataError
+from bitface.runtime import PackedLandmarker
+
+META = {
+    "scheme": "5pt",
+    "crop": {"size": 8, "source": "box", "margin": 0.0, "shift_y": 0.0, "shift_x": 0.0},
+    "fallback_crop": None,
+    "input": {"channels": 1, "mean": 127.5, "std": 127.5},
+    "input_shape": [1, 8, 8],
+    "output": "normalized",
+}
+
+
+def tiny_model() -> PackedModel:
+    """flatten -> binary linear (64 -> 10) on an 8 x 8 input: 5 points."""
+    rng = np.random.default_rng(0)
+    tensors = {
+        "1.bits": rng.integers(0, 2**63, (10, 1), dtype=np.uint64),
+        "1.scale": np.full(10, 0.01, np.float32),
+        "1.shift": np.zeros(10, np.float32),
+    }
+    graph = [{"op": "flatten"}, {"op": "binlinear", "in_channels": 64, "binary_input": True}]
+    return PackedModel(graph, tensors, dict(META))
+
+
+def test_a_packed_file_round_trips_and_runs(tmp_path):
+    path = tiny_model().save(tmp_path / "m.bitface")
+    model = PackedLandmarker(load_packed(path))
+    out = model.forward(np.random.default_rng(1).normal(size=(2, 1, 8, 8)).astype(np.float32))
+    assert out.shape == (2, 5, 2)
+    # dot products of ±1 vectors of length 64 are even integers in [-64, 64]
+    assert np.all(np.abs(out * 100) <= 64) and np.allclose(np.round(out * 100) % 2, 0)
+
+
+def test_inputs_of_the_wrong_shape_or_dtype_name_the_expected_shape(tmp_path):
+    model = PackedLandmarker(tiny_model())
+    with pytest.raises(ValueError, match=r"float32 of shape \(batch, 1, 8, 8\), got float64"):
+        model.forward(np.zeros((1, 1, 8, 8)))
+    with pytest.raises(ValueError, match=r"got float32 \(1, 3, 8, 8\)"):
+        model.forward(np.zeros((1, 3, 8, 8), np.float32))
+
+
+def write_raw(path, tensors, header):
+    save_file(tensors, str(path), {"bitface": json.dumps(header)} if header is not None else None)
+    return path
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda t, h: h.update(version=99), "version 99; this bitface reads 1"),
+        (lambda t, h: h.update(format="other"), "not a packed bitface model"),
+        (lambda t, h: h["graph"][1].update(op="conv9"), "op 1 is 'conv9'"),
+        (lambda t, h: h["graph"][1].pop("in_channels"), "lacks attribute 'in_channels'"),
+        (lambda t, h: t.pop("1.scale"), "lacks tensor '1.scale'"),
+        (lambda t, h: t.update({"1.bits": np.zeros((10, 2), np.uint64)}), "64 input channels need 1 words"),
+        (lambda t, h: t.update({"1.scale": np.zeros(10, np.float64)}), "is float64, expected"),
+        (lambda t, h: t.update({"9.extra": np.zeros(1, np.float32)}), "tensors no op uses"),
+        (lambda t, h: h.update(graph="x"), "no valid graph"),
+    ],
+)
+def test_inconsistent_files_are_refused_by_name(tmp_path, mutate, message):
+    model = tiny_model()
+    tensors = dict(model.tensors)
+    header = {"format": "bitface-packed", "version": 1, "graph": [dict(op) for op in model.graph], **META}
+    mutate(tensors, header)
+    with pytest.raises(DataError, match=message):
+        load_packed(write_raw(tmp_path / "m.bitface", tensors, header))
+
+
+def test_missing_metadata_and_truncation_are_refused(tmp_path):
+    with pytest.raises(DataError, match="without bitface metadata"):
+        load_packed(write_raw(tmp_path / "plain.bitface", {"w": np.zeros(2, np.float32)}, None))
+    data = tiny_model().save(tmp_path / "m.bitface").read_bytes()
+    (tmp_path / "cut.bitface").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="cut.bitface: not a readable packed model file"):
+        load_packed(tmp_path / "cut.bitface")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_fuzzed_files_load_or_fail_cleanly(tmp_path_factory, data):
+    """Random byte corruption never crashes or hangs the loader: it loads or raises DataError."""
+    original = bytearray(tiny_model().save(tmp_path_factory.mktemp("f") / "m.bitface").read_bytes())
+    for _ in range(data.draw(st.integers(1, 8))):
+        position = data.draw(st.integers(0, len(original) - 1))
+        original[position] = data.draw(st.integers(0, 255))
+    path = tmp_path_factory.mktemp("g") / "fuzz.bitface"
+    path.write_bytes(bytes(original))
+    try:
+        model = PackedLandmarker(load_packed(path))
+        model.forward(np.zeros((1, 1, 8, 8), np.float32))
+    except (DataError, ValueError):
+        pass
