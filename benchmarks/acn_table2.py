@@ -55,15 +55,23 @@ def finished_epochs(folder: Path) -> int:
     return len(log.read_text().splitlines()) if log.is_file() else 0
 
 
-def train(parallel: int) -> None:
-    from bitface.train.recipe import load_recipe
+def train(parallel: int, methods: tuple[str, ...]) -> None:
+    import yaml
+
+    from bitface.train.recipe import load_recipe, recipe_from_dict
 
     jobs = []
     for structure in sorted(STRUCTURES, key=lambda s: -TRAIN_COST[s]):  # longest first: the short ones fill the end
-        for method in METHODS:
+        for method in methods:
             recipe = recipe_path(structure, method)
             folder = run_folder(structure, method)
-            epochs = load_recipe(recipe).train.epochs
+            resolved = load_recipe(recipe)
+            epochs = resolved.train.epochs
+            run_recipe = folder / "recipe.yaml"  # keys added since the run are read with their defaults
+            if run_recipe.is_file() and recipe_from_dict(yaml.safe_load(run_recipe.read_text())) != resolved:
+                stale = folder.with_name(folder.name + f".stale-{int(time.time())}")
+                print(f"{folder.name}: the recipe changed since this run; moved to {stale.name}, training afresh")
+                folder.rename(stale)
             done = finished_epochs(folder)
             if done >= epochs:
                 continue
@@ -88,9 +96,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stage", choices=("train", "report"))
     parser.add_argument("--parallel", type=int, default=2, help="recipes trained at once (one thread each)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS, help="train only these methods")
     args = parser.parse_args()
     if args.stage == "train":
-        train(args.parallel)
+        train(args.parallel, tuple(args.methods))
     else:
         report()
 

@@ -124,3 +124,26 @@ def test_unknown_quantizer_names_are_refused():
         QuantLinear(4, 2, kernel_quantizer="ternary")
     with pytest.raises(KeyError, match="unknown input quantizer 'relu'"):
         QuantLinear(4, 2, input_quantizer="relu")
+
+
+def test_decoupled_amplitude_update_steps_outside_adam():
+    """decoupled: X0' = X0 - eta1 theta (X0 - Â0 D0), then Adam on the task gradient alone (first Adam
+    step: -eta1 * g / (|g| + eps)); A likewise from the updated kernels."""
+    layer = _tiny_acn()
+    q = layer.kernel_quantizer
+    theta, eta1, eta2 = 0.5, 0.1, 0.05
+    opt = AsyncAmplitudeOptimizer(layer, lr=eta1, amplitude_lr=eta2, theta=theta, amplitude_update="decoupled")
+    opt.zero_grad()
+    layer(torch.randn(2, 2, 5, 5)).square().sum().backward()
+    g_x, g_a = layer.weight.grad.clone(), q.amplitude.grad.clone()
+    x0, a0 = layer.weight.detach().clone(), q.amplitude.detach().clone()
+    a_hat0 = a0.mean()
+    opt.step()
+    adam_step = lambda g, rate: rate * g / (g.abs() + 1e-8)  # noqa: E731
+    x1 = x0 - eta1 * theta * (x0 - a_hat0 * torch.sign(x0)) - adam_step(g_x, eta1)
+    torch.testing.assert_close(layer.weight.detach(), x1)
+    d1 = torch.sign(x1)
+    a_pulled = a0 + eta2 * theta * ((x1 - a_hat0 * d1) * d1).sum(0)
+    torch.testing.assert_close(q.amplitude.detach(), (a_pulled - adam_step(g_a, eta2)).abs())
+    with pytest.raises(ValueError, match="amplitude_update must be"):
+        AsyncAmplitudeOptimizer(layer, amplitude_update="inside")

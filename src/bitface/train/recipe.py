@@ -65,6 +65,7 @@ class OptimSpec:
     lr: float = 1e-3  # eta1: kernels and every other parameter
     amplitude_lr: float | None = None  # eta2 for ACN amplitude matrices; default: lr
     theta: float = 5e-4  # ACN amplitude-loss weight
+    amplitude_update: str = "joint"  # ACN: "joint" (inside Adam) or "decoupled" (plain steps; see train.acn)
     weight_decay: float = 0.0
     schedule: str = "cosine"
     warmup_epochs: float = 0.0
@@ -84,6 +85,7 @@ class OptimSpec:
             ("amplitude_lr", self.amplitude_lr is None or self.amplitude_lr > 0, "must be > 0"),
             ("theta", self.theta >= 0, "must be >= 0"),
             ("weight_decay", self.weight_decay >= 0, "must be >= 0"),
+            ("amplitude_update", self.amplitude_update in ("joint", "decoupled"), "must be joint or decoupled"),
             ("schedule", self.schedule in SCHEDULES, f"must be one of {', '.join(SCHEDULES)}"),
             ("warmup_epochs", 0 <= self.warmup_epochs < self.epochs, "must be >= 0 and below epochs"),
             ("step_gamma", 0 < self.step_gamma <= 1, "must be in (0, 1]"),

@@ -32,7 +32,7 @@ from ..io.sample import Sample
 from ..models.model_file import LandmarkModel, calibrate_points_crop
 from .acn import AsyncAmplitudeOptimizer
 from .errors import TrainingDiverged
-from .recipe import Recipe
+from .recipe import Recipe, recipe_from_dict
 
 STATE_VERSION = 1
 
@@ -129,6 +129,7 @@ class Trainer:
             theta=spec.theta,
             weight_decay=spec.weight_decay,
             optimizer=spec.optimizer,
+            amplitude_update=spec.amplitude_update,
         )
         for group in self.optimizer.param_groups:
             group["base_lr"] = group["lr"]
@@ -178,8 +179,8 @@ class Trainer:
         state = torch.load(self.files.state, weights_only=True)  # never unpickle arbitrary objects
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"{self.files.state}: state version {state.get('version')}, expected {STATE_VERSION}")
-        saved = json.loads(state["recipe"])
-        if saved != json.loads(json.dumps(self.recipe.to_dict())):
+        saved = recipe_from_dict(json.loads(state["recipe"]))  # keys added since are read with their defaults
+        if saved != self.recipe:
             raise ValueError(f"{self.files.state}: was written by a different recipe; start a new run folder")
         self.network.load_state_dict(state["network"])
         self.optimizer.load_state_dict(state["optimizer"])
