@@ -4,16 +4,17 @@ to points in the original image. Subclasses supply `forward(x)`: (B, C, S, S) fl
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..io.sample import DataError, Sample
-from ..schemes import Scheme
+from ..schemes import Scheme, get_scheme
 from .crop import CropSpec
-from .geometry import OutputSpace, invert, warp
+from .geometry import OutputSpace, warp
 from .heatmaps import decode_argmax
-from .pipeline import InputSpec, load_for
+from .pipeline import InputSpec, load_for, to_original
 
 
 @dataclass
@@ -33,6 +34,17 @@ class CroppedPredictor:
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def settings(self) -> dict:
+        """The cropping, input and decoding settings as plain data (model-file metadata)."""
+        return {
+            "scheme": self.scheme.name,
+            "crop": dataclasses.asdict(self.crop),
+            "fallback_crop": None if self.fallback_crop is None else dataclasses.asdict(self.fallback_crop),
+            "input": dataclasses.asdict(self.input),
+            "output": self.output,
+            "heatmap_stride": self.heatmap_stride,
+        }
 
     @property
     def space(self) -> OutputSpace:
@@ -66,9 +78,7 @@ class CroppedPredictor:
         def flush():
             if batch:
                 pred = self.predict_crops(np.stack(batch))
-                for p, m in zip(pred, matrices, strict=True):
-                    inverse = invert(m)
-                    points.append(p @ inverse[:2, :2].T + inverse[:2, 2])
+                points.extend(to_original(p, m) for p, m in zip(pred, matrices, strict=True))
                 indices.extend(batch_indices)
                 batch.clear(), matrices.clear(), batch_indices.clear()
 
@@ -88,3 +98,17 @@ class CroppedPredictor:
         return PredictionSet(
             np.asarray(points, dtype=np.float64).reshape(-1, self.scheme.num_points, 2), indices, errors
         )
+
+
+def settings_from(meta: dict) -> dict:
+    """The inverse of CroppedPredictor.settings: keyword arguments for the predictor's fields.
+    Raises KeyError, TypeError or ValueError on inconsistent metadata (callers name the file)."""
+    fallback = meta.get("fallback_crop")
+    return {
+        "scheme": get_scheme(meta["scheme"]),
+        "crop": CropSpec(**meta["crop"]),
+        "fallback_crop": None if fallback is None else CropSpec(**fallback),
+        "input": InputSpec(**meta["input"]),
+        "output": meta["output"],
+        "heatmap_stride": int(meta.get("heatmap_stride", 4)),
+    }

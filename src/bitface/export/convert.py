@@ -9,8 +9,6 @@ runtime turns `scale * dot + shift >= 0` into an integer threshold on the popcou
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import torch
 from torch import nn
@@ -107,16 +105,8 @@ def export_model(model: LandmarkModel, provenance: dict | None = None) -> Packed
     if converter is None:
         raise ValueError(f"no exporter for {type(net).__name__} (model {model.model_name!r})")
     graph, tensors = converter(net)
-    meta = {
-        "model": {"name": model.model_name, "options": model.model_options},
-        "scheme": model.scheme.name,
-        "crop": dataclasses.asdict(model.crop),
-        "fallback_crop": None if model.fallback_crop is None else dataclasses.asdict(model.fallback_crop),
-        "input": dataclasses.asdict(model.input),
-        "input_shape": [model.input.channels, model.crop.size, model.crop.size],
-        "output": model.output,
-        "num_points": model.scheme.num_points,
-        "heatmap_stride": model.heatmap_stride,
-        "info": {**model.info, **(provenance or {})},
-    }
+    meta = model.metadata()
+    meta.pop("format_version")  # the packed format has its own version
+    meta["input_shape"] = [model.input.channels, model.crop.size, model.crop.size]
+    meta["info"] = {**model.info, **(provenance or {})}
     return PackedModel(graph, tensors, meta)

@@ -9,7 +9,6 @@ heatmap, and free-form info (recipe, epoch, metrics).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -18,14 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from ..data.crop import CropSpec
 from ..data.pipeline import InputSpec
-from ..data.predictor import CroppedPredictor
+from ..data.predictor import CroppedPredictor, settings_from
 from ..io.sample import DataError, Sample
-from ..schemes import Scheme, get_scheme, tight_boxes
+from ..schemes import Scheme, tight_boxes
 from .registry import create_model
 
 FORMAT_VERSION = 1
@@ -55,12 +54,7 @@ class LandmarkModel(CroppedPredictor):
         return {
             "format_version": FORMAT_VERSION,
             "model": {"name": self.model_name, "options": self.model_options},
-            "scheme": self.scheme.name,
-            "crop": dataclasses.asdict(self.crop),
-            "fallback_crop": None if self.fallback_crop is None else dataclasses.asdict(self.fallback_crop),
-            "input": dataclasses.asdict(self.input),
-            "output": self.output,
-            "heatmap_stride": self.heatmap_stride,
+            **self.settings(),
             "info": self.info,
         }
 
@@ -80,9 +74,9 @@ def load_model(path: str | Path) -> LandmarkModel:
     if not path.is_file():
         raise DataError(f"{path}: no such model file")
     try:
-        tensors = load_file(str(path))
         with safe_open(str(path), "pt") as handle:
             raw = (handle.metadata() or {}).get("bitface")
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, OSError) as exc:
         raise DataError(f"{path}: not a readable safetensors model file ({exc})") from None
     if raw is None:
@@ -94,18 +88,12 @@ def load_model(path: str | Path) -> LandmarkModel:
         options = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["model"]["options"].items()}
         network = create_model(meta["model"]["name"], **options)
         network.load_state_dict(tensors)
-        fallback = meta.get("fallback_crop")
         return LandmarkModel(
             network=network.eval(),
             model_name=meta["model"]["name"],
             model_options=options,
-            scheme=get_scheme(meta["scheme"]),
-            crop=CropSpec(**meta["crop"]),
-            input=InputSpec(**meta["input"]),
-            output=meta["output"],
-            heatmap_stride=meta.get("heatmap_stride", 4),
-            fallback_crop=None if fallback is None else CropSpec(**fallback),
             info=meta.get("info", {}),
+            **settings_from(meta),
         )
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise DataError(f"{path}: inconsistent model file: {exc}") from None

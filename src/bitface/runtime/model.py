@@ -6,12 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.crop import CropSpec
-from ..data.pipeline import InputSpec
-from ..data.predictor import CroppedPredictor
+from ..data.predictor import CroppedPredictor, settings_from
 from ..export.format import PackedModel, load_packed
 from ..io.sample import DataError
-from ..schemes import get_scheme
 from . import reference
 
 
@@ -19,12 +16,8 @@ class PackedLandmarker(CroppedPredictor):
     def __init__(self, packed: PackedModel, source: str = "model"):
         meta = packed.meta
         try:
-            self.scheme = get_scheme(meta["scheme"])
-            self.crop = CropSpec(**meta["crop"])
-            self.fallback_crop = CropSpec(**meta["fallback_crop"]) if meta.get("fallback_crop") else None
-            self.input = InputSpec(**meta["input"])
-            self.output = meta["output"]
-            self.heatmap_stride = int(meta.get("heatmap_stride", 4))
+            for name, value in settings_from(meta).items():
+                setattr(self, name, value)
             self.input_shape = tuple(int(v) for v in meta["input_shape"])
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"{source}: inconsistent metadata: {exc}") from None

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from ..data.cache import PatchCache
 from ..data.dataset import LandmarkDataset, make_loader
+from ..data.pipeline import to_original
 from ..evaluate.report import evaluate
 from ..io import read_annotations
 from ..io.sample import Sample
@@ -262,8 +263,7 @@ class Trainer:
         for batch in loader:
             in_crop = model.decode(self.network(batch["image"]).numpy())
             for points, matrix, index in zip(in_crop, batch["matrix"].numpy(), batch["index"].tolist(), strict=True):
-                inverse = np.linalg.inv(matrix)
-                predictions.append(points @ inverse[:2, :2].T + inverse[:2, 2])
+                predictions.append(to_original(points, matrix))
                 sample = self.val_samples[index]
                 truths.append(sample.points)
                 boxes.append(sample.box)
