@@ -9,7 +9,7 @@ import numpy as np
 from ..data.predictor import CroppedPredictor, settings_from
 from ..export.format import PackedModel, load_packed
 from ..io.sample import DataError
-from . import reference
+from .native import Network
 
 
 class PackedLandmarker(CroppedPredictor):
@@ -23,6 +23,7 @@ class PackedLandmarker(CroppedPredictor):
             raise DataError(f"{source}: inconsistent metadata: {exc}") from None
         self.packed = packed
         self.info = meta.get("info", {})
+        self.network = Network(packed, source)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
@@ -31,7 +32,7 @@ class PackedLandmarker(CroppedPredictor):
                 f"input must be float32 of shape (batch, {', '.join(map(str, self.input_shape))}), "
                 f"got {x.dtype} {x.shape}"
             )
-        out = reference.run(self.packed, x)
+        out = self.network(x)
         if self.output in ("normalized", "pixels"):
             return out.reshape(len(x), self.scheme.num_points, 2)
         return out

@@ -1,0 +1,818 @@
+/* bitface native runtime: a whole packed network in one call.
+ *
+ * Python (bitface.runtime.plan) compiles a packed model into a list of stages over preallocated
+ * buffers; this file runs them. Two activation layouts:
+ *   float  HWC: value (y, x, c) at off + y*row + x*pix + c       (pix >= channels)
+ *   bits   planar words: word w of pixel (y, x) at off + w*plane + y*row + x; bit c % 64 of word
+ *          c / 64 is 1 where the real value is >= 0 (the sign convention of the packed format).
+ * Borders (padding) are written once when the plan is built; stages write only interiors, so
+ * padding is exact and costs nothing per call. Every buffer ends in slack, so 8-pixel vector loads
+ * may run past a row; the outputs computed from such lanes are never stored.
+ *
+ * The binary convolution has three kernels chosen at run time: AVX-512 VPOPCNTDQ (8 output pixels
+ * per register, 16 output channels in registers, weights broadcast from memory), AVX2 (nibble-table
+ * popcount) and portable C. All three give the same integers; tests check each against the numpy
+ * reference. Compile with -ffp-contract=off: float epilogues must round like the reference. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define BF_X86 1
+#include <immintrin.h>
+#endif
+
+enum { ISA_PORTABLE = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
+static const char *ISA_NAMES[] = {"portable", "avx2", "avx512"};
+static int isa_best = ISA_PORTABLE, isa_current = ISA_PORTABLE;
+
+enum { ST_INPUT = 0, ST_CONV = 1, ST_BCONV = 2, ST_POOL = 3, ST_BPOOL = 4, ST_SIGN = 5 };
+enum { OUT_FLOAT = 0, OUT_BITS = 1 };
+#define NPARAMS 22
+#define BLOCK 16 /* output channels per block (weights are stored in blocks of 16) */
+#define PX 8     /* output pixels per block */
+#define MAXWORDS 64 /* output words per pixel (4096 channels) */
+
+typedef struct {
+    int64_t kind, in_buf, out_buf, ho, wo, kh, kw, cin, words, in_off, in_row, in_pix, in_plane, cout,
+        cout_pad, out_mode, out_off, out_row, out_pix, out_plane, relu, size;
+    const void *weight;
+    const float *scale, *shift;
+    const int32_t *lo, *hi;
+} Stage;
+
+/* ------------------------------------------------------------------------------------------- */
+/* Epilogues shared by the kernels: turn a block of results into outputs.                        */
+
+/* Integer dot products (mism = popcount mismatches) of PX pixels x BLOCK channels. */
+static void bin_epilogue(const Stage *s, const int64_t mism[BLOCK][PX], int64_t ob, int64_t np, int64_t y,
+                         int64_t x0, void *out, uint64_t bits[PX][MAXWORDS]) {
+    const int64_t k = s->cin * s->kh * s->kw;
+    const int64_t nj = s->cout - ob * BLOCK < BLOCK ? s->cout - ob * BLOCK : BLOCK;
+    for (int64_t j = 0; j < nj; j++) {
+        const int64_t o = ob * BLOCK + j;
+        for (int64_t p = 0; p < np; p++) {
+            const int64_t dot = k - 2 * mism[j][p];
+            if (s->out_mode == OUT_BITS) {
+                if (dot >= s->lo[o] && dot <= s->hi[o]) bits[p][o >> 6] |= (uint64_t)1 << (o & 63);
+            } else {
+                float v = (float)dot * s->scale[o];
+                v = v + s->shift[o];
+                if (s->relu && v < 0) v = 0;
+                ((float *)out)[s->out_off + y * s->out_row + (x0 + p) * s->out_pix + o] = v;
+            }
+        }
+    }
+}
+
+static void clear_bits(uint64_t bits[PX][MAXWORDS], int64_t cout) {
+    for (int p = 0; p < PX; p++) memset(bits[p], 0, 8 * (size_t)((cout + 63) / 64));
+}
+
+static void store_bits(const Stage *s, uint64_t bits[PX][MAXWORDS], int64_t np, int64_t y, int64_t x0, void *out) {
+    uint64_t *o = (uint64_t *)out + s->out_off + y * s->out_row + x0;
+    const int64_t nw = (s->cout + 63) / 64;
+    for (int64_t w = 0; w < nw; w++)
+        for (int64_t p = 0; p < np; p++) o[w * s->out_plane + p] = bits[p][w];
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* Binary convolution over packed planes. Weights: [cout_pad/16][kh][kw][words][16] uint64.       */
+
+#if defined(BF_X86)
+__attribute__((target("popcnt")))
+#endif
+static void bconv_portable(const Stage *s, const uint64_t *in, void *out) {
+    const uint64_t *weight = (const uint64_t *)s->weight;
+    const int64_t nblocks = s->cout_pad / BLOCK, taps = s->kh * s->kw * s->words;
+    uint64_t bits[PX][MAXWORDS];
+    int64_t mism[BLOCK][PX];
+    for (int64_t y = 0; y < s->ho; y++)
+        for (int64_t x0 = 0; x0 < s->wo; x0 += PX) {
+            const int64_t np = s->wo - x0 < PX ? s->wo - x0 : PX;
+            clear_bits(bits, s->cout);
+            for (int64_t ob = 0; ob < nblocks; ob++) {
+                memset(mism, 0, sizeof mism);
+                const uint64_t *wp = weight + ob * taps * BLOCK;
+                for (int64_t ky = 0; ky < s->kh; ky++)
+                    for (int64_t kx = 0; kx < s->kw; kx++)
+                        for (int64_t w = 0; w < s->words; w++, wp += BLOCK) {
+                            const uint64_t *ip = in + s->in_off + w * s->in_plane + (y + ky) * s->in_row + x0 + kx;
+                            for (int64_t j = 0; j < BLOCK; j++)
+                                for (int64_t p = 0; p < np; p++) mism[j][p] += __builtin_popcountll(ip[p] ^ wp[j]);
+                        }
+                bin_epilogue(s, (const int64_t(*)[PX])mism, ob, np, y, x0, out, bits);
+            }
+            if (s->out_mode == OUT_BITS) store_bits(s, bits, np, y, x0, out);
+        }
+}
+
+#if defined(BF_X86)
+__attribute__((target("avx2"))) static inline __m256i popcount256(__m256i v) {
+    const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1,
+                                           2, 2, 3, 2, 3, 3, 4);
+    const __m256i low = _mm256_set1_epi8(0x0f);
+    const __m256i counts = _mm256_add_epi8(_mm256_shuffle_epi8(table, _mm256_and_si256(v, low)),
+                                           _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), low)));
+    return _mm256_sad_epu8(counts, _mm256_setzero_si256()); /* four 64-bit counts */
+}
+
+/* 4 pixels per register, 8 channels at a time (16 registers: 8 accumulators and temporaries). */
+__attribute__((target("avx2"))) static void bconv_avx2(const Stage *s, const uint64_t *in, void *out) {
+    const uint64_t *weight = (const uint64_t *)s->weight;
+    const int64_t nblocks = s->cout_pad / BLOCK, taps = s->kh * s->kw * s->words;
+    uint64_t bits[PX][MAXWORDS];
+    int64_t mism[BLOCK][PX];
+    for (int64_t y = 0; y < s->ho; y++)
+        for (int64_t x0 = 0; x0 < s->wo; x0 += PX) {
+            const int64_t np = s->wo - x0 < PX ? s->wo - x0 : PX;
+            clear_bits(bits, s->cout);
+            for (int64_t ob = 0; ob < nblocks; ob++) {
+                for (int64_t half = 0; half < PX; half += 4)
+                    for (int64_t j0 = 0; j0 < BLOCK; j0 += 8) {
+                        __m256i acc[8];
+                        for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_si256();
+                        const uint64_t *wp = weight + ob * taps * BLOCK + j0;
+                        for (int64_t ky = 0; ky < s->kh; ky++)
+                            for (int64_t kx = 0; kx < s->kw; kx++)
+                                for (int64_t w = 0; w < s->words; w++, wp += BLOCK) {
+                                    const __m256i v = _mm256_loadu_si256(
+                                        (const __m256i *)(in + s->in_off + w * s->in_plane + (y + ky) * s->in_row +
+                                                          x0 + half + kx));
+#pragma GCC unroll 8
+                                    for (int j = 0; j < 8; j++)
+                                        acc[j] = _mm256_add_epi64(
+                                            acc[j],
+                                            popcount256(_mm256_xor_si256(v, _mm256_set1_epi64x((long long)wp[j]))));
+                                }
+                        for (int j = 0; j < 8; j++) _mm256_storeu_si256((__m256i *)&mism[j0 + j][half], acc[j]);
+                    }
+                bin_epilogue(s, (const int64_t(*)[PX])mism, ob, np, y, x0, out, bits);
+            }
+            if (s->out_mode == OUT_BITS) store_bits(s, bits, np, y, x0, out);
+        }
+}
+
+#define AVX512 "avx512f,avx512bw,avx512vl,avx512vpopcntdq"
+
+/* The fast path: 16 accumulators of 8 pixels; each input load is reused by 16 output channels and
+ * each weight word is an embedded broadcast of the XOR. Bits outputs are thresholded and packed in
+ * registers with one masked OR per channel. */
+__attribute__((target(AVX512))) static void bconv_avx512(const Stage *s, const uint64_t *in, void *out) {
+    const uint64_t *weight = (const uint64_t *)s->weight;
+    const int64_t nblocks = s->cout_pad / BLOCK, taps = s->kh * s->kw * s->words;
+    const int64_t k = s->cin * s->kh * s->kw, nwords = (s->cout + 63) / 64;
+    uint64_t bits[PX][MAXWORDS];
+    int64_t mism[BLOCK][PX];
+    __m512i packed[MAXWORDS];
+    for (int64_t y = 0; y < s->ho; y++)
+        for (int64_t x0 = 0; x0 < s->wo; x0 += PX) {
+            const int64_t np = s->wo - x0 < PX ? s->wo - x0 : PX;
+            const __mmask8 valid = (__mmask8)((1u << np) - 1);
+            for (int64_t w = 0; w < nwords; w++) packed[w] = _mm512_setzero_si512();
+            for (int64_t ob = 0; ob < nblocks; ob++) {
+                __m512i acc[BLOCK];
+#pragma GCC unroll 16
+                for (int j = 0; j < BLOCK; j++) acc[j] = _mm512_setzero_si512();
+                const uint64_t *wp = weight + ob * taps * BLOCK;
+                for (int64_t ky = 0; ky < s->kh; ky++) {
+                    const uint64_t *row = in + s->in_off + (y + ky) * s->in_row + x0;
+                    for (int64_t kx = 0; kx < s->kw; kx++)
+                        for (int64_t w = 0; w < s->words; w++, wp += BLOCK) {
+                            const __m512i v = _mm512_loadu_si512((const void *)(row + w * s->in_plane + kx));
+#pragma GCC unroll 16
+                            for (int j = 0; j < BLOCK; j++)
+                                acc[j] = _mm512_add_epi64(
+                                    acc[j], _mm512_popcnt_epi64(_mm512_xor_si512(v, _mm512_set1_epi64((long long)wp[j]))));
+                        }
+                }
+                if (s->out_mode == OUT_BITS) {
+                    const __m512i kk = _mm512_set1_epi64(k);
+                    const int nj = s->cout - ob * BLOCK < BLOCK ? (int)(s->cout - ob * BLOCK) : BLOCK;
+                    for (int j = 0; j < nj; j++) {
+                        const int64_t o = ob * BLOCK + j;
+                        const __m512i dot = _mm512_sub_epi64(kk, _mm512_slli_epi64(acc[j], 1));
+                        const __mmask8 on = _mm512_cmpge_epi64_mask(dot, _mm512_set1_epi64(s->lo[o])) &
+                                            _mm512_cmple_epi64_mask(dot, _mm512_set1_epi64(s->hi[o]));
+                        packed[o >> 6] =
+                            _mm512_mask_or_epi64(packed[o >> 6], on, packed[o >> 6],
+                                                 _mm512_set1_epi64((long long)((uint64_t)1 << (o & 63))));
+                    }
+                } else {
+                    for (int j = 0; j < BLOCK; j++) _mm512_storeu_si512((void *)mism[j], acc[j]);
+                    bin_epilogue(s, (const int64_t(*)[PX])mism, ob, np, y, x0, out, bits);
+                }
+            }
+            if (s->out_mode == OUT_BITS) {
+                uint64_t *o = (uint64_t *)out + s->out_off + y * s->out_row + x0;
+                for (int64_t w = 0; w < nwords; w++) _mm512_mask_storeu_epi64(o + w * s->out_plane, valid, packed[w]);
+            }
+        }
+}
+#endif
+
+static void bconv(const Stage *s, const uint64_t *in, void *out) {
+#if defined(BF_X86)
+    if (isa_current == ISA_AVX512) return bconv_avx512(s, in, out);
+    if (isa_current == ISA_AVX2) return bconv_avx2(s, in, out);
+#endif
+    bconv_portable(s, in, out);
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* Real convolution, float HWC in. Weights: [kh][kw][cin][cout_pad] float. */
+
+/* Float convolution results of PX pixels x BLOCK channels: scale, shift, ReLU; stored, or
+ * thresholded into sign bits. */
+static void conv_epilogue(const Stage *s, float acc[PX][BLOCK], int64_t ob, int64_t np, int64_t y, int64_t x0,
+                          void *out, uint64_t bits[PX][MAXWORDS]) {
+    const int64_t nj = s->cout - ob * BLOCK < BLOCK ? s->cout - ob * BLOCK : BLOCK;
+    for (int64_t p = 0; p < np; p++)
+        for (int64_t j = 0; j < nj; j++) {
+            const int64_t o = ob * BLOCK + j;
+            float v = acc[p][j] * s->scale[o];
+            v = v + s->shift[o];
+            if (s->relu && v < 0) v = 0;
+            if (s->out_mode == OUT_BITS) {
+                if (v >= 0) bits[p][o >> 6] |= (uint64_t)1 << (o & 63);
+            } else {
+                ((float *)out)[s->out_off + y * s->out_row + (x0 + p) * s->out_pix + o] = v;
+            }
+        }
+}
+
+static void conv_f32_portable(const Stage *s, const float *in, void *out) {
+    const float *weight = (const float *)s->weight;
+    const int64_t nblocks = s->cout_pad / BLOCK;
+    uint64_t bits[PX][MAXWORDS];
+    for (int64_t y = 0; y < s->ho; y++)
+        for (int64_t x0 = 0; x0 < s->wo; x0 += PX) {
+            const int64_t np = s->wo - x0 < PX ? s->wo - x0 : PX;
+            if (s->out_mode == OUT_BITS) clear_bits(bits, s->cout);
+            for (int64_t ob = 0; ob < nblocks; ob++) {
+                float acc[PX][BLOCK];
+                memset(acc, 0, sizeof acc);
+                for (int64_t ky = 0; ky < s->kh; ky++)
+                    for (int64_t kx = 0; kx < s->kw; kx++) {
+                        const float *ip = in + s->in_off + (y + ky) * s->in_row + (x0 + kx) * s->in_pix;
+                        const float *wp = weight + ((ky * s->kw + kx) * s->cin) * s->cout_pad + ob * BLOCK;
+                        for (int64_t c = 0; c < s->cin; c++, wp += s->cout_pad)
+                            for (int64_t p = 0; p < np; p++) {
+                                const float v = ip[p * s->in_pix + c];
+                                for (int j = 0; j < BLOCK; j++) acc[p][j] += v * wp[j];
+                            }
+                    }
+                conv_epilogue(s, acc, ob, np, y, x0, out, bits);
+            }
+            if (s->out_mode == OUT_BITS) store_bits(s, bits, np, y, x0, out);
+        }
+}
+
+#if defined(BF_X86)
+/* 8 pixels x 8 channels of FMA accumulators; each weight vector is reused by 8 pixels and each
+ * input value is a broadcast operand. */
+__attribute__((target("avx2,fma"))) static void conv_f32_avx2(const Stage *s, const float *in, void *out) {
+    const float *weight = (const float *)s->weight;
+    const int64_t nblocks = s->cout_pad / BLOCK;
+    uint64_t bits[PX][MAXWORDS];
+    float acc[PX][BLOCK];
+    for (int64_t y = 0; y < s->ho; y++)
+        for (int64_t x0 = 0; x0 < s->wo; x0 += PX) {
+            const int64_t np = s->wo - x0 < PX ? s->wo - x0 : PX;
+            if (s->out_mode == OUT_BITS) clear_bits(bits, s->cout);
+            for (int64_t ob = 0; ob < nblocks; ob++) {
+                for (int half = 0; half < BLOCK; half += 8) {
+                    __m256 a[PX];
+                    for (int p = 0; p < PX; p++) a[p] = _mm256_setzero_ps();
+                    for (int64_t ky = 0; ky < s->kh; ky++) {
+                        const float *ip = in + s->in_off + (y + ky) * s->in_row + x0 * s->in_pix;
+                        const float *wp = weight + ky * s->kw * s->cin * s->cout_pad + ob * BLOCK + half;
+                        for (int64_t t = 0; t < s->kw * s->cin; t++, wp += s->cout_pad) {
+                            const __m256 w = _mm256_loadu_ps(wp);
+#pragma GCC unroll 8
+                            for (int p = 0; p < PX; p++)
+                                a[p] = _mm256_fmadd_ps(_mm256_broadcast_ss(ip + p * s->in_pix + t), w, a[p]);
+                        }
+                    }
+                    for (int p = 0; p < PX; p++) _mm256_storeu_ps(&acc[p][half], a[p]);
+                }
+                conv_epilogue(s, acc, ob, np, y, x0, out, bits);
+            }
+            if (s->out_mode == OUT_BITS) store_bits(s, bits, np, y, x0, out);
+        }
+}
+
+/* NB blocks of 16 channels x 8 pixels of accumulators (NB = 2: 16 registers). In HWC the taps
+ * (kx, c) of one kernel row are contiguous in both the input and the weights: one loop over them. */
+__attribute__((target(AVX512), always_inline)) static inline void conv_f32_avx512_blocks(
+    const Stage *s, const float *in, void *out, int64_t y, int64_t x0, int64_t np, int64_t ob, const int nb,
+    const int unit, uint64_t bits[PX][MAXWORDS]) {
+    const float *weight = (const float *)s->weight;
+    const int64_t run = s->kw * s->cin, pix = unit ? 1 : s->in_pix; /* unit: one input channel */
+    __m512 a[2][PX];
+    for (int b = 0; b < nb; b++)
+        for (int p = 0; p < PX; p++) a[b][p] = _mm512_setzero_ps();
+    for (int64_t ky = 0; ky < s->kh; ky++) {
+        const float *ip = in + s->in_off + (y + ky) * s->in_row + x0 * pix;
+        const float *wp = weight + ky * run * s->cout_pad + ob * BLOCK;
+        for (int64_t t = 0; t < run; t++, wp += s->cout_pad) {
+            __m512 w[2];
+            for (int b = 0; b < nb; b++) w[b] = _mm512_loadu_ps(wp + b * BLOCK);
+#pragma GCC unroll 8
+            for (int p = 0; p < PX; p++) {
+                const __m512 v = _mm512_set1_ps(ip[p * pix + t]);
+                for (int b = 0; b < nb; b++) a[b][p] = _mm512_fmadd_ps(v, w[b], a[b][p]);
+            }
+        }
+    }
+    for (int b = 0; b < nb; b++) {
+        const int64_t o0 = (ob + b) * BLOCK, nj = s->cout - o0 < BLOCK ? s->cout - o0 : BLOCK;
+        const __mmask16 chans = (__mmask16)((1u << nj) - 1);
+        const __m512 scale = _mm512_maskz_loadu_ps(chans, s->scale + o0);
+        const __m512 shift = _mm512_maskz_loadu_ps(chans, s->shift + o0);
+        for (int64_t p = 0; p < np; p++) {
+            __m512 v = _mm512_add_ps(_mm512_mul_ps(a[b][p], scale), shift);
+            if (s->relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
+            if (s->out_mode == OUT_BITS) {
+                const __mmask16 on = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GE_OQ) & chans;
+                bits[p][o0 >> 6] |= (uint64_t)on << (o0 & 63);
+            } else {
+                _mm512_mask_storeu_ps((float *)out + s->out_off + y * s->out_row + (x0 + p) * s->out_pix + o0, chans,
+                                      v);
+            }
+        }
+    }
+}
+
+/* One input channel (a gray image) to sign bits: 16 pixels per register, the kh x kw input vectors
+ * of a row chunk loaded once and reused by every output channel, weights as embedded broadcasts.
+ * Sign bits are gathered per pixel with one masked OR per channel. */
+__attribute__((target(AVX512))) static void conv1_bits_avx512(const Stage *s, const float *in, void *out) {
+    const float *weight = (const float *)s->weight; /* [kh][kw][1][cout_pad] */
+    const int64_t taps = s->kh * s->kw, nwords = (s->cout + 63) / 64;
+    __m512 v[64];
+    __m512i bits[2 * MAXWORDS];
+    for (int64_t y = 0; y < s->ho; y++)
+        for (int64_t x0 = 0; x0 < s->wo; x0 += 16) {
+            const int64_t np = s->wo - x0 < 16 ? s->wo - x0 : 16;
+            for (int64_t ky = 0, t = 0; ky < s->kh; ky++)
+                for (int64_t kx = 0; kx < s->kw; kx++, t++)
+                    v[t] = _mm512_loadu_ps(in + s->in_off + (y + ky) * s->in_row + x0 + kx);
+            for (int64_t w = 0; w < 2 * nwords; w++) bits[w] = _mm512_setzero_si512();
+            for (int64_t o = 0; o < s->cout; o++) {
+                __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+                const float *wp = weight + o;
+                int64_t t = 0;
+                for (; t + 2 <= taps; t += 2) { /* two chains hide the FMA latency */
+                    a0 = _mm512_fmadd_ps(v[t], _mm512_set1_ps(wp[t * s->cout_pad]), a0);
+                    a1 = _mm512_fmadd_ps(v[t + 1], _mm512_set1_ps(wp[(t + 1) * s->cout_pad]), a1);
+                }
+                if (t < taps) a0 = _mm512_fmadd_ps(v[t], _mm512_set1_ps(wp[t * s->cout_pad]), a0);
+                /* (a0 + a1) differs from a sequential sum only in rounding, as any real conv does */
+                __m512 r = _mm512_add_ps(_mm512_mul_ps(_mm512_add_ps(a0, a1), _mm512_set1_ps(s->scale[o])),
+                                         _mm512_set1_ps(s->shift[o]));
+                if (s->relu) r = _mm512_max_ps(r, _mm512_setzero_ps());
+                const __mmask16 on = _mm512_cmp_ps_mask(r, _mm512_setzero_ps(), _CMP_GE_OQ);
+                const __m512i bit = _mm512_set1_epi64((long long)((uint64_t)1 << (o & 63)));
+                bits[2 * (o >> 6)] = _mm512_mask_or_epi64(bits[2 * (o >> 6)], (__mmask8)on, bits[2 * (o >> 6)], bit);
+                bits[2 * (o >> 6) + 1] =
+                    _mm512_mask_or_epi64(bits[2 * (o >> 6) + 1], (__mmask8)(on >> 8), bits[2 * (o >> 6) + 1], bit);
+            }
+            uint64_t *dst = (uint64_t *)out + s->out_off + y * s->out_row + x0;
+            const __mmask8 lo = (__mmask8)(np >= 8 ? 0xff : (1u << np) - 1);
+            const __mmask8 hi = (__mmask8)(np <= 8 ? 0 : (1u << (np - 8)) - 1);
+            for (int64_t w = 0; w < nwords; w++) {
+                _mm512_mask_storeu_epi64(dst + w * s->out_plane, lo, bits[2 * w]);
+                _mm512_mask_storeu_epi64(dst + w * s->out_plane + 8, hi, bits[2 * w + 1]);
+            }
+        }
+}
+
+__attribute__((target(AVX512))) static void conv_f32_avx512(const Stage *s, const float *in, void *out) {
+    const int64_t nblocks = s->cout_pad / BLOCK;
+    uint64_t bits[PX][MAXWORDS];
+    for (int64_t y = 0; y < s->ho; y++)
+        for (int64_t x0 = 0; x0 < s->wo; x0 += PX) {
+            const int64_t np = s->wo - x0 < PX ? s->wo - x0 : PX;
+            if (s->out_mode == OUT_BITS) clear_bits(bits, s->cout);
+            int64_t ob = 0;
+            if (s->in_pix == 1) { /* constant offsets between pixels: no index registers */
+                for (; ob + 2 <= nblocks; ob += 2) conv_f32_avx512_blocks(s, in, out, y, x0, np, ob, 2, 1, bits);
+                if (ob < nblocks) conv_f32_avx512_blocks(s, in, out, y, x0, np, ob, 1, 1, bits);
+            } else {
+                for (; ob + 2 <= nblocks; ob += 2) conv_f32_avx512_blocks(s, in, out, y, x0, np, ob, 2, 0, bits);
+                if (ob < nblocks) conv_f32_avx512_blocks(s, in, out, y, x0, np, ob, 1, 0, bits);
+            }
+            if (s->out_mode == OUT_BITS) store_bits(s, bits, np, y, x0, out);
+        }
+}
+#endif
+
+static void conv_f32(const Stage *s, const float *in, void *out) {
+#if defined(BF_X86)
+    /* pixel-vectorized is faster up to about 32 channels here (measured), channel-vectorized beyond */
+    if (isa_current == ISA_AVX512 && s->cin == 1 && s->out_mode == OUT_BITS && s->kh * s->kw <= 64 && s->cout <= 32)
+        return conv1_bits_avx512(s, in, out);
+    if (isa_current == ISA_AVX512) return conv_f32_avx512(s, in, out);
+    if (isa_current == ISA_AVX2) return conv_f32_avx2(s, in, out);
+#endif
+    conv_f32_portable(s, in, out);
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* Pooling (floor mode, stride = size), sign packing, input layout. */
+
+static void pool_f32(const Stage *s, const float *in, float *out) {
+    for (int64_t y = 0; y < s->ho; y++)
+        for (int64_t x = 0; x < s->wo; x++) {
+            float *o = out + s->out_off + y * s->out_row + x * s->out_pix;
+            for (int64_t c = 0; c < s->cout; c++) {
+                float m = in[s->in_off + y * s->size * s->in_row + x * s->size * s->in_pix + c];
+                for (int64_t dy = 0; dy < s->size; dy++)
+                    for (int64_t dx = 0; dx < s->size; dx++) {
+                        const float v = in[s->in_off + (y * s->size + dy) * s->in_row + (x * s->size + dx) * s->in_pix + c];
+                        if (v > m) m = v;
+                    }
+                o[c] = m;
+            }
+        }
+}
+
+/* max-pool of signs: the max is >= 0 exactly when one of the window is, so OR the bits. */
+static void pool_bits(const Stage *s, const uint64_t *in, uint64_t *out) {
+    for (int64_t w = 0; w < s->words; w++)
+        for (int64_t y = 0; y < s->ho; y++)
+            for (int64_t x = 0; x < s->wo; x++) {
+                uint64_t m = 0;
+                for (int64_t dy = 0; dy < s->size; dy++)
+                    for (int64_t dx = 0; dx < s->size; dx++)
+                        m |= in[s->in_off + w * s->in_plane + (y * s->size + dy) * s->in_row + x * s->size + dx];
+                out[s->out_off + w * s->out_plane + y * s->out_row + x] = m;
+            }
+}
+
+static void sign_pack(const Stage *s, const float *in, uint64_t *out) {
+    for (int64_t y = 0; y < s->ho; y++)
+        for (int64_t x = 0; x < s->wo; x++)
+            for (int64_t w = 0; w < s->words; w++) {
+                uint64_t m = 0;
+                const float *ip = in + s->in_off + y * s->in_row + x * s->in_pix + w * 64;
+                const int64_t n = s->cin - w * 64 < 64 ? s->cin - w * 64 : 64;
+                for (int64_t c = 0; c < n; c++) m |= (uint64_t)(ip[c] >= 0) << c;
+                out[s->out_off + w * s->out_plane + y * s->out_row + x] = m;
+            }
+}
+
+/* NCHW image -> HWC buffer interior. */
+static void take_input(const Stage *s, const float *image, float *out) {
+    if (s->cin == 1) { /* HWC is CHW: copy rows */
+        for (int64_t y = 0; y < s->ho; y++) memcpy(out + s->out_off + y * s->out_row, image + y * s->wo, 4 * s->wo);
+        return;
+    }
+    for (int64_t c = 0; c < s->cin; c++)
+        for (int64_t y = 0; y < s->ho; y++)
+            for (int64_t x = 0; x < s->wo; x++)
+                out[s->out_off + y * s->out_row + x * s->out_pix + c] = image[(c * s->ho + y) * s->wo + x];
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* The Plan type. */
+
+typedef struct {
+    PyObject_HEAD
+    Stage *stages;
+    Py_ssize_t nstages;
+    void **buffers;
+    Py_ssize_t nbuffers;
+    Py_buffer *views; /* tensors the stages point into, released on dealloc */
+    Py_ssize_t nviews;
+    int64_t input_size, output[7]; /* output: buf, c, h, w, off, row, pix */
+} Plan;
+
+static void plan_dealloc(Plan *self) {
+    for (Py_ssize_t i = 0; i < self->nviews; i++) PyBuffer_Release(&self->views[i]);
+    for (Py_ssize_t i = 0; i < self->nbuffers; i++) free(self->buffers[i]);
+    PyMem_Free(self->views);
+    PyMem_Free(self->buffers);
+    PyMem_Free(self->stages);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static const void *borrow(Plan *self, PyObject *obj, Py_ssize_t itemsize, Py_ssize_t need, const char *what,
+                          Py_ssize_t index) {
+    if (obj == Py_None) {
+        if (need > 0) PyErr_Format(PyExc_ValueError, "stage %zd: %s missing", index, what);
+        return NULL;
+    }
+    Py_buffer *view = &self->views[self->nviews];
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    self->nviews++;
+    if (view->len < need * itemsize) {
+        PyErr_Format(PyExc_ValueError, "stage %zd: %s has %zd bytes, needs %zd", index, what, view->len,
+                     need * itemsize);
+        return NULL;
+    }
+    return view->buf;
+}
+
+/* Plan(stages, buffers, output, input_size)
+ *   stages: [(params: tuple of NPARAMS ints, weight, scale, shift, lo, hi)], tensors None or buffers
+ *   buffers: [bytes-like initial contents (borders filled, interiors zero), slack included]
+ *   output: (buf, c, h, w, off, row, pix) of the float HWC result; input_size: floats per image */
+static int plan_init(Plan *self, PyObject *args, PyObject *kwds) {
+    PyObject *stages, *buffers, *output;
+    long long input_size;
+    if (!PyArg_ParseTuple(args, "O!O!O!L", &PyList_Type, &stages, &PyList_Type, &buffers, &PyTuple_Type, &output,
+                          &input_size))
+        return -1;
+    if (self->stages) {
+        PyErr_SetString(PyExc_RuntimeError, "Plan is already initialized");
+        return -1;
+    }
+    self->input_size = input_size;
+    self->nbuffers = PyList_GET_SIZE(buffers);
+    self->buffers = PyMem_Calloc(self->nbuffers ? self->nbuffers : 1, sizeof(void *));
+    self->nstages = PyList_GET_SIZE(stages);
+    self->stages = PyMem_Calloc(self->nstages ? self->nstages : 1, sizeof(Stage));
+    self->views = PyMem_Calloc(5 * self->nstages + 1, sizeof(Py_buffer));
+    if (!self->buffers || !self->stages || !self->views) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t *sizes = PyMem_Calloc(self->nbuffers + 1, sizeof(Py_ssize_t));
+    for (Py_ssize_t i = 0; i < self->nbuffers; i++) {
+        Py_buffer view;
+        if (PyObject_GetBuffer(PyList_GET_ITEM(buffers, i), &view, PyBUF_C_CONTIGUOUS) < 0) {
+            PyMem_Free(sizes);
+            return -1;
+        }
+        const size_t size = ((size_t)view.len + 63) / 64 * 64;
+        self->buffers[i] = aligned_alloc(64, size ? size : 64);
+        if (!self->buffers[i]) {
+            PyBuffer_Release(&view);
+            PyMem_Free(sizes);
+            PyErr_NoMemory();
+            return -1;
+        }
+        memcpy(self->buffers[i], view.buf, view.len);
+        sizes[i] = view.len;
+        PyBuffer_Release(&view);
+    }
+    for (Py_ssize_t i = 0; i < self->nstages; i++) {
+        PyObject *item = PyList_GET_ITEM(stages, i), *params;
+        PyObject *weight, *scale, *shift, *lo, *hi;
+        if (!PyArg_ParseTuple(item, "O!OOOOO", &PyTuple_Type, &params, &weight, &scale, &shift, &lo, &hi) ||
+            PyTuple_GET_SIZE(params) != NPARAMS) {
+            PyErr_Format(PyExc_ValueError, "stage %zd: expected (params[%d], weight, scale, shift, lo, hi)", i,
+                         NPARAMS);
+            PyMem_Free(sizes);
+            return -1;
+        }
+        Stage *s = &self->stages[i];
+        int64_t *fields = &s->kind;
+        for (int f = 0; f < NPARAMS; f++) {
+            fields[f] = PyLong_AsLongLong(PyTuple_GET_ITEM(params, f));
+            if (fields[f] == -1 && PyErr_Occurred()) {
+                PyMem_Free(sizes);
+                return -1;
+            }
+        }
+        if (s->kind < ST_INPUT || s->kind > ST_SIGN || s->in_buf < -1 || s->in_buf >= self->nbuffers ||
+            s->out_buf < 0 || s->out_buf >= self->nbuffers || s->cout_pad % BLOCK ||
+            (s->cout + 63) / 64 > MAXWORDS) {
+            PyErr_Format(PyExc_ValueError, "stage %zd: inconsistent parameters", i);
+            PyMem_Free(sizes);
+            return -1;
+        }
+        const int64_t taps = s->kh * s->kw;
+        if (s->kind == ST_CONV || s->kind == ST_BCONV) {
+            const int bin = s->kind == ST_BCONV;
+            s->weight = borrow(self, weight, bin ? 8 : 4, taps * (bin ? s->words : s->cin) * s->cout_pad, "weight", i);
+            s->scale = borrow(self, scale, 4, s->cout, "scale", i);
+            s->shift = borrow(self, shift, 4, s->cout, "shift", i);
+            if (!s->weight || !s->scale || !s->shift) {
+                PyMem_Free(sizes);
+                return -1;
+            }
+            if (bin && s->out_mode == OUT_BITS) {
+                s->lo = borrow(self, lo, 4, s->cout, "lo", i);
+                s->hi = borrow(self, hi, 4, s->cout, "hi", i);
+                if (!s->lo || !s->hi) {
+                    PyMem_Free(sizes);
+                    return -1;
+                }
+            }
+        }
+    }
+    PyMem_Free(sizes);
+    for (int f = 0; f < 7; f++) {
+        self->output[f] = PyLong_AsLongLong(PyTuple_GetItem(output, f));
+        if (PyErr_Occurred()) return -1;
+    }
+    if (self->output[0] < 0 || self->output[0] >= self->nbuffers) {
+        PyErr_SetString(PyExc_ValueError, "output buffer out of range");
+        return -1;
+    }
+    return 0;
+}
+
+static void run_stage(Plan *self, Py_ssize_t i, const float *image) {
+    {
+        const Stage *s = &self->stages[i];
+        void *in = s->in_buf >= 0 ? self->buffers[s->in_buf] : NULL, *out = self->buffers[s->out_buf];
+        switch (s->kind) {
+        case ST_INPUT: take_input(s, image, out); break;
+        case ST_CONV: conv_f32(s, in, out); break;
+        case ST_BCONV: bconv(s, in, out); break;
+        case ST_POOL: pool_f32(s, in, out); break;
+        case ST_BPOOL: pool_bits(s, in, out); break;
+        case ST_SIGN: sign_pack(s, in, out); break;
+        }
+    }
+}
+
+static void run_one(Plan *self, const float *image, float *result) {
+    for (Py_ssize_t i = 0; i < self->nstages; i++) run_stage(self, i, image);
+    const int64_t *o = self->output;
+    const float *buf = self->buffers[o[0]];
+    for (int64_t c = 0; c < o[1]; c++)
+        for (int64_t y = 0; y < o[2]; y++)
+            for (int64_t x = 0; x < o[3]; x++) *result++ = buf[o[4] + y * o[5] + x * o[6] + c];
+}
+
+/* plan.run(images, out): images float32 (B, input_size) C-contiguous, out float32 (B, output size). */
+static PyObject *plan_run(Plan *self, PyObject *args) {
+    Py_buffer x, y;
+    if (!PyArg_ParseTuple(args, "y*w*", &x, &y)) return NULL;
+    const int64_t outsize = self->output[1] * self->output[2] * self->output[3];
+    const int64_t batch = self->input_size ? (int64_t)(x.len / 4) / self->input_size : 0;
+    if (x.len % (4 * self->input_size) || y.len != 4 * batch * outsize) {
+        PyErr_Format(PyExc_ValueError, "run: %zd input bytes and %zd output bytes do not fit %lld and %lld floats per image",
+                     x.len, y.len, (long long)self->input_size, (long long)outsize);
+        PyBuffer_Release(&x);
+        PyBuffer_Release(&y);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (int64_t b = 0; b < batch; b++)
+        run_one(self, (const float *)x.buf + b * self->input_size, (float *)y.buf + b * outsize);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&y);
+    Py_RETURN_NONE;
+}
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
+/* plan.profile(image, repeats) -> [seconds per stage]: the fastest of `repeats` runs of each stage
+ * on one image (float32, input_size values). */
+static PyObject *plan_profile(Plan *self, PyObject *args) {
+    Py_buffer x;
+    Py_ssize_t repeats;
+    if (!PyArg_ParseTuple(args, "y*n", &x, &repeats)) return NULL;
+    if (x.len != 4 * self->input_size || repeats < 1) {
+        PyBuffer_Release(&x);
+        PyErr_SetString(PyExc_ValueError, "profile: one image and repeats >= 1");
+        return NULL;
+    }
+    double *best = PyMem_Calloc(self->nstages + 1, sizeof(double));
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t r = 0; r < repeats; r++)
+        for (Py_ssize_t i = 0; i < self->nstages; i++) {
+            const double t0 = now();
+            run_stage(self, i, x.buf);
+            const double t = now() - t0;
+            if (r == 0 || t < best[i]) best[i] = t;
+        }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&x);
+    PyObject *list = PyList_New(self->nstages);
+    for (Py_ssize_t i = 0; i < self->nstages; i++) PyList_SET_ITEM(list, i, PyFloat_FromDouble(best[i]));
+    PyMem_Free(best);
+    return list;
+}
+
+/* plan.buffer(i) -> bytes: a buffer's contents after the last run (for tests of single stages). */
+static PyObject *plan_buffer(Plan *self, PyObject *args) {
+    Py_ssize_t i, nbytes;
+    if (!PyArg_ParseTuple(args, "nn", &i, &nbytes)) return NULL;
+    if (i < 0 || i >= self->nbuffers) {
+        PyErr_SetString(PyExc_IndexError, "buffer index out of range");
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize(self->buffers[i], nbytes);
+}
+
+static PyMethodDef plan_methods[] = {
+    {"run", (PyCFunction)plan_run, METH_VARARGS, "run(images, out): the whole network on a batch"},
+    {"profile", (PyCFunction)plan_profile, METH_VARARGS, "profile(image, repeats) -> seconds per stage"},
+    {"buffer", (PyCFunction)plan_buffer, METH_VARARGS, "buffer(index, nbytes) -> bytes"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject PlanType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "bitface.runtime._native.Plan",
+    .tp_basicsize = sizeof(Plan),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A compiled packed network over preallocated buffers (built by bitface.runtime.plan).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)plan_init,
+    .tp_dealloc = (destructor)plan_dealloc,
+    .tp_methods = plan_methods,
+};
+
+/* ------------------------------------------------------------------------------------------- */
+/* Module: ISA selection, and a micro-benchmark of the core's binary peak. */
+
+static PyObject *get_isa(PyObject *self, PyObject *unused) { return PyUnicode_FromString(ISA_NAMES[isa_current]); }
+
+static PyObject *available(PyObject *self, PyObject *unused) {
+    PyObject *list = PyList_New(0);
+    for (int i = 0; i <= isa_best; i++) PyList_Append(list, PyUnicode_FromString(ISA_NAMES[i]));
+    return list;
+}
+
+static PyObject *set_isa(PyObject *self, PyObject *arg) {
+    const char *name = PyUnicode_AsUTF8(arg);
+    if (!name) return NULL;
+    for (int i = 0; i <= isa_best; i++)
+        if (!strcmp(name, ISA_NAMES[i])) {
+            isa_current = i;
+            Py_RETURN_NONE;
+        }
+    PyErr_Format(PyExc_ValueError, "kernel path %R is not available on this CPU (available: up to %s)", arg,
+                 ISA_NAMES[isa_best]);
+    return NULL;
+}
+
+#if defined(BF_X86)
+/* XOR + VPOPCNTQ + ADD on 16 independent registers: the most binary MACs this core can do. */
+__attribute__((target(AVX512))) static uint64_t peak_loop(int64_t iterations, uint64_t seed) {
+    __m512i acc[BLOCK], v = _mm512_set1_epi64((long long)seed);
+    for (int j = 0; j < BLOCK; j++) acc[j] = _mm512_set1_epi64(j);
+    for (int64_t i = 0; i < iterations; i++) {
+#pragma GCC unroll 16
+        for (int j = 0; j < BLOCK; j++) acc[j] = _mm512_add_epi64(acc[j], _mm512_popcnt_epi64(_mm512_xor_si512(v, acc[j])));
+        __asm__ volatile("" : "+v"(v));
+    }
+    uint64_t total = 0, lanes[8];
+    for (int j = 0; j < BLOCK; j++) {
+        _mm512_storeu_si512(lanes, acc[j]);
+        for (int l = 0; l < 8; l++) total += lanes[l];
+    }
+    return total;
+}
+#endif
+
+/* peak_loop(iterations) -> binary MACs done (time it from Python). AVX-512 VPOPCNTDQ only. */
+static PyObject *peak(PyObject *self, PyObject *arg) {
+    long long n = PyLong_AsLongLong(arg);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+#if defined(BF_X86)
+    if (isa_best == ISA_AVX512) {
+        uint64_t sink;
+        Py_BEGIN_ALLOW_THREADS
+        sink = peak_loop(n, 0x5555);
+        Py_END_ALLOW_THREADS
+        (void)sink;
+        return PyLong_FromLongLong(n * BLOCK * 512);
+    }
+#endif
+    PyErr_SetString(PyExc_RuntimeError, "the peak micro-benchmark needs AVX-512 VPOPCNTDQ");
+    return NULL;
+}
+
+static PyMethodDef module_methods[] = {
+    {"isa", get_isa, METH_NOARGS, "the binary kernel path in use: portable, avx2 or avx512"},
+    {"available", available, METH_NOARGS, "kernel paths this CPU can run"},
+    {"set_isa", set_isa, METH_O, "choose a kernel path (tests and benchmarks)"},
+    {"peak", peak, METH_O, "peak(iterations) -> binary MACs of the XOR+popcount peak loop"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", "bitface native kernels", -1, module_methods};
+
+PyMODINIT_FUNC PyInit__native(void) {
+#if defined(BF_X86)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2")) isa_best = ISA_AVX2;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vpopcntdq"))
+        isa_best = ISA_AVX512;
+#endif
+    isa_current = isa_best;
+    if (PyType_Ready(&PlanType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    Py_INCREF(&PlanType);
+    PyModule_AddObject(m, "Plan", (PyObject *)&PlanType);
+    return m;
+}

@@ -1,0 +1,64 @@
+"""The native runtime: a compiled plan run by the C extension, or the numpy reference where the
+extension is not built or the graph has a construct the plan does not fuse."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+
+from ..export.format import PackedModel
+from . import reference
+from .plan import Unsupported, compile_plan
+
+try:
+    from . import _native
+except ImportError as exc:  # not compiled (no C compiler at install time)
+    _native = None
+    NATIVE_MISSING = f"the native extension is not built ({exc})"
+else:
+    NATIVE_MISSING = None
+
+
+def kernel_path() -> str:
+    """'avx512', 'avx2' or 'portable' (native kernels), or 'reference' (numpy)."""
+    if _native is None or os.environ.get("BITFACE_RUNTIME") == "reference":
+        return "reference"
+    return _native.isa()
+
+
+class Network:
+    """Runs a packed op graph on (B, C, H, W) float32 input; the same results as the reference
+    (integer-exact in binary layers)."""
+
+    def __init__(self, model: PackedModel, source: str = "model"):
+        self.model = model
+        self.plan = None
+        self.why_reference = NATIVE_MISSING
+        if os.environ.get("BITFACE_RUNTIME") == "reference":
+            self.why_reference = "BITFACE_RUNTIME=reference"
+        elif _native is not None:
+            try:
+                self.compiled = compile_plan(model)
+            except Unsupported as exc:
+                self.why_reference = f"the native plan does not support this graph ({exc})"
+            else:
+                c = self.compiled
+                self.plan = _native.Plan(c.stages, c.buffers, c.output, int(np.prod(c.input_shape)))
+        if self.plan is None and self.why_reference != "BITFACE_RUNTIME=reference":
+            warnings.warn(
+                f"{source}: running the slower numpy reference: {self.why_reference}", RuntimeWarning, stacklevel=3
+            )
+
+    @property
+    def path(self) -> str:
+        return kernel_path() if self.plan is not None else "reference"
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.plan is None:
+            return reference.run(self.model, x)
+        x = np.ascontiguousarray(x, np.float32)
+        out = np.empty((len(x), *self.compiled.output_shape), np.float32)
+        self.plan.run(x, out)
+        return out
