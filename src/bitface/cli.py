@@ -168,6 +168,11 @@ def _export(args) -> int:
     model = load_any_model(args.checkpoint)
     if args.checkpoint.suffix != ".safetensors":
         raise ValueError(f"{args.checkpoint}: export takes a training checkpoint (.safetensors)")
+    if args.out.suffix == ".onnx":
+        from .export.onnx import export_onnx
+
+        print(json.dumps(export_onnx(model, args.out)))
+        return 0
     out = args.out if args.out.suffix == ".bitface" else args.out.with_suffix(".bitface")
     packed = export_model(model, {"exported_from": str(args.checkpoint), "git_revision": git_revision()})
     packed.save(out)
@@ -263,9 +268,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(run=_train)
 
-    export = commands.add_parser("export", help="pack a trained checkpoint into a .bitface file (bits, folded BN)")
+    export = commands.add_parser(
+        "export", help="pack a trained checkpoint into a .bitface file (bits, folded BN), or write .onnx"
+    )
     export.add_argument("checkpoint", type=Path, help="model.safetensors from `bitface train`")
-    export.add_argument("-o", "--out", type=Path, required=True, help="output file (.bitface)")
+    export.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        required=True,
+        help="output file: .bitface (packed, for bitface.runtime) or .onnx (float graph, checked with onnxruntime)",
+    )
     export.set_defaults(run=_export)
 
     ev = commands.add_parser("eval", help="score a model on an annotated set (NME, AUC, failure rate)")

@@ -89,3 +89,17 @@ def test_cli_export_eval_and_summary_of_a_packed_file(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["totals"]["file_bytes"] == exported["bytes"]
     assert [r["op"] for r in summary["layers"]][:2] == ["conv", "maxpool"]
+
+
+@pytest.mark.parametrize("method", ["cnn", "xnor", "acn1bit"])
+def test_onnx_export_matches_torch(method, tmp_path, capsys):
+    pytest.importorskip("onnxruntime", reason="the ONNX check runs onnxruntime (test extra)")
+    import json
+
+    from bitface.cli import main
+
+    checkpoint = trained_like("10-20-40-80", method).save(tmp_path / "m.safetensors")
+    assert main(["export", str(checkpoint), "-o", str(tmp_path / "m.onnx")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["input_shape"] == [1, 39, 39]
+    assert report["max_abs_diff"] < 1e-4  # onnxruntime against PyTorch on random input

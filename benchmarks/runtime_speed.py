@@ -1,0 +1,288 @@
+"""Speed of the native runtime against PyTorch FP32 and onnxruntime FP32, single thread, pinned.
+
+    python benchmarks/runtime_speed.py          # writes benchmarks/results/runtime_speed.{json,md}
+
+Measured in one run, candidates interleaved round by round, the median of rounds quoted:
+- the core's binary peak: a micro-benchmark of XOR + VPOPCNTQ + ADD on 16 independent registers;
+- per binary layer (the shapes of our 5-point networks and hourglass-sized ones with 64+ channels):
+  our kernel inside a plan (sign bits in, thresholded sign bits out) in binary MACs per second, its
+  fraction of the peak, and the speed-up over torch.nn.functional.conv2d FP32 of the same shape;
+- per binary network (the bundled 1-bit model and, where trained, the Table 2 XNOR-Net and 1-bit ACN
+  runs): one face through our runtime, through the same structure as an FP32 network in PyTorch
+  (channels_last) and in onnxruntime, and the training-time binary simulation in PyTorch; one face
+  including preprocessing of an already cropped face (uint8 crop -> points); file size against the
+  paper-style memory count; and, where ../shared/data is present, the largest landmark difference
+  from the PyTorch model over the whole CUHK test set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from bitface.evaluate.results import markdown_table, pin_single_thread, provenance, write_results  # noqa: E402
+from bitface.export.convert import export_model  # noqa: E402
+from bitface.export.format import PackedModel, pack_signs  # noqa: E402
+from bitface.models import create_model  # noqa: E402
+from bitface.models.model_file import load_model  # noqa: E402
+from bitface.runtime import _native  # noqa: E402
+from bitface.runtime.model import PackedLandmarker  # noqa: E402
+from bitface.runtime.native import Network  # noqa: E402
+
+CUHK_TEST = ROOT.parent / "shared" / "data" / "cuhk_lfw_net_5pt" / "testImageList.txt"
+# (in channels, out channels, kernel, input height = width, padding)
+LAYERS = [
+    (40, 60, 3, 18, 0),  # 40-60-80-100: conv 2
+    (60, 80, 3, 8, 0),  # conv 3
+    (20, 40, 3, 18, 1),  # 8-conv net: conv 3
+    (64, 64, 3, 32, 1),  # hourglass-sized layers
+    (128, 128, 3, 16, 1),
+    (128, 128, 3, 32, 1),
+    (256, 256, 3, 8, 1),
+    (256, 256, 3, 16, 1),
+    (256, 256, 1, 16, 0),
+]
+PHYSICAL_LIMIT = 21.0  # binary XOR+popcount peak / FP32 FMA peak in MACs on this core (GUIDE section 4)
+
+
+def best_of(fn, calls: int) -> float:
+    """Seconds per call: the fastest of `calls` timed calls."""
+    best = float("inf")
+    for _ in range(calls):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def interleaved(candidates: dict, rounds: int, calls: int) -> dict[str, float]:
+    """Median over rounds of each candidate's best call; candidates alternate within every round."""
+    times = {name: [] for name in candidates}
+    for fn in candidates.values():
+        fn()  # warm up
+    for _ in range(rounds):
+        for name, fn in candidates.items():
+            times[name].append(best_of(fn, calls))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def measure_peak(rounds: int) -> float:
+    iterations = 2_000_000
+    _native.peak(iterations // 10)
+    rates = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        macs = _native.peak(iterations)
+        rates.append(macs / (time.perf_counter() - t))
+    return max(rates)
+
+
+def layer_plan(cin: int, cout: int, k: int, size: int, pad: int) -> Network:
+    """sign(input) -> [pad] -> the layer (to sign bits) -> a 1x1 binary layer to floats."""
+    rng = np.random.default_rng(0)
+    graph, tensors = [], {}
+    if pad:
+        graph.append({"op": "pad", "pad": [pad] * 4})
+    for cin_, cout_, k_ in ((cin, cout, k), (cout, 16, 1)):
+        i = len(graph)
+        graph.append({"op": "binconv", "in_channels": cin_, "kernel": [k_, k_], "binary_input": True})
+        tensors[f"{i}.bits"] = pack_signs(rng.normal(size=(cout_, cin_, k_, k_)))
+        tensors[f"{i}.scale"] = rng.uniform(0.5, 1.5, cout_).astype(np.float32)
+        tensors[f"{i}.shift"] = rng.normal(0, 3, cout_).astype(np.float32)
+    return Network(PackedModel(graph, tensors, {"input_shape": [cin, size, size]}))
+
+
+def bench_layers(peak: float, rounds: int) -> list[dict]:
+    rows = []
+    for cin, cout, k, size, pad in LAYERS:
+        net = layer_plan(cin, cout, k, size, pad)
+        stage = 2  # input, sign, the layer, the 1x1 layer
+        image = np.random.default_rng(1).normal(size=(cin, size, size)).astype(np.float32)
+        x = torch.randn(1, cin, size, size).to(memory_format=torch.channels_last)
+        w = torch.randn(cout, cin, k, k).to(memory_format=torch.channels_last)
+        conv = lambda: torch.nn.functional.conv2d(x, w, padding=pad)  # noqa: E731
+        conv(), net.plan.profile(image, 5)
+        ours, theirs = [], []
+        for _ in range(rounds):  # alternate: our stage's best of 50, then torch's best of 50
+            ours.append(net.plan.profile(image, 50)[stage])
+            theirs.append(best_of(conv, 50))
+        ours, theirs = statistics.median(ours), statistics.median(theirs)
+        out = size + 2 * pad - k + 1
+        macs = out * out * cout * cin * k * k
+        rows.append(
+            {
+                "shape": f"{cin}->{cout} {k}x{k} {size}x{size} pad {pad}",
+                "binary_macs": macs,
+                "ours_us": ours * 1e6,
+                "torch_fp32_us": theirs * 1e6,
+                "gbmacs": macs / ours / 1e9,
+                "peak_fraction": macs / ours / peak,
+                "speedup_vs_torch": theirs / ours,
+            }
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
+def onnx_session(network: torch.nn.Module, shape: tuple[int, ...]):
+    import onnxruntime as ort
+
+    path = Path(tempfile.mkdtemp()) / "fp32.onnx"
+    torch.onnx.export(network, (torch.zeros(shape),), str(path), input_names=["image"], dynamo=False)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def landmark_agreement(model, packed: PackedLandmarker) -> dict | None:
+    if not CUHK_TEST.is_file():
+        return None
+    from bitface.io import read_annotations
+
+    samples = read_annotations(CUHK_TEST, check="exists").samples
+    ours = packed.predict_samples(samples).points
+    theirs = model.predict_samples(samples).points
+    return {"faces": len(samples), "max_px": float(np.abs(ours - theirs).max())}
+
+
+def bench_network(name: str, checkpoint: Path, rounds: int) -> dict:
+    model = load_model(checkpoint)
+    packed_model = export_model(model)
+    with tempfile.TemporaryDirectory() as folder:
+        path = packed_model.save(Path(folder) / "m.bitface")
+        file_bytes = path.stat().st_size
+    packed = PackedLandmarker(packed_model, name)
+    shape = (1, model.input.channels, model.crop.size, model.crop.size)
+    options = dict(model.model_options, method="cnn")
+    fp32 = create_model(model.model_name, **options).eval().to(memory_format=torch.channels_last)
+    session = onnx_session(fp32, shape)
+    x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    xt = torch.from_numpy(x).to(memory_format=torch.channels_last)
+    crop = np.random.default_rng(0).integers(0, 256, (1, model.crop.size, model.crop.size), dtype=np.uint8)
+    with torch.inference_mode():
+        t = interleaved(
+            {
+                "runtime": lambda: packed.network(x),
+                "face": lambda: packed.predict_crops(crop),
+                "torch_fp32": lambda: fp32(xt),
+                "torch_binary_sim": lambda: model.network(xt),
+                "onnxruntime_fp32": lambda: session.run(None, {"image": x}),
+            },
+            rounds,
+            200,
+        )
+    paper_bits = sum(row["memory_bits"] for row in packed_model.layer_table())
+    row = {
+        "network": name,
+        "structure": model.model_options.get("structure"),
+        "method": model.model_options.get("method"),
+        "kernel_path": packed.network.path,
+        "runtime_ms": t["runtime"] * 1e3,
+        "face_us": t["face"] * 1e6,
+        "torch_fp32_ms": t["torch_fp32"] * 1e3,
+        "torch_binary_sim_ms": t["torch_binary_sim"] * 1e3,
+        "onnxruntime_fp32_ms": t["onnxruntime_fp32"] * 1e3,
+        "speedup_vs_torch": t["torch_fp32"] / t["runtime"],
+        "speedup_vs_onnxruntime": t["onnxruntime_fp32"] / t["runtime"],
+        "fraction_of_physical_limit": t["torch_fp32"] / t["runtime"] / PHYSICAL_LIMIT,
+        "file_bytes": file_bytes,
+        "paper_bytes": paper_bits / 8,
+        "file_over_paper": file_bytes / (paper_bits / 8) - 1,
+        "agreement_with_torch": landmark_agreement(model, packed),
+    }
+    print({k: v for k, v in row.items()}, flush=True)
+    return row
+
+
+def networks() -> list[tuple[str, Path]]:
+    found = [("bundled regression5-acn1bit", ROOT / "models" / "regression5-acn1bit.safetensors")]
+    runs = ROOT / "runs" / "acn_table2"
+    for structure in ("10-20-40-80", "20-40-60-80", "40-60-80-100", "20-20-40-40-60-60-80-80"):
+        for method in ("xnor", "acn1bit"):
+            path = runs / f"{structure}_{method}" / "model.safetensors"
+            if path.is_file():
+                found.append((f"table2 {structure} {method}", path))
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "runtime_speed")
+    args = parser.parse_args()
+    core = pin_single_thread()
+    torch.set_num_threads(1)
+    peak = measure_peak(args.rounds)
+    print(f"binary peak {peak / 1e12:.3f} T binary MAC/s", flush=True)
+    layers = bench_layers(peak, args.rounds)
+    nets = [bench_network(name, path, args.rounds) for name, path in networks()]
+    data = {
+        "provenance": provenance(threads=1, core=core, kernel_path=_native.isa(), torch=torch.__version__),
+        "peak_bmacs": peak,
+        "layers": layers,
+        "networks": nets,
+    }
+    body = (
+        f"Binary peak of this core (XOR + VPOPCNTQ + ADD micro-benchmark): {peak / 1e12:.3f} T binary MAC/s.\n\n"
+        "## Binary layers (sign bits in, thresholded sign bits out)\n\n"
+        + markdown_table(
+            layers,
+            ["shape", "ours_us", "torch_fp32_us", "gbmacs", "peak_fraction", "speedup_vs_torch"],
+            {
+                "ours_us": ".2f",
+                "torch_fp32_us": ".2f",
+                "gbmacs": ".0f",
+                "peak_fraction": ".2f",
+                "speedup_vs_torch": ".1f",
+            },
+        )
+        + "\n## Whole networks, one face (runtime_ms: the network; face_us: uint8 crop to points)\n\n"
+        + markdown_table(
+            [dict(r, max_px=(r["agreement_with_torch"] or {}).get("max_px")) for r in nets],
+            [
+                "network",
+                "runtime_ms",
+                "face_us",
+                "torch_fp32_ms",
+                "onnxruntime_fp32_ms",
+                "torch_binary_sim_ms",
+                "speedup_vs_torch",
+                "speedup_vs_onnxruntime",
+                "file_bytes",
+                "paper_bytes",
+                "file_over_paper",
+                "max_px",
+            ],
+            {
+                "runtime_ms": ".4f",
+                "face_us": ".1f",
+                "torch_fp32_ms": ".4f",
+                "onnxruntime_fp32_ms": ".4f",
+                "torch_binary_sim_ms": ".4f",
+                "speedup_vs_torch": ".1f",
+                "speedup_vs_onnxruntime": ".1f",
+                "paper_bytes": ".0f",
+                "file_over_paper": ".1%",
+                "max_px": ".2e",
+            },
+        )
+        + f"\nThe physical limit of binary over FP32 on this core is about {PHYSICAL_LIMIT:.0f}x in MACs. "
+        "max_px: the largest landmark difference from the PyTorch model over the CUHK test set (pixels).\n"
+    )
+    write_results(args.out, data, "Native runtime speed (single thread, pinned)", body)
+
+
+if __name__ == "__main__":
+    main()
