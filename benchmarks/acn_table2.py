@@ -40,6 +40,14 @@ PAPER_TABLE2 = {
     "20-20-40-40-60-60-80-80": {"cnn": 1.8994, "acn": 1.9000, "acn1bit": 3.1091},
 }
 BUNDLED = ROOT / "models"  # the best FP / ACN / 1-bit ACN models, committed with model cards
+PACKAGE = ROOT / "src" / "bitface" / "bundled"  # their packed files, shipped inside the package
+KINDS = {
+    "cnn": "real (FP32)",
+    "xnor": "binary (1-bit weights and activations, XNOR-Net)",
+    "acn": "binary weights (ACN), real activations",
+    "acn1bit": "binary (1-bit weights and activations, ACN)",
+}
+DEFAULT_MODEL = "regression5-cnn"  # the most accurate; the binary ones trade accuracy for speed
 
 
 def recipe_path(structure: str, method: str) -> Path:
@@ -94,12 +102,15 @@ def train(parallel: int, methods: tuple[str, ...]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=("train", "report"))
+    parser.add_argument("stage", choices=("train", "report", "bundle"), help="bundle: re-bundle from the results file")
     parser.add_argument("--parallel", type=int, default=2, help="recipes trained at once (one thread each)")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS, help="train only these methods")
     args = parser.parse_args()
     if args.stage == "train":
         train(args.parallel, tuple(args.methods))
+    elif args.stage == "bundle":
+        rows = json.loads((ROOT / "benchmarks" / "results" / "acn_table2.json").read_text())["rows"]
+        bundle(rows)
     else:
         report()
 
@@ -179,7 +190,45 @@ def bundle(rows: list[dict]) -> list[dict]:
         shutil.copyfile(ROOT / best["checkpoint"], target)
         (BUNDLED / f"{name}.md").write_text(model_card(name, best))
         chosen.append({"name": name, "file": str(target.relative_to(ROOT)), **best})
+    package_models(chosen)
     return chosen
+
+
+def package_models(chosen: list[dict]) -> None:
+    """Packed copies inside the package (what `bitface predict` and the API run), with their cards
+    and an index (src/bitface/bundled/models.json) that `bitface models` lists."""
+    from bitface.evaluate.results import git_revision
+    from bitface.export.convert import export_model
+    from bitface.models.model_file import load_model
+
+    index = {}
+    for entry in chosen:
+        name = entry["name"]
+        packed = export_model(
+            load_model(ROOT / entry["file"]), {"exported_from": entry["file"], "git_revision": git_revision()}
+        )
+        path = packed.save(PACKAGE / f"{name}.bitface")
+        card = (
+            (BUNDLED / f"{name}.md")
+            .read_text()
+            .replace(
+                "The file stores FP32 training weights; packed files come later.",
+                f"This packed file: {path.stat().st_size:,} bytes (`bitface summary {name}`).",
+            )
+        )
+        (PACKAGE / f"{name}.md").write_text(card)
+        index[name] = {
+            "file": path.name,
+            "card": f"{name}.md",
+            "scheme": "5pt",
+            "structure": entry["structure"],
+            "method": entry["method"],
+            "kind": KINDS[entry["method"]],
+            "box_convention": "cuhk",
+            "nme": {"cuhk_test_box_width": entry["nme"]["cuhk_test"], "mtfl_aflw_box_width": entry["nme"]["mtfl_aflw"]},
+            "command": "python benchmarks/acn_table2.py train && python benchmarks/acn_table2.py report",
+        }
+    (PACKAGE / "models.json").write_text(json.dumps({"default": DEFAULT_MODEL, "models": index}, indent=2) + "\n")
 
 
 def model_card(name: str, row: dict) -> str:

@@ -112,7 +112,7 @@ def bench_layers(peak: float, rounds: int) -> list[dict]:
         image = np.random.default_rng(1).normal(size=(cin, size, size)).astype(np.float32)
         x = torch.randn(1, cin, size, size).to(memory_format=torch.channels_last)
         w = torch.randn(cout, cin, k, k).to(memory_format=torch.channels_last)
-        conv = lambda: torch.nn.functional.conv2d(x, w, padding=pad)  # noqa: E731
+        conv = lambda x=x, w=w, pad=pad: torch.nn.functional.conv2d(x, w, padding=pad)  # noqa: E731
         conv(), net.plan.profile(image, 5)
         ours, theirs = [], []
         for _ in range(rounds):  # alternate: our stage's best of 50, then torch's best of 50

@@ -290,7 +290,48 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--name", help="name of the set in the report (default: the source's file name)")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(run=_eval)
+    predict = commands.add_parser("predict", help="landmarks on images, folders (recursive) and videos")
+    predict.add_argument("inputs", nargs="*", type=Path, help="image files, folders or video files")
+    predict.add_argument("--sample", action="store_true", help="also run on the bundled sample image")
+    predict.add_argument("--model", help="bundled model name (bitface models) or a .bitface file")
+    predict.add_argument("--detector", default="opencv-haar", help="face detector (opencv-haar)")
+    predict.add_argument("--json", type=Path, help="write results here (default: print them)")
+    predict.add_argument("--draw", type=Path, help="write annotated images (and videos) into this folder")
+    predict.add_argument("--quiet", action="store_true", help="no per-file lines or progress bar")
+    predict.set_defaults(run=_predict)
+
+    models = commands.add_parser("models", help="list the bundled models")
+    models.add_argument("--json", action="store_true", help="as JSON")
+    models.set_defaults(run=_models)
     return parser
+
+
+def _predict(args) -> int:
+    from . import bundled
+    from .predict import predict
+
+    inputs = args.inputs or []
+    if args.sample:
+        inputs.append(bundled.sample_image())
+    if not inputs:
+        raise ValueError("give images, folders or videos (or --sample for the bundled sample image)")
+    return predict([Path(p) for p in inputs], args.model, args.detector, args.json, args.draw, args.quiet)
+
+
+def _models(args) -> int:
+    from . import bundled
+
+    rows = bundled.list_models()
+    if args.json:
+        print(json.dumps({"default": bundled.default_model(), "models": rows}, indent=1))
+        return 0
+    default = bundled.default_model()
+    print(f"{'name':24} {'kind':50} {'bytes':>9}  NME CUHK test (% box width)")
+    for row in rows:
+        mark = " (default)" if row["name"] == default else ""
+        nme = row["nme"]["cuhk_test_box_width"]
+        print(f"{row['name'] + mark:24} {row['kind']:50} {row['file_bytes']:>9,}  {nme:.3f}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

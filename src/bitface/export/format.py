@@ -60,6 +60,7 @@ class PackedModel:
         save_file(
             {k: np.ascontiguousarray(v) for k, v in self.tensors.items()}, str(tmp), {"bitface": json.dumps(header)}
         )
+        tmp.chmod(0o644)  # a model file is for sharing (the temporary file was created private)
         tmp.replace(path)
         return path
 

@@ -1,0 +1,111 @@
+"""The Landmarker: faces and landmarks in images, on the packed runtime (no torch).
+
+    from bitface import Landmarker
+    lm = Landmarker()                     # the default bundled model and detector
+    faces = lm("photo.jpg")               # [Face(box, points, score)], points in image pixels
+
+Images are a path, a PIL image or a numpy uint8 array: (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA.
+Arrays from OpenCV are BGR: say so with `channel_order="bgr"` (then (H, W, 4) is BGRA).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from . import bundled
+from .data.geometry import warp
+from .data.pipeline import to_original
+from .detect import Detection, get_detector, load_calibration
+from .io.images import load_image
+from .runtime import load_packed_model
+
+
+@dataclass
+class Face:
+    box: np.ndarray  # [x0, y0, x1, y1]: the face box the landmarks were predicted from
+    points: np.ndarray  # (N, 2) x, y in image pixels (pixel centres at integers)
+    score: float | None = None  # the detector's confidence (None for boxes the caller gave)
+    detector_box: np.ndarray | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict:
+        return {
+            "box": [round(float(v), 2) for v in self.box],
+            "points": [[round(float(x), 3), round(float(y), 3)] for x, y in self.points],
+            "score": None if self.score is None else round(float(self.score), 4),
+        }
+
+
+def as_rgb(image, channel_order: str = "rgb", where: str = "image") -> np.ndarray:
+    """A path, PIL image or uint8 array -> uint8 RGB (H, W, 3) or gray (H, W)."""
+    if channel_order not in ("rgb", "bgr"):
+        raise ValueError(f"channel_order must be 'rgb' or 'bgr', not {channel_order!r}")
+    if isinstance(image, (str, Path)):
+        return load_image(image, "rgb")
+    if type(image).__module__.startswith("PIL."):
+        return np.asarray(image.convert("RGB"))
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        raise ValueError(f"{where}: expected a uint8 array, got {array.dtype} (scale floats to 0..255 first)")
+    if array.ndim == 2:
+        return array
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise ValueError(f"{where}: expected (H, W), (H, W, 3) or (H, W, 4), got shape {array.shape}")
+    if array.shape[2] == 1:
+        return array[:, :, 0]
+    rgb = array[:, :, :3]
+    return np.ascontiguousarray(rgb[:, :, ::-1] if channel_order == "bgr" else rgb)
+
+
+class Landmarker:
+    """A bundled model name (see `bitface models`) or a .bitface path, and a detector name."""
+
+    def __init__(self, model: str | Path | None = None, detector: str = "opencv-haar"):
+        model = model or bundled.default_model()
+        path = Path(model) if str(model).endswith(".bitface") else bundled.model_path(str(model))
+        self.name = str(model)
+        self.model = load_packed_model(path)
+        self.detector = get_detector(detector) if detector != "none" else None
+        convention = self.model.info.get("box_convention", "cuhk")
+        self.calibration = load_calibration(detector, convention) if self.detector else None
+
+    def __call__(self, image, boxes=None, channel_order: str = "rgb") -> list[Face]:
+        return self.batch([image], None if boxes is None else [boxes], channel_order)[0]
+
+    def detect(self, rgb_or_gray: np.ndarray) -> list[Detection]:
+        if self.detector is None:
+            raise ValueError("this Landmarker has no detector (detector='none'): pass boxes")
+        gray = rgb_or_gray if rgb_or_gray.ndim == 2 else cv2.cvtColor(rgb_or_gray, cv2.COLOR_RGB2GRAY)
+        return self.detector(gray)
+
+    def batch(self, images: list, boxes: list | None = None, channel_order: str = "rgb") -> list[list[Face]]:
+        """Faces of every image; all faces of all images go through the network as one batch.
+        boxes: per image, face boxes [x0, y0, x1, y1] in the training annotations' convention
+        (used instead of detection)."""
+        if boxes is not None and len(boxes) != len(images):
+            raise ValueError(f"{len(images)} images but {len(boxes)} lists of boxes")
+        mode = self.model.input.mode
+        crops, matrices, owners, found = [], [], [], [[] for _ in images]
+        for i, image in enumerate(images):
+            rgb = as_rgb(image, channel_order, where=f"image {i}")
+            pixels = rgb if mode == "rgb" or rgb.ndim == 2 else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+            if mode == "rgb" and rgb.ndim == 2:
+                pixels = cv2.cvtColor(rgb, cv2.COLOR_GRAY2RGB)
+            if boxes is not None:
+                faces = [Face(np.asarray(b, dtype=np.float64).reshape(4), None) for b in boxes[i]]
+            else:
+                faces = [Face(self.calibration.apply(d.box), None, d.score, d.box) for d in self.detect(rgb)]
+            for face in faces:
+                matrix = self.model.crop.matrix(face.box)
+                crops.append(warp(pixels, matrix, self.model.crop.size))
+                matrices.append(matrix)
+                owners.append((i, face))
+        if crops:
+            points = self.model.predict_crops(np.stack(crops))
+            for (i, face), p, m in zip(owners, points, matrices, strict=True):
+                face.points = to_original(p, m)
+                found[i].append(face)
+        return found

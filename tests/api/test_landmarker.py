@@ -1,0 +1,103 @@
+"""The Landmarker API and `bitface predict` / `bitface models` on the bundled sample image."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from bitface import Landmarker, bundled
+from bitface.cli import main
+from bitface.io.images import load_image
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return Landmarker()
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return load_image(bundled.sample_image(), "rgb")
+
+
+def test_one_face_with_five_points_inside_its_box(lm, sample):
+    faces = lm(sample)
+    assert len(faces) == 1
+    face = faces[0]
+    assert face.points.shape == (5, 2) and face.score > 0
+    x0, y0, x1, y1 = face.box
+    assert ((face.points >= [x0, y0]) & (face.points <= [x1, y1])).all()
+    left_eye, right_eye, nose = face.points[:3]
+    assert left_eye[0] < nose[0] < right_eye[0] and nose[1] > left_eye[1]  # an upright face
+    json.dumps(face.to_dict())
+
+
+def test_paths_pil_bgr_and_gray_inputs_give_the_same_points(lm, sample):
+    from PIL import Image
+
+    expected = lm(sample)[0].points
+    np.testing.assert_allclose(lm(str(bundled.sample_image()))[0].points, expected)
+    np.testing.assert_allclose(lm(Image.fromarray(sample))[0].points, expected)
+    np.testing.assert_allclose(lm(sample[:, :, ::-1].copy(), channel_order="bgr")[0].points, expected)
+    rgba = np.dstack([sample, np.full(sample.shape[:2], 255, np.uint8)])
+    np.testing.assert_allclose(lm(rgba)[0].points, expected)
+    gray = cv2.cvtColor(sample, cv2.COLOR_RGB2GRAY)
+    assert len(lm(gray)) == 1
+
+
+def test_given_boxes_and_a_real_batch(lm, sample):
+    box = lm(sample)[0].box
+    faces = lm.batch([sample, sample[::-1].copy()], boxes=[[box], []])
+    assert [len(f) for f in faces] == [1, 0]
+    assert faces[0][0].score is None
+    no_face = np.zeros((120, 160), np.uint8)
+    assert lm(no_face) == []
+
+
+def test_bad_inputs_are_named(lm):
+    with pytest.raises(ValueError, match="uint8"):
+        lm(np.zeros((10, 10), np.float32))
+    with pytest.raises(ValueError, match=r"\(H, W\)"):
+        lm(np.zeros((10, 10, 2), np.uint8))
+    with pytest.raises(ValueError, match="unknown model 'nope'"):
+        Landmarker("nope")
+    with pytest.raises(ValueError, match="unknown detector 'nope'"):
+        Landmarker(detector="nope")
+
+
+def test_cli_predict_writes_json_and_drawings(tmp_path, capsys):
+    out = tmp_path / "out.json"
+    assert main(["predict", "--sample", "--json", str(out), "--draw", str(tmp_path / "draw"), "--quiet"]) == 0
+    document = json.loads(out.read_text())
+    assert document["model"] == bundled.default_model()
+    [entry] = document["images"]
+    assert len(entry["faces"]) == 1 and len(entry["faces"][0]["points"]) == 5
+    assert (tmp_path / "draw" / "astronaut.landmarks.png").is_file()
+
+
+def test_cli_predict_goes_past_bad_files_and_fails_at_the_end(tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    (folder / "empty.png").write_bytes(b"")
+    cv2.imwrite(str(folder / "blank.png"), np.zeros((50, 50), np.uint8))
+    out = tmp_path / "out.json"
+    assert main(["predict", str(folder), str(tmp_path / "missing.jpg"), "--json", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "broken.jpg: not a decodable image" in err and "empty.png: image file is empty" in err
+    assert "missing.jpg: no such file or folder" in err
+    [entry] = json.loads(out.read_text())["images"]
+    assert entry["faces"] == [] and entry["note"] == "no face found"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["predict", str(empty), "--json", str(tmp_path / "none.json"), "--quiet"]) == 1
+    assert "folder has no images or videos" in capsys.readouterr().err
+
+
+def test_cli_models_lists_the_bundled_models(capsys):
+    assert main(["models", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    names = {m["name"] for m in listing["models"]}
+    assert {"regression5-cnn", "regression5-acn", "regression5-acn1bit"} <= names
+    assert all(m["file_bytes"] > 0 and m["nme"]["cuhk_test_box_width"] > 0 for m in listing["models"])
