@@ -543,23 +543,19 @@ static int plan_init(Plan *self, PyObject *args, PyObject *kwds) {
         PyErr_NoMemory();
         return -1;
     }
-    Py_ssize_t *sizes = PyMem_Calloc(self->nbuffers + 1, sizeof(Py_ssize_t));
     for (Py_ssize_t i = 0; i < self->nbuffers; i++) {
         Py_buffer view;
         if (PyObject_GetBuffer(PyList_GET_ITEM(buffers, i), &view, PyBUF_C_CONTIGUOUS) < 0) {
-            PyMem_Free(sizes);
             return -1;
         }
         const size_t size = ((size_t)view.len + 63) / 64 * 64;
         self->buffers[i] = aligned_alloc(64, size ? size : 64);
         if (!self->buffers[i]) {
             PyBuffer_Release(&view);
-            PyMem_Free(sizes);
             PyErr_NoMemory();
             return -1;
         }
         memcpy(self->buffers[i], view.buf, view.len);
-        sizes[i] = view.len;
         PyBuffer_Release(&view);
     }
     for (Py_ssize_t i = 0; i < self->nstages; i++) {
@@ -569,7 +565,6 @@ static int plan_init(Plan *self, PyObject *args, PyObject *kwds) {
             PyTuple_GET_SIZE(params) != NPARAMS) {
             PyErr_Format(PyExc_ValueError, "stage %zd: expected (params[%d], weight, scale, shift, lo, hi)", i,
                          NPARAMS);
-            PyMem_Free(sizes);
             return -1;
         }
         Stage *s = &self->stages[i];
@@ -577,7 +572,6 @@ static int plan_init(Plan *self, PyObject *args, PyObject *kwds) {
         for (int f = 0; f < NPARAMS; f++) {
             fields[f] = PyLong_AsLongLong(PyTuple_GET_ITEM(params, f));
             if (fields[f] == -1 && PyErr_Occurred()) {
-                PyMem_Free(sizes);
                 return -1;
             }
         }
@@ -585,7 +579,6 @@ static int plan_init(Plan *self, PyObject *args, PyObject *kwds) {
             s->out_buf < 0 || s->out_buf >= self->nbuffers || s->cout_pad % BLOCK ||
             (s->cout + 63) / 64 > MAXWORDS) {
             PyErr_Format(PyExc_ValueError, "stage %zd: inconsistent parameters", i);
-            PyMem_Free(sizes);
             return -1;
         }
         const int64_t taps = s->kh * s->kw;
@@ -595,20 +588,17 @@ static int plan_init(Plan *self, PyObject *args, PyObject *kwds) {
             s->scale = borrow(self, scale, 4, s->cout, "scale", i);
             s->shift = borrow(self, shift, 4, s->cout, "shift", i);
             if (!s->weight || !s->scale || !s->shift) {
-                PyMem_Free(sizes);
                 return -1;
             }
             if (bin && s->out_mode == OUT_BITS) {
                 s->lo = borrow(self, lo, 4, s->cout, "lo", i);
                 s->hi = borrow(self, hi, 4, s->cout, "hi", i);
                 if (!s->lo || !s->hi) {
-                    PyMem_Free(sizes);
                     return -1;
                 }
             }
         }
     }
-    PyMem_Free(sizes);
     for (int f = 0; f < 7; f++) {
         self->output[f] = PyLong_AsLongLong(PyTuple_GetItem(output, f));
         if (PyErr_Occurred()) return -1;

@@ -14,7 +14,7 @@ Graphs it cannot express raise `Unsupported`; the runtime then falls back to the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -51,7 +51,6 @@ class Layer:
     binary_input: bool = False
     size: int = 1  # pool
     bits_out: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 def _layers(model: PackedModel) -> tuple[list[Layer], bool]:
