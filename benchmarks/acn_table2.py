@@ -14,11 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,46 +54,16 @@ def run_folder(structure: str, method: str) -> Path:
     return RUNS / f"{structure}_{method}"
 
 
-def finished_epochs(folder: Path) -> int:
-    log = folder / "log.jsonl"
-    return len(log.read_text().splitlines()) if log.is_file() else 0
-
-
 def train(parallel: int, methods: tuple[str, ...]) -> None:
-    import yaml
-
-    from bitface.train.recipe import load_recipe, recipe_from_dict
+    from bitface.train.queue import pending_command, run_queue
 
     jobs = []
     for structure in sorted(STRUCTURES, key=lambda s: -TRAIN_COST[s]):  # longest first: the short ones fill the end
         for method in methods:
-            recipe = recipe_path(structure, method)
-            folder = run_folder(structure, method)
-            resolved = load_recipe(recipe)
-            epochs = resolved.train.epochs
-            run_recipe = folder / "recipe.yaml"  # keys added since the run are read with their defaults
-            if run_recipe.is_file() and recipe_from_dict(yaml.safe_load(run_recipe.read_text())) != resolved:
-                stale = folder.with_name(folder.name + f".stale-{int(time.time())}")
-                print(f"{folder.name}: the recipe changed since this run; moved to {stale.name}, training afresh")
-                folder.rename(stale)
-            done = finished_epochs(folder)
-            if done >= epochs:
-                continue
-            command = [sys.executable, "-m", "bitface.cli", "train", str(recipe), "--out", str(folder), "--quiet"]
-            jobs.append(command + (["--resume"] if (folder / "state.pt").is_file() else []))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    running: list[subprocess.Popen] = []
-    start = time.time()
-    while jobs or running:
-        while jobs and len(running) < parallel:
-            command = jobs.pop(0)
-            print(f"[{(time.time() - start) / 60:5.1f} min] start {Path(command[4]).stem}", flush=True)
-            running.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL))
-        time.sleep(2)
-        for process in [p for p in running if p.poll() is not None]:
-            running.remove(process)
-            status = "done" if process.returncode == 0 else f"FAILED ({process.returncode})"
-            print(f"[{(time.time() - start) / 60:5.1f} min] {status}: {Path(process.args[4]).stem}", flush=True)
+            command = pending_command(recipe_path(structure, method), run_folder(structure, method))
+            if command:
+                jobs.append(command)
+    run_queue(jobs, parallel)
 
 
 def main() -> None:

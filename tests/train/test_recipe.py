@@ -52,6 +52,8 @@ def test_yaml_exponents_without_a_dot_are_read_as_numbers(tmp_path):
         ({"crop": {"size": 39, "source": "nose"}}, "crop: crop source must be 'box' or 'points'"),
         ({"data": {"train": "t.txt", "normalizer": "ears"}}, "data: normalizer must be one of"),
         ({"crop": None}, "crop: expected a mapping"),
+        ({"train": {"loss": "bce"}}, "train.loss: bce .sigmoid cross-entropy. needs target.output: heatmap"),
+        ({"train": {"optimizer": "lbfgs"}}, "train: optimizer: must be one of adam, sgd, rmsprop"),
     ],
 )
 def test_bad_recipes_fail_naming_the_key(tmp_path, change, message):

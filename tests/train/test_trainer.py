@@ -6,6 +6,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="training needs the train extra (torch)")
 
 from bitface.cli import main  # noqa: E402
+from bitface.data.heatmaps import decode_argmax  # noqa: E402
 from bitface.models.model_file import load_model  # noqa: E402
 from bitface.train.errors import TrainingDiverged  # noqa: E402
 from bitface.train.recipe import load_recipe  # noqa: E402
@@ -110,3 +111,30 @@ def test_cli_train_rejects_bad_recipes_and_empty_data_before_training(tiny_recip
     err = capsys.readouterr().err
     assert "no usable faces (2 skipped)" in err and "expected 15 fields" in err
     assert not (tmp_path / "b").exists()
+
+
+def test_a_heatmap_hourglass_trains_from_two_sources_and_decodes_its_logits(tiny_recipe, tmp_path):
+    import yaml
+
+    recipe = yaml.safe_load(tiny_recipe.read_text())
+    recipe["data"]["train"] = [recipe["data"]["train"], recipe["data"]["train"]]  # two sources, joined
+    recipe["model"] = {
+        "name": "hourglass",
+        "options": {"num_points": 5, "block": "hpm", "binarization": "xnor", "features": 16, "depth": 1,
+                    "input_size": 32},  # fmt: skip
+    }
+    recipe["crop"] = {"size": 32, "source": "box", "margin": 0.1}
+    recipe["target"] = {"output": "heatmap", "stride": 4, "sigma": 1.0}
+    recipe["train"].update(epochs=1, loss="bce", optimizer="rmsprop")
+    path = tmp_path / "hourglass.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    trainer = Trainer(load_recipe(path), tmp_path / "run", progress=False)
+    assert len(trainer.train_set) == 32
+    trainer.fit()
+    model = load_model(tmp_path / "run" / "model.safetensors")
+    assert (model.output, model.heatmap_stride, model.heatmap_activation) == ("heatmap", 4, "sigmoid")
+    crops = np.random.default_rng(0).integers(0, 255, (2, 32, 32), dtype=np.uint8)
+    with torch.no_grad():
+        logits = trainer.network.eval()(torch.from_numpy(model.input.normalize(crops))).numpy()
+    expected = model.space.to_crop(decode_argmax(1 / (1 + np.exp(-logits))).points)
+    np.testing.assert_allclose(model.predict_crops(crops), expected, atol=1e-6)

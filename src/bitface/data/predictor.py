@@ -30,6 +30,7 @@ class CroppedPredictor:
     input: InputSpec
     output: str
     heatmap_stride: int
+    heatmap_activation: str  # "none", or "sigmoid" for maps output as logits
     fallback_crop: CropSpec | None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -44,6 +45,7 @@ class CroppedPredictor:
             "input": dataclasses.asdict(self.input),
             "output": self.output,
             "heatmap_stride": self.heatmap_stride,
+            "heatmap_activation": self.heatmap_activation,
         }
 
     @property
@@ -62,6 +64,8 @@ class CroppedPredictor:
         """Raw output (B, N, 2) coordinates or (B, N, H, W) heatmaps -> points (B, N, 2) in crop pixels."""
         output = np.asarray(output, dtype=np.float64)
         if self.output == "heatmap":
+            if self.heatmap_activation == "sigmoid":
+                output = 0.5 * (1 + np.tanh(0.5 * output))  # the logistic sigmoid, without overflow
             output = decode_argmax(output).points
         return self.space.to_crop(output)
 
@@ -111,4 +115,11 @@ def settings_from(meta: dict) -> dict:
         "input": InputSpec(**meta["input"]),
         "output": meta["output"],
         "heatmap_stride": int(meta.get("heatmap_stride", 4)),
+        "heatmap_activation": _activation(meta.get("heatmap_activation", "none")),
     }
+
+
+def _activation(name: str) -> str:
+    if name not in ("none", "sigmoid"):
+        raise ValueError(f"heatmap_activation must be 'none' or 'sigmoid', not {name!r}")
+    return name

@@ -42,6 +42,7 @@ class LandmarkModel(CroppedPredictor):
     input: InputSpec
     output: str = "normalized"
     heatmap_stride: int = 4
+    heatmap_activation: str = "none"
     fallback_crop: CropSpec | None = None
     info: dict = field(default_factory=dict)
 

@@ -78,8 +78,10 @@ class AsyncAmplitudeOptimizer:
             make = lambda params, rate, decay: torch.optim.Adam(params, lr=rate, betas=betas, weight_decay=decay)  # noqa: E731
         elif optimizer == "sgd":  # plain gradient steps, as the paper's equations are written
             make = lambda params, rate, decay: torch.optim.SGD(params, lr=rate, weight_decay=decay)  # noqa: E731
+        elif optimizer == "rmsprop":  # Bulat & Tzimiropoulos train their binary hourglasses with it
+            make = lambda params, rate, decay: torch.optim.RMSprop(params, lr=rate, weight_decay=decay)  # noqa: E731
         else:
-            raise ValueError(f"optimizer must be 'adam' or 'sgd', not {optimizer!r}")
+            raise ValueError(f"optimizer must be 'adam', 'sgd' or 'rmsprop', not {optimizer!r}")
         self.kernels = make(others, lr, weight_decay)
         amplitudes = [q.amplitude for _, q in self.layers]
         self.amplitudes = make(amplitudes, amplitude_lr, 0.0) if amplitudes else None

@@ -32,7 +32,7 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class DataSpec:
-    train: str
+    train: str | tuple[str, ...]  # one source, or several read in turn and joined
     val: str | None = None
     format: str | None = None  # forced annotation format; default: detected
     scheme: str = "5pt"
@@ -47,14 +47,19 @@ class DataSpec:
 @dataclass(frozen=True)
 class TargetSpec:
     output: str = "normalized"  # normalized coordinates in [-1, 1] (regression), pixels, or heatmap
+    stride: int = 4  # heatmap: crop pixels per heatmap cell
+    sigma: float = 1.5  # heatmap: Gaussian sigma in cells
 
     def __post_init__(self):
         if self.output not in ("normalized", "pixels", "heatmap"):
             raise ValueError(f"output must be normalized, pixels or heatmap, not {self.output!r}")
+        if self.stride < 1 or self.sigma <= 0:
+            raise ValueError(f"need stride >= 1 and sigma > 0, got {self.stride} and {self.sigma}")
 
 
-LOSSES = ("l2", "l1", "smooth_l1")
+LOSSES = ("l2", "l1", "smooth_l1", "bce")  # bce: pixel-wise sigmoid cross-entropy on heatmaps
 SCHEDULES = ("constant", "cosine", "step")
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,7 @@ class OptimSpec:
         checks = [
             ("epochs", self.epochs >= 1, "must be >= 1"),
             ("batch_size", self.batch_size >= 1, "must be >= 1"),
-            ("optimizer", self.optimizer in ("adam", "sgd"), "must be adam or sgd"),
+            ("optimizer", self.optimizer in OPTIMIZERS, f"must be one of {', '.join(OPTIMIZERS)}"),
             ("lr", self.lr > 0, "must be > 0"),
             ("amplitude_lr", self.amplitude_lr is None or self.amplitude_lr > 0, "must be > 0"),
             ("theta", self.theta >= 0, "must be >= 0"),
@@ -109,9 +114,19 @@ class Recipe:
     augment: AugmentSpec | None = None
     target: TargetSpec = TargetSpec()
 
+    def __post_init__(self):
+        if self.train.loss == "bce" and self.target.output != "heatmap":
+            raise ValueError("train.loss: bce (sigmoid cross-entropy) needs target.output: heatmap")
+
     @property
     def scheme(self):
         return get_scheme(self.data.scheme)
+
+    @property
+    def heatmap_activation(self) -> str:
+        """What turns the network's raw heatmaps into maps shaped like the targets: sigmoid for
+        logits trained with cross-entropy, none for maps regressed directly."""
+        return "sigmoid" if self.train.loss == "bce" else "none"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -172,8 +187,10 @@ def _resolve_paths(data: dict, folder: Path) -> None:
         return
     for key in ("train", "val"):
         value = section.get(key)
-        if isinstance(value, str) and not Path(value).is_absolute():
+        if isinstance(value, str):
             section[key] = str(Path(folder, value).resolve())
+        elif isinstance(value, list):
+            section[key] = [str(Path(folder, v).resolve()) if isinstance(v, str) else v for v in value]
 
 
 def _merge(base: dict, over: dict) -> dict:

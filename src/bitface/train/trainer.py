@@ -25,7 +25,7 @@ import yaml
 from tqdm import tqdm
 
 from ..data.cache import PatchCache
-from ..data.dataset import LandmarkDataset, make_loader
+from ..data.dataset import HeatmapSpec, LandmarkDataset, make_loader
 from ..data.pipeline import to_original
 from ..evaluate.report import evaluate
 from ..io import read_annotations
@@ -63,9 +63,11 @@ def cache_folder() -> Path:
     return Path(os.environ.get("BITFACE_CACHE", Path.home() / ".cache" / "bitface"))
 
 
-def read_samples(source: str, format: str | None) -> list[Sample]:
-    """Every usable face (lenient: bad lines are skipped and counted); none at all is an error with the counts."""
-    return read_annotations(source, format, strict=False, check="header").samples
+def read_samples(source: str | tuple[str, ...], format: str | None) -> list[Sample]:
+    """Every usable face of one source or several (lenient: bad lines are skipped and counted); a
+    source with none at all is an error with the counts."""
+    sources = (source,) if isinstance(source, str) else source
+    return [s for one in sources for s in read_annotations(one, format, strict=False, check="header").samples]
 
 
 def _loss_fn(name: str):
@@ -73,7 +75,15 @@ def _loss_fn(name: str):
         "l2": torch.nn.functional.mse_loss,
         "l1": torch.nn.functional.l1_loss,
         "smooth_l1": lambda a, b: torch.nn.functional.smooth_l1_loss(a, b, beta=0.02),
+        "bce": torch.nn.functional.binary_cross_entropy_with_logits,
     }[name]
+
+
+def task_loss(loss, prediction, target) -> torch.Tensor:
+    """The loss of one output, or the sum over a stacked network's outputs (intermediate supervision)."""
+    if isinstance(prediction, (list, tuple)):
+        return sum(loss(p, target) for p in prediction)
+    return loss(prediction, target)
 
 
 def rate_factor(spec, step: int, steps_per_epoch: int) -> float:
@@ -101,6 +111,7 @@ class Trainer:
         self.train_samples = read_samples(recipe.data.train, recipe.data.format)
         self.val_samples = read_samples(recipe.data.val, recipe.data.format) if recipe.data.val else []
         cache_dir = cache_folder() / "patches"
+        heatmap = HeatmapSpec(recipe.target.stride, recipe.target.sigma)
         kwargs = dict(directory=cache_dir, progress=progress)
         self.train_set = LandmarkDataset(
             self.train_samples,
@@ -109,6 +120,7 @@ class Trainer:
             recipe.input,
             recipe.augment,
             output=recipe.target.output,
+            heatmap=heatmap,
             cache=PatchCache.build(self.train_samples, recipe.crop, recipe.input, **kwargs),
             seed=spec.seed,
         )
@@ -121,6 +133,7 @@ class Trainer:
                 recipe.input,
                 None,
                 output=recipe.target.output,
+                heatmap=heatmap,
                 cache=PatchCache.build(self.val_samples, recipe.crop, recipe.input, context=1.0, **kwargs),
             )
         self.optimizer = AsyncAmplitudeOptimizer(
@@ -150,6 +163,8 @@ class Trainer:
             crop=self.recipe.crop,
             input=self.recipe.input,
             output=self.recipe.target.output,
+            heatmap_stride=self.recipe.target.stride,
+            heatmap_activation=self.recipe.heatmap_activation,
             fallback_crop=self.fallback_crop,
             info={
                 "recipe": self.recipe.name,
@@ -232,7 +247,7 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = group["base_lr"] * factor
             prediction = self.network(batch["image"])
-            loss = self.loss(prediction, batch["target"])
+            loss = task_loss(self.loss, prediction, batch["target"])
             if not torch.isfinite(loss):
                 kept = f"the last good checkpoint ({self.epoch} epochs) is {self.files.model}"
                 raise TrainingDiverged(

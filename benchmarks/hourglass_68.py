@@ -1,0 +1,206 @@
+"""68-point binary hourglass ablation (Bulat & Tzimiropoulos, ICCV 2017, Tables 2-7; the ACN paper's
+Table 4), at our reduced scale: 128 px gray crops, 32 x 32 heatmaps, one hourglass of depth 3.
+
+    python benchmarks/hourglass_68.py train [--rows NAME ...]   # trains configs/hourglass68/<row>.yaml (resumable)
+    python benchmarks/hourglass_68.py report                    # scores them, writes benchmarks/results/hourglass_68.*
+
+`train` runs two rows at a time, one thread each, in runs/hourglass68/<row>/, in the order of ROWS
+(the rows the paper's claims rest on first); a stopped run resumes, a finished one is skipped.
+`report` scores every finished row (its last epoch: the test set never picks an epoch) on the
+HELEN testset of 300-W (330 faces, inter-ocular NME, AUC and failure rate at 0.08 and 0.10; the
+primary number) and on the YTF test split (770 faces; it repeats training people and videos, so
+it is only a secondary check). Rows not yet trained are listed as pending, never filled in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "configs" / "hourglass68"
+RUNS = ROOT / "runs" / "hourglass68"
+DATA = ROOT.parent / "shared" / "data"
+TEST_SETS = {
+    "helen_test": DATA / "300w_helen_68pt" / "testset",
+    "ytf_test": DATA / "ytf_68pt" / "test",
+}
+# row: (block, binarization, loss, augment); the row's recipe is configs/hourglass68/<row>.yaml
+ROWS = {
+    "hpm_xnor": ("hpm", "xnor", "bce", True),
+    "hpm_real": ("hpm", "real", "bce", True),
+    "bottleneck_xnor": ("bottleneck", "xnor", "bce", True),
+    "hpm48_xnor": ("hpm", "xnor", "bce", True),
+    "bottleneck_real": ("bottleneck", "real", "bce", True),
+    "hpm_xnor_l2": ("hpm", "xnor", "l2", True),
+    "hpm_xnor_noaug": ("hpm", "xnor", "bce", False),
+    "hpm_acn1bit": ("hpm", "acn1bit", "bce", True),
+    "hpm_acn": ("hpm", "acn", "bce", True),
+    "hpm48_real": ("hpm", "real", "bce", True),
+    "multiscale_xnor": ("multiscale", "xnor", "bce", True),
+    "multiscale_no1x1_xnor": ("multiscale_no1x1", "xnor", "bce", True),
+    "wider_xnor": ("wider", "xnor", "bce", True),
+    "multiscale_real": ("multiscale", "real", "bce", True),
+    "multiscale_no1x1_real": ("multiscale_no1x1", "real", "bce", True),
+    "wider_real": ("wider", "real", "bce", True),
+}
+THRESHOLDS = ("0.08", "0.1")
+
+
+def recipe_path(row: str) -> Path:
+    return RECIPES / f"{row}.yaml"
+
+
+def run_folder(row: str) -> Path:
+    return RUNS / row
+
+
+def train(rows: list[str], parallel: int) -> None:
+    from bitface.train.queue import pending_command, run_queue
+
+    jobs = [c for c in (pending_command(recipe_path(r), run_folder(r)) for r in rows) if c]
+    run_queue(jobs, parallel)
+
+
+def read_log(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+
+
+def score(row: str, test_samples: dict) -> tuple[dict, dict]:
+    """The row's results and its per-face HELEN errors (for the CED plot)."""
+    from bitface.evaluate.protocol import evaluate_model
+    from bitface.models.model_file import load_model
+    from bitface.models.summary import summarize
+
+    folder = run_folder(row)
+    model = load_model(folder / "model.safetensors")
+    totals = summarize(model.network, (model.input.channels, model.crop.size, model.crop.size)).totals()
+    log = read_log(folder)
+    block, binarization, loss, augment = ROWS[row]
+    result = {
+        "row": row,
+        "block": block,
+        "binarization": binarization,
+        "loss": loss,
+        "augment": augment,
+        "features": model.model_options.get("features"),
+        "params": totals["params"],
+        "memory_bits": totals["memory_bits"],
+        "binary_macs": totals["binary_macs"],
+        "float_macs": totals["float_macs"],
+        "epochs": len(log),
+        "train_minutes": sum(r["seconds"] for r in log) / 60,
+        "recipe": str(recipe_path(row).relative_to(ROOT)),
+        "checkpoint": None,
+    }
+    curves = {}
+    for name, samples in test_samples.items():
+        report = evaluate_model(model, samples, "interocular", name)
+        suffix = "" if name == "helen_test" else f"_{name.removesuffix('_test')}"
+        result[f"nme_io{suffix}"] = report.nme
+        for t in THRESHOLDS:
+            label = t.replace("0.1", "0.10") if t == "0.1" else t
+            result[f"auc_{label[2:]}{suffix}"] = report.auc[t]
+            result[f"fr_{label[2:]}{suffix}"] = report.fr[t]
+        result[f"skipped{suffix}"] = report.extra["skipped"]
+        curves[name] = report.per_face
+    return result, curves
+
+
+def report() -> None:
+    from bitface.evaluate.report import plot_ced
+    from bitface.evaluate.results import markdown_table, provenance, write_results
+    from bitface.io import read_annotations
+    from bitface.train.queue import finished_epochs
+    from bitface.train.recipe import load_recipe
+
+    test_samples = {name: read_annotations(path, check="exists").samples for name, path in TEST_SETS.items()}
+    rows, pending, ced = [], [], {}
+    for row in ROWS:
+        epochs = load_recipe(recipe_path(row)).train.epochs
+        done = finished_epochs(run_folder(row))
+        if done < epochs:
+            pending.append({"row": row, "epochs_done": done, "epochs": epochs})
+            continue
+        result, curves = score(row, test_samples)
+        rows.append(result)
+        ced[row] = curves["helen_test"]
+        print(f"{row}: NME_io {result['nme_io']:.3f}%", flush=True)
+    out = ROOT / "benchmarks" / "results" / "hourglass_68"
+    plot = plot_ced(ced, "interocular", out.with_name("hourglass_68_ced.png"), max_error=0.15) if ced else None
+    command = "python benchmarks/hourglass_68.py train && python benchmarks/hourglass_68.py report"
+    data = {
+        "provenance": provenance(
+            command,
+            train_sets=["300w_helen_68pt/trainset (870)", "ytf_68pt/training (3,462)"],
+            test_sets={k: str(v.relative_to(DATA)) for k, v in TEST_SETS.items()},
+            threads_per_run=1,
+        ),
+        "protocol": {
+            "scale": "128 x 128 gray crops from the ground-truth points' box grown 20% per side; 32 x 32 heatmaps "
+            "(stride 4); one hourglass of depth 3; 64 features (48 for the parameter-matched hpm48 rows)",
+            "nme_io": "HELEN testset (330 faces), mean point error over the outer-eye-corner distance, percent",
+            "auc_08, fr_08, auc_10, fr_10": "area under the CED up to 0.08 / 0.10 (normalized to 1) and the "
+            "fraction of faces above it",
+            "secondary": "*_ytf: the YTF test split, which repeats training people and videos",
+            "epoch": "the last epoch of every run; the test set never chose an epoch",
+            "memory_bits": "as the papers count it: 32 bits per real weight, 1 per binary weight, plus scales",
+        },
+        "rows": rows,
+        "pending": pending,
+        "ced_plot": None if plot is None else str(plot.relative_to(ROOT)),
+    }
+    columns = ["row", "block", "binarization", "loss", "augment", "params", "memory (KiB)", "NME_io", "AUC@0.08",
+               "FR@0.08 (%)", "FR@0.10 (%)", "NME_io YTF", "epochs", "train min"]  # fmt: skip
+    table = [
+        {
+            "row": r["row"],
+            "block": r["block"],
+            "binarization": r["binarization"],
+            "loss": r["loss"],
+            "augment": "yes" if r["augment"] else "no",
+            "params": r["params"],
+            "memory (KiB)": r["memory_bits"] / 8 / 1024,
+            "NME_io": r["nme_io"],
+            "AUC@0.08": r["auc_08"],
+            "FR@0.08 (%)": 100 * r["fr_08"],
+            "FR@0.10 (%)": 100 * r["fr_10"],
+            "NME_io YTF": r["nme_io_ytf"],
+            "epochs": r["epochs"],
+            "train min": r["train_minutes"],
+        }
+        for r in rows
+    ]
+    formats = {"memory (KiB)": ".1f", "NME_io": ".3f", "AUC@0.08": ".4f", "FR@0.08 (%)": ".2f",
+               "FR@0.10 (%)": ".2f", "NME_io YTF": ".3f", "train min": ".1f"}  # fmt: skip
+    body = (
+        "HELEN testset (300-W, 330 faces), inter-ocular NME in percent, the last epoch of every run. "
+        "Training: 300-W HELEN trainset (870) + YTF training (3,462), 128 px gray, one thread per run.\n\n"
+        + (markdown_table(table, columns, formats) if table else "No row has finished training yet.\n")
+        + (
+            "\nPending (not yet trained to their last epoch): "
+            + ", ".join(f"{p['row']} ({p['epochs_done']}/{p['epochs']})" for p in pending)
+            + "\n"
+            if pending
+            else ""
+        )
+        + (f"\n![CED]({plot.name})\n" if plot else "")
+    )
+    write_results(out, data, "Binary hourglass, 68 points: block, binarization, loss and augmentation", body)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stage", choices=("train", "report"))
+    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS), help="train only these rows")
+    parser.add_argument("--parallel", type=int, default=2, help="rows trained at once (one thread each)")
+    args = parser.parse_args()
+    if args.stage == "train":
+        train(args.rows, args.parallel)
+    else:
+        report()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Train a family of recipes (a benchmark's rows) a few at a time, one thread each, resumably.
+
+A run folder whose recipe changed since it was trained is moved aside (never mixed with new
+epochs); a stopped run resumes from its last epoch; a finished one is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from .recipe import load_recipe, recipe_from_dict
+
+
+def finished_epochs(folder: Path) -> int:
+    log = folder / "log.jsonl"
+    return len(log.read_text().splitlines()) if log.is_file() else 0
+
+
+def pending_command(recipe: Path, folder: Path, until: int | None = None) -> list[str] | None:
+    """The `bitface train` command that brings `folder` to the recipe's last epoch (or to `until`),
+    or None when it is there already."""
+    resolved = load_recipe(recipe)
+    run_recipe = folder / "recipe.yaml"  # keys added since the run are read with their defaults
+    if run_recipe.is_file() and recipe_from_dict(yaml.safe_load(run_recipe.read_text())) != resolved:
+        stale = folder.with_name(folder.name + f".stale-{int(time.time())}")
+        print(f"{folder.name}: the recipe changed since this run; moved to {stale.name}, training afresh")
+        folder.rename(stale)
+    target = resolved.train.epochs if until is None else min(until, resolved.train.epochs)
+    if finished_epochs(folder) >= target:
+        return None
+    command = [sys.executable, "-m", "bitface.cli", "train", str(recipe), "--out", str(folder), "--quiet"]
+    if until is not None:
+        command += ["--until", str(target)]
+    return command + (["--resume"] if (folder / "state.pt").is_file() else [])
+
+
+def run_queue(commands: list[list[str]], parallel: int = 2, pin: bool = True) -> list[int]:
+    """Run the commands `parallel` at a time with one thread each (pinned to separate cores where
+    the OS allows); returns their exit codes in order."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    cores = sorted(os.sched_getaffinity(0)) if pin and hasattr(os, "sched_getaffinity") else []
+    waiting = list(enumerate(commands))
+    running: dict[subprocess.Popen, tuple[int, int | None]] = {}
+    codes: list[int] = [0] * len(commands)
+    start = time.time()
+
+    def name(command):
+        return Path(command[command.index("--out") + 1]).name
+
+    while waiting or running:
+        while waiting and len(running) < parallel:
+            index, command = waiting.pop(0)
+            busy = {core for _, core in running.values()}
+            core = next((c for c in cores if c not in busy), None)
+            preexec = (lambda c=core: os.sched_setaffinity(0, {c})) if core is not None else None
+            print(f"[{(time.time() - start) / 60:6.1f} min] start {name(command)}", flush=True)
+            process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, preexec_fn=preexec)
+            running[process] = (index, core)
+        time.sleep(2)
+        for process in [p for p in running if p.poll() is not None]:
+            index, _ = running.pop(process)
+            codes[index] = process.returncode
+            status = "done" if process.returncode == 0 else f"FAILED ({process.returncode})"
+            print(f"[{(time.time() - start) / 60:6.1f} min] {status}: {name(process.args)}", flush=True)
+    return codes
