@@ -120,8 +120,14 @@ def test_a_heatmap_hourglass_trains_from_two_sources_and_decodes_its_logits(tiny
     recipe["data"]["train"] = [recipe["data"]["train"], recipe["data"]["train"]]  # two sources, joined
     recipe["model"] = {
         "name": "hourglass",
-        "options": {"num_points": 5, "block": "hpm", "binarization": "xnor", "features": 16, "depth": 1,
-                    "input_size": 32},  # fmt: skip
+        "options": {
+            "num_points": 5,
+            "block": "hpm",
+            "binarization": "xnor",
+            "features": 16,
+            "depth": 1,
+            "input_size": 32,
+        },  # fmt: skip
     }
     recipe["crop"] = {"size": 32, "source": "box", "margin": 0.1}
     recipe["target"] = {"output": "heatmap", "stride": 4, "sigma": 1.0}

@@ -177,5 +177,7 @@ def multiscale_no1x1(c_in: int, c_out: int, b: str = "real") -> nn.Module:
 @register_block("hpm")
 def hpm(c_in: int, c_out: int, b: str = "real") -> nn.Module:
     half, quarter = _split(c_out, 2), _split(c_out, 4)
-    body = Hierarchical(PreActConv(c_in, half, 3, b), PreActConv(half, quarter, 3, b), PreActConv(quarter, quarter, 3, b))
+    body = Hierarchical(
+        PreActConv(c_in, half, 3, b), PreActConv(half, quarter, 3, b), PreActConv(quarter, quarter, 3, b)
+    )
     return Residual(body, c_in, c_out, b)
