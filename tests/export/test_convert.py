@@ -103,3 +103,57 @@ def test_onnx_export_matches_torch(method, tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["input_shape"] == [1, 39, 39]
     assert report["max_abs_diff"] < 1e-4  # onnxruntime against PyTorch on random input
+
+
+def hourglass_like(block: str, binarization: str, stacks: int = 1, seed: int = 0) -> LandmarkModel:
+    """A small hourglass with trained-looking BatchNorm statistics, as a heatmap model."""
+    torch.manual_seed(seed)
+    options = {"num_points": 5, "block": block, "binarization": binarization, "features": 16, "depth": 2,
+               "stacks": stacks, "input_size": 32}  # fmt: skip
+    net = create_model("hourglass", **options)
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2)
+                module.weight.uniform_(-1.5, 1.5)
+                module.bias.uniform_(-0.3, 0.3)
+    return LandmarkModel(
+        network=net.eval(),
+        model_name="hourglass",
+        model_options=options,
+        scheme=get_scheme("5pt"),
+        crop=CropSpec(size=32, source="points", margin=0.2),
+        input=InputSpec(),
+        output="heatmap",
+        heatmap_activation="sigmoid",
+    )
+
+
+@pytest.mark.parametrize("block", ["hpm", "bottleneck", "multiscale", "multiscale_no1x1", "wider"])
+@pytest.mark.parametrize("binarization", ["real", "xnor", "acn1bit"])
+def test_hourglass_exports_as_a_graph_the_reference_runs_like_torch(block, binarization, tmp_path):
+    model = hourglass_like(block, binarization, stacks=2 if block == "hpm" else 1)
+    path = export_model(model).save(tmp_path / "hg.bitface")
+    with pytest.warns(RuntimeWarning, match="native plan does not support"):  # not compiled natively yet
+        packed = load_packed_model(path)
+    assert any("inputs" in op for op in packed.packed.graph)  # residual adds and concatenations
+    x = np.random.default_rng(1).normal(size=(2, 1, 32, 32)).astype(np.float32)
+    np.testing.assert_allclose(reference.run(packed.packed, x), model.forward(x), atol=2e-5, rtol=1e-5)
+    crops = np.random.default_rng(2).integers(0, 255, (2, 32, 32), dtype=np.uint8)
+    np.testing.assert_allclose(packed.predict_crops(crops), model.predict_crops(crops), atol=1e-3)
+
+
+def test_binary_convs_with_built_in_padding_count_padded_positions_as_zero():
+    from bitface.export.format import PackedModel
+
+    rng = np.random.default_rng(0)
+    weight = np.where(rng.normal(size=(4, 3, 3, 3)) >= 0, 1.0, -1.0).astype(np.float32)
+    graph = [{"op": "binconv", "in_channels": 3, "kernel": [3, 3], "binary_input": True, "padding": 1}]
+    tensors = {"0.bits": pack_signs(weight), "0.scale": np.ones(4, np.float32), "0.shift": np.zeros(4, np.float32)}
+    x = rng.normal(size=(1, 3, 5, 5)).astype(np.float32)
+    out = reference.run(PackedModel(graph, tensors), x)
+    expected = torch.nn.functional.conv2d(torch.from_numpy(np.where(x >= 0, 1.0, -1.0)).float(),
+                                          torch.from_numpy(weight), padding=1).numpy()  # fmt: skip
+    np.testing.assert_array_equal(out, expected)
+    assert out[0, :, 0, 0].max() <= 4  # a corner sees 4 of the 9 taps

@@ -13,8 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.hourglass import Hourglass, HourglassNet
 from ..models.model_file import LandmarkModel
 from ..models.regression import RegressionNet, SamePad2d
+from ..nn.blocks import Concat, Hierarchical, Residual
 from ..nn.layers import QuantConv2d, QuantLinear
 from ..nn.quantizers import AmplitudeKernel, SignKernel, XnorKernel
 from .format import PackedModel, pack_signs
@@ -95,7 +97,104 @@ def regression_graph(net: RegressionNet) -> tuple[list[dict], dict[str, np.ndarr
     return graph, tensors
 
 
-CONVERTERS = {RegressionNet: regression_graph}
+class GraphBuilder:
+    """Emits packed ops for a module tree; `emit(module, source)` returns the index of the op that
+    holds the module's output (source: the op it reads, -1 for the network input)."""
+
+    def __init__(self):
+        self.graph: list[dict] = []
+        self.tensors: dict[str, np.ndarray] = {}
+
+    def add(self, kind: str, inputs: list[int], op_tensors: dict | None = None, **attrs) -> int:
+        index = len(self.graph)
+        op = {"op": kind, **attrs}
+        if inputs != [index - 1]:
+            op["inputs"] = inputs
+        self.graph.append(op)
+        for name, value in (op_tensors or {}).items():
+            self.tensors[f"{index}.{name}"] = value
+        return index
+
+    def emit(self, module: nn.Module, source: int) -> int:
+        if isinstance(module, nn.Sequential):
+            for child in module:
+                source = self.emit(child, source)
+            return source
+        if isinstance(module, Residual):
+            body = self.emit(module.body, source)
+            skip = self.emit(module.skip, source)
+            return self.add("add", [body, skip])
+        if isinstance(module, Concat):
+            return self.add("concat", [self.emit(branch, source) for branch in module.branches])
+        if isinstance(module, Hierarchical):
+            outputs = []
+            for conv in module.convs:
+                source = self.emit(conv, source)
+                outputs.append(source)
+            return self.add("concat", outputs)
+        if isinstance(module, Hourglass):
+            skip = self.emit(module.skip, source)
+            low = self.emit(module.up, self.emit(module.inner, self.emit(module.down, source)))
+            return self.add("add", [skip, self.add("upsample", [low], factor=2)])
+        if isinstance(module, nn.Identity):
+            return source
+        if isinstance(module, nn.ReLU):
+            return self.add("relu", [source])
+        if isinstance(module, nn.BatchNorm2d):
+            inv = module.weight.detach().double() / torch.sqrt(module.running_var.double() + module.eps)
+            shift = module.bias.detach().double() - module.running_mean.double() * inv
+            return self.add("affine", [source], {"scale": inv.float().numpy(), "shift": shift.float().numpy()})
+        if isinstance(module, nn.MaxPool2d):
+            size, stride, padding = (_single(v) for v in (module.kernel_size, module.stride, module.padding))
+            if _single(module.dilation) != 1 or module.ceil_mode:
+                raise ValueError(f"no packed form for {module}")
+            return self.add("maxpool", [source], size=size, stride=stride, padding=padding)
+        if isinstance(module, nn.Conv2d):
+            return self._conv(module, source)
+        raise ValueError(f"no packed form for {type(module).__name__}")
+
+    def _conv(self, layer: nn.Conv2d, source: int) -> int:
+        stride, padding = _single(layer.stride), _single(layer.padding)
+        if layer.dilation != (1, 1) or layer.groups != 1 or layer.padding_mode != "zeros":
+            raise ValueError(f"packed convs support no dilation, groups or non-zero padding modes; got {layer}")
+        if isinstance(layer, QuantConv2d):
+            kind, op_tensors, attrs = _fold(layer, None)
+        else:
+            out = layer.out_channels
+            bias = layer.bias.detach() if layer.bias is not None else torch.zeros(out)
+            kind, attrs = "conv", {}
+            op_tensors = {"weight": layer.weight.detach().float().numpy(), "scale": np.ones(out, np.float32),
+                          "shift": bias.float().numpy()}  # fmt: skip
+        return self.add(kind, [source], op_tensors, stride=stride, padding=padding, **attrs)
+
+
+def _single(value) -> int:
+    """One int from a square (h, w) pair or an int; a non-square value has no packed form."""
+    if isinstance(value, tuple):
+        if len(set(value)) != 1:
+            raise ValueError(f"packed ops need square kernels, strides and paddings, got {value}")
+        value = value[0]
+    return int(value)
+
+
+def hourglass_graph(net: HourglassNet) -> tuple[list[dict], dict[str, np.ndarray]]:
+    builder = GraphBuilder()
+    x = builder.emit(net.stem, -1)
+    heatmaps = x
+    for s, (stack, head) in enumerate(zip(net.stacks, net.heads, strict=True)):
+        features = builder.emit(stack, x)
+        heatmaps = builder.emit(head, features)
+        if s < len(net.merges):
+            merge = net.merges[s]
+            x = builder.add(
+                "add", [x, builder.emit(merge["features"], features), builder.emit(merge["heatmaps"], heatmaps)]
+            )
+    if heatmaps != len(builder.graph) - 1:
+        raise ValueError("the last op must hold the heatmaps")
+    return builder.graph, builder.tensors
+
+
+CONVERTERS = {RegressionNet: regression_graph, HourglassNet: hourglass_graph}
 
 
 def export_model(model: LandmarkModel, provenance: dict | None = None) -> PackedModel:

@@ -5,15 +5,25 @@ faces are cropped, normalized and decoded (the same keys as a training checkpoin
 Binary kernels are stored as bits: sign(W) >= 0 -> 1, packed along input channels, 64 per uint64
 word, as (out, kh, kw, words) (little-endian bit order: channel c is bit c % 64 of word c // 64).
 
-Ops (every op reads the previous op's output; tensors are named per op):
+The graph is a DAG in topological order. An op reads the previous op's output (op 0: the network
+input) unless it lists `"inputs"`: op indices, -1 for the network input. The last op is the output.
+Tensors are named per op ("3.bits").
+
     pad          {"pad": [left, right, top, bottom]}      zero padding (before any sign: a padded 0
                                                            binarizes to +1, as in training)
-    conv         {"weight", "stride": 1} real conv, then out = out * scale[c] + shift[c]
-    binconv      {"bits", "in_channels", "kernel": [kh, kw], "binary_input"}: ±1 kernels; with
-                 binary_input the input is sign(x) (0 -> +1) and the dot product is an integer
-                 (popcount), else a real conv with ±1 weights; then * scale[c] + shift[c]
+    conv         {"weight", "stride": 1, "padding": 0} real conv (zero padding), then
+                 out = out * scale[c] + shift[c]
+    binconv      {"bits", "in_channels", "kernel": [kh, kw], "binary_input", "stride": 1, "padding": 0}:
+                 ±1 kernels; with binary_input the input is sign(x) (0 -> +1) and the dot product is an
+                 integer (popcount), else a real conv with ±1 weights; `padding` positions contribute 0
+                 to the dot (padding after the sign, as QuantConv2d does); then * scale[c] + shift[c]
     linear / binlinear   the same for fully connected layers on a flattened input
-    relu, maxpool {"size": 2}, flatten
+    affine       {"scale", "shift"}: x * scale[c] + shift[c] (a BatchNorm before a conv)
+    relu, flatten
+    maxpool      {"size": 2, "stride": size, "padding": 0} (padding never wins the max)
+    upsample     {"factor": 2} nearest neighbour
+    add          {"inputs": [a, b, ...]} element-wise sum
+    concat       {"inputs": [a, b, ...]} along channels
 """
 
 from __future__ import annotations
@@ -29,7 +39,8 @@ from safetensors.numpy import save_file
 from ..io.sample import DataError
 
 FORMAT = "bitface-packed"
-VERSION = 1
+VERSION = 2  # 2: DAG graphs (inputs), strides and zero-contribution padding; version 1 files still read
+READABLE_VERSIONS = (1, 2)
 OPS = {
     "pad": ((), ("pad",)),
     "conv": (("weight", "scale", "shift"), ()),
@@ -39,6 +50,10 @@ OPS = {
     "relu": ((), ()),
     "maxpool": ((), ("size",)),
     "flatten": ((), ()),
+    "affine": (("scale", "shift"), ()),
+    "upsample": ((), ("factor",)),
+    "add": ((), ("inputs",)),
+    "concat": ((), ("inputs",)),
 }
 DTYPES = {"weight": np.float32, "scale": np.float32, "shift": np.float32, "bits": np.uint64}
 
@@ -51,6 +66,10 @@ class PackedModel:
 
     def tensor(self, op_index: int, name: str) -> np.ndarray:
         return self.tensors[f"{op_index}.{name}"]
+
+    def inputs_of(self, op_index: int) -> list[int]:
+        """The ops whose outputs op `op_index` reads (-1: the network input)."""
+        return list(self.graph[op_index].get("inputs", [op_index - 1]))
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -96,6 +115,13 @@ class PackedModel:
             for attr in attrs:
                 if attr not in op:
                     raise DataError(f"{where}: op {i} ({kind}) lacks attribute {attr!r}")
+            inputs = op.get("inputs", [i - 1])
+            if (
+                not isinstance(inputs, list)
+                or not inputs
+                or not all(isinstance(j, int) and -1 <= j < i for j in inputs)
+            ):
+                raise DataError(f"{where}: op {i} ({kind}): inputs must be earlier ops (or -1), got {inputs!r}")
             for name in wanted:
                 key = f"{i}.{name}"
                 if key not in self.tensors:
@@ -103,7 +129,7 @@ class PackedModel:
                 if self.tensors[key].dtype != DTYPES[name]:
                     raise DataError(f"{where}: tensor {key!r} is {self.tensors[key].dtype}, expected {DTYPES[name]}")
                 names.add(key)
-            if wanted:
+            if wanted and kind != "affine":
                 out = len(self.tensors[f"{i}.scale"])
                 main = self.tensors[f"{i}.{wanted[0]}"]
                 if main.shape[0] != out or self.tensors[f"{i}.shift"].shape != (out,):
@@ -156,8 +182,11 @@ def load_packed(path: str | Path) -> PackedModel:
         raise DataError(f"{path}: corrupt metadata ({exc})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise DataError(f"{path}: not a packed bitface model (a training checkpoint? run `bitface export` on it)")
-    if header.get("version") != VERSION:
-        raise DataError(f"{path}: packed format version {header.get('version')}; this bitface reads {VERSION}")
+    if header.get("version") not in READABLE_VERSIONS:
+        raise DataError(
+            f"{path}: packed format version {header.get('version')}; this bitface reads "
+            + ", ".join(map(str, READABLE_VERSIONS))
+        )
     graph = header.pop("graph", None)
     if not isinstance(graph, list) or not all(isinstance(op, dict) for op in graph):
         raise DataError(f"{path}: metadata has no valid graph")

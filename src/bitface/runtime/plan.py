@@ -53,6 +53,9 @@ class Layer:
     bits_out: bool = False
 
 
+SEQUENTIAL_OPS = ("pad", "conv", "binconv", "linear", "binlinear", "relu", "maxpool", "flatten")
+
+
 def _layers(model: PackedModel) -> tuple[list[Layer], bool]:
     c, h, w = (int(v) for v in model.meta["input_shape"])
     layers = [Layer(INPUT, c, h, w)]
@@ -60,6 +63,11 @@ def _layers(model: PackedModel) -> tuple[list[Layer], bool]:
     flat = False
     for i, op in enumerate(model.graph):
         kind = op["op"]
+        if kind not in SEQUENTIAL_OPS or "inputs" in op:
+            raise Unsupported(f"op {i}: {kind}{' with inputs' if 'inputs' in op else ''} (only chains are compiled)")
+        natural_stride = op["size"] if kind == "maxpool" else 1
+        if op.get("stride", natural_stride) != natural_stride or op.get("padding", 0):
+            raise Unsupported(f"op {i}: {kind} with a stride or built-in padding")
         if kind == "pad":
             left, right, top, bottom = op["pad"]
             pad = [pad[0] + top, pad[1] + bottom, pad[2] + left, pad[3] + right]
