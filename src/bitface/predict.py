@@ -18,6 +18,7 @@ from .api import Landmarker
 from .draw import draw_landmarks, save_image
 from .io.images import load_image
 from .io.sample import DataError
+from .smooth import LandmarkSmoother
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
@@ -75,11 +76,15 @@ def video_frames(path: Path):
         raise DataError(f"{path}: video has no readable frames")
 
 
-def run_video(lm: Landmarker, path: Path, draw_dir: Path | None) -> list[dict]:
-    entries, writer, tmp = [], None, None
+def run_video(lm: Landmarker, path: Path, draw_dir: Path | None, smooth: bool = True) -> list[dict]:
+    """Every frame's faces; with `smooth`, landmarks pass a One Euro filter per tracked face."""
+    entries, writer, tmp, smoother = [], None, None, None
     try:
         for index, frame, fps in tqdm(video_frames(path), desc=path.name, unit="frame", leave=False):
             faces = lm(frame)
+            if smooth:
+                smoother = smoother or LandmarkSmoother(fps=fps)
+                faces = smoother(faces)
             entries.append({"path": str(path), "frame": index, "faces": [f.to_dict() for f in faces]})
             if draw_dir is not None:
                 if writer is None:
@@ -108,6 +113,7 @@ def predict(
     json_out: Path | None,
     draw_dir: Path | None,
     quiet: bool = False,
+    smooth: bool = True,
 ) -> int:
     lm = Landmarker(model, detector)
     files, errors = expand(inputs)
@@ -115,7 +121,7 @@ def predict(
     for path in tqdm(files, desc="predict", unit="file", disable=quiet or len(files) < 2):
         try:
             if path.suffix.lower() in VIDEO_SUFFIXES:
-                results += run_video(lm, path, draw_dir)
+                results += run_video(lm, path, draw_dir, smooth)
                 continue
             image = load_image(path, "rgb")
             faces = lm(image)

@@ -101,3 +101,27 @@ def test_cli_models_lists_the_bundled_models(capsys):
     names = {m["name"] for m in listing["models"]}
     assert {"regression5-cnn", "regression5-acn", "regression5-acn1bit"} <= names
     assert all(m["file_bytes"] > 0 and m["nme"]["cuhk_test_box_width"] > 0 for m in listing["models"])
+
+
+def test_cli_predict_on_a_video_writes_one_entry_per_frame_smoothed_by_default(sample, tmp_path):
+    small = cv2.resize(sample, (256, 256), interpolation=cv2.INTER_AREA)
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (256, 256))
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        noisy = np.clip(small.astype(np.int16) + rng.integers(-6, 7, small.shape), 0, 255).astype(np.uint8)
+        writer.write(cv2.cvtColor(noisy, cv2.COLOR_RGB2BGR))
+    writer.release()
+    runs = {}
+    for flag in ([], ["--no-smooth"]):
+        out = tmp_path / f"out{len(flag)}.json"
+        draw = tmp_path / f"draw{len(flag)}"
+        assert main(["predict", str(video), "--json", str(out), "--draw", str(draw), "--quiet", *flag]) == 0
+        entries = json.loads(out.read_text())["images"]
+        assert [e["frame"] for e in entries] == list(range(6))
+        assert (draw / "clip.landmarks.mp4").stat().st_size > 0
+        runs[bool(flag)] = np.array([e["faces"][0]["points"] for e in entries])
+    smoothed, raw = runs[False], runs[True]
+    np.testing.assert_allclose(smoothed[0], raw[0])  # a new track starts unsmoothed
+    frame_to_frame = lambda p: np.abs(np.diff(p, axis=0)).mean()  # noqa: E731
+    assert frame_to_frame(smoothed) < frame_to_frame(raw)

@@ -1,0 +1,51 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from bitface import bundled
+from bitface.bench import run_bench
+from bitface.cli import main
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def test_bench_measures_every_bundled_model_and_writes_table_json_and_plot(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert (
+        main(["bench", "--data", str(DATA), "--out", str(out), "--rounds", "2", "--max-faces", "5", "--no-peers"]) == 0
+    )
+    result = json.loads(out.with_suffix(".json").read_text())
+    names = [r["model"] for r in result["rows"]]
+    assert names == [m["name"] for m in bundled.list_models()]
+    assert all(r["latency_us_median"] > 0 and r["file_bytes"] > 0 for r in result["rows"])
+    assert out.with_suffix(".md").read_text().count("|") > 10 and (tmp_path / "bench.png").stat().st_size > 0
+    if DATA.is_dir():
+        assert all(r["faces"] == 5 and 0 < r["nme"] < 20 for r in result["rows"])
+    else:
+        assert all("not found" in r["test_set"] and r["nme"] is None for r in result["rows"])
+    assert "us/face" in capsys.readouterr().out
+
+
+def test_bench_without_data_still_times_and_says_why_accuracy_is_missing(tmp_path):
+    result = run_bench(["regression5-acn1bit"], tmp_path / "nowhere", None, peers=False, rounds=1)
+    [row] = result["rows"]
+    assert row["nme"] is None and "test set not found" in row["test_set"] and row["latency_us_median"] > 0
+
+
+def test_dlib_is_measured_as_a_peer_when_installed(tmp_path):
+    pytest.importorskip("dlib", reason="dlib is an optional peer (pip install dlib-bin face_recognition_models)")
+    from bitface.bench import dlib_candidate, dlib_model_file
+
+    if dlib_model_file() is None or not dlib_model_file().is_file():
+        pytest.skip("dlib's 68-point model file is not installed (face_recognition_models)")
+    peer = dlib_candidate(DATA, 3)
+    assert peer.scheme == "68pt" and peer.face().shape == (68, 2)
+    if DATA.is_dir():
+        assert peer.accuracy["faces"] + peer.accuracy["missed"] == 3
+
+
+def test_bad_bench_arguments_are_refused(capsys):
+    assert main(["bench", "--rounds", "0"]) != 0
+    assert main(["bench", "--models", "no-such-model", "--rounds", "1"]) != 0
+    assert "unknown bundled model" in capsys.readouterr().err
