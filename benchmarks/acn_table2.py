@@ -36,7 +36,6 @@ PAPER_TABLE2 = {
     "20-20-40-40-60-60-80-80": {"cnn": 1.8994, "acn": 1.9000, "acn1bit": 3.1091},
 }
 BUNDLED = ROOT / "models"  # the best FP / ACN / 1-bit ACN models, committed with model cards
-PACKAGE = ROOT / "src" / "bitface" / "bundled"  # their packed files, shipped inside the package
 KINDS = {
     "cnn": "real (FP32)",
     "xnor": "binary (1-bit weights and activations, XNOR-Net)",
@@ -162,30 +161,20 @@ def bundle(rows: list[dict]) -> list[dict]:
 
 def package_models(chosen: list[dict]) -> None:
     """Packed copies inside the package (what `bitface predict` and the API run), with their cards
-    and an index (src/bitface/bundled/models.json) that `bitface models` lists."""
-    from bitface.evaluate.results import git_revision
-    from bitface.export.convert import export_model
-    from bitface.models.model_file import load_model
+    and their entries in the index that `bitface models` lists."""
+    from bitface.export.bundle import bundle_model
 
-    index = {}
     for entry in chosen:
         name = entry["name"]
-        packed = export_model(
-            load_model(ROOT / entry["file"]), {"exported_from": entry["file"], "git_revision": git_revision()}
-        )
-        path = packed.save(PACKAGE / f"{name}.bitface")
         card = (
             (BUNDLED / f"{name}.md")
             .read_text()
             .replace(
                 "The file stores FP32 training weights; packed files come later.",
-                f"This packed file: {path.stat().st_size:,} bytes (`bitface summary {name}`).",
+                f"This packed file: {{file_bytes}} bytes (`bitface summary {name}`).",
             )
         )
-        (PACKAGE / f"{name}.md").write_text(card)
-        index[name] = {
-            "file": path.name,
-            "card": f"{name}.md",
+        index_entry = {
             "scheme": "5pt",
             "structure": entry["structure"],
             "method": entry["method"],
@@ -194,7 +183,7 @@ def package_models(chosen: list[dict]) -> None:
             "nme": {"cuhk_test_box_width": entry["nme"]["cuhk_test"], "mtfl_aflw_box_width": entry["nme"]["mtfl_aflw"]},
             "command": "python benchmarks/acn_table2.py train && python benchmarks/acn_table2.py report",
         }
-    (PACKAGE / "models.json").write_text(json.dumps({"default": DEFAULT_MODEL, "models": index}, indent=2) + "\n")
+        bundle_model(ROOT / entry["file"], name, index_entry, card, default=DEFAULT_MODEL)
 
 
 def model_card(name: str, row: dict) -> str:
