@@ -46,6 +46,14 @@ ROWS = {
     "wider_real": ("wider", "real", "bce", True),
 }
 THRESHOLDS = ("0.08", "0.1")
+MODELS = ROOT / "models"  # committed checkpoints (with model cards) of the shipped rows
+SHIPPED = {"hpm_real": "landmarks68-hourglass-real", "hpm_xnor": "landmarks68-hourglass-xnor"}
+KINDS = {
+    "real": "real (FP32)",
+    "xnor": "binary (1-bit weights and activations, XNOR-Net)",
+    "acn": "binary weights (ACN), real activations",
+    "acn1bit": "binary (1-bit weights and activations, ACN)",
+}
 
 
 def recipe_path(row: str) -> Path:
@@ -108,6 +116,57 @@ def score(row: str, test_samples: dict) -> tuple[dict, dict]:
     return result, curves
 
 
+def model_card(name: str, row: dict) -> str:
+    return f"""# {name}: 68 points, binary-hourglass family, {row["block"]} block, {row["binarization"]}
+
+- **What**: one hourglass (depth 3, {row["features"]} features) of {row["block"]} blocks
+  (Bulat & Tzimiropoulos, ICCV 2017), binarization `{row["binarization"]}` (first conv and heatmap head real),
+  on 128 x 128 gray crops; 68 heatmaps at 32 x 32 decoded with sub-pixel refinement; iBUG 68-point order.
+- **Recipe**: `{row["recipe"]}`, {row["epochs"]} epochs, {row["train_minutes"]:.0f} minutes on one CPU thread.
+- **Size as the paper counts it**: {row["params"]:,} parameters, {row["memory_bits"] / 8 / 1024:.1f} KiB.
+  This packed file: {{file_bytes}} bytes (`bitface summary {name}`).
+- **Accuracy** (last epoch, no selection on test; `python benchmarks/hourglass_68.py report`):
+  300-W HELEN testset (330 faces) inter-ocular NME {row["nme_io"]:.3f}%, AUC@0.08 {row["auc_08"]:.4f},
+  failure rate@0.08 {100 * row["fr_08"]:.2f}%; YTF test split {row["nme_io_ytf"]:.3f}% (same people as training).
+- **Input**: a face box in the convention of the tight box of the 68 points (the crop grows it by 20% per
+  side); `Landmarker` maps detector boxes to it with the calibration in detector_calibration.json.
+- **Training data**: 300-W HELEN trainset (870 faces present of 2,000) and the Udacity YouTube Faces
+  68-point training set (3,462 frames), from `../shared/data/`.
+- **Terms**: 300-W annotations are distributed by iBUG for research use; HELEN images are Flickr photos of
+  their owners; YouTube Faces frames are research data (Wolf et al.). This model is for research /
+  non-commercial use only. Cite Sagonas et al. (300-W), Le et al. (HELEN), Wolf et al. (YTF) and
+  Bulat & Tzimiropoulos, ICCV 2017.
+"""
+
+
+def bundle(rows: list[dict]) -> None:
+    """Commit the shipped rows' checkpoints to models/ and their packed files into the package."""
+    import shutil
+
+    from bitface.export.bundle import bundle_model
+
+    MODELS.mkdir(exist_ok=True)
+    for row in rows:
+        name = SHIPPED.get(row["row"])
+        if name is None:
+            continue
+        target = MODELS / f"{name}.safetensors"
+        shutil.copyfile(run_folder(row["row"]) / "model.safetensors", target)
+        row["checkpoint"] = str(target.relative_to(ROOT))
+        card = model_card(name, row)
+        (MODELS / f"{name}.md").write_text(card.replace("{file_bytes}", "(see the packed file's card)"))
+        entry = {
+            "scheme": "68pt",
+            "structure": f"hourglass-{row['block']}-{row['features']}",
+            "method": row["binarization"],
+            "kind": KINDS[row["binarization"]],
+            "box_convention": "ibug68-points",
+            "nme": {"helen_test_interocular": row["nme_io"], "ytf_test_interocular": row["nme_io_ytf"]},
+            "command": "python benchmarks/hourglass_68.py train && python benchmarks/hourglass_68.py report",
+        }
+        bundle_model(target, name, entry, card)
+
+
 def report() -> None:
     from bitface.evaluate.report import plot_ced
     from bitface.evaluate.results import markdown_table, provenance, write_results
@@ -127,6 +186,7 @@ def report() -> None:
         rows.append(result)
         ced[row] = curves["helen_test"]
         print(f"{row}: NME_io {result['nme_io']:.3f}%", flush=True)
+    bundle(rows)
     out = ROOT / "benchmarks" / "results" / "hourglass_68"
     plot = plot_ced(ced, "interocular", out.with_name("hourglass_68_ced.png"), max_error=0.15) if ced else None
     command = "python benchmarks/hourglass_68.py train && python benchmarks/hourglass_68.py report"
