@@ -100,7 +100,8 @@ def test_cli_models_lists_the_bundled_models(capsys):
     listing = json.loads(capsys.readouterr().out)
     names = {m["name"] for m in listing["models"]}
     assert {"regression5-cnn", "regression5-acn", "regression5-acn1bit"} <= names
-    assert all(m["file_bytes"] > 0 and m["nme"]["cuhk_test_box_width"] > 0 for m in listing["models"])
+    assert all(m["file_bytes"] > 0 and min(m["nme"].values()) > 0 for m in listing["models"])
+    assert {m["scheme"] for m in listing["models"]} == {"5pt", "68pt"}
 
 
 def test_cli_predict_on_a_video_writes_one_entry_per_frame_smoothed_by_default(sample, tmp_path):
