@@ -45,7 +45,7 @@ ROWS = {
     "multiscale_no1x1_real": ("multiscale_no1x1", "real", "bce", True),
     "wider_real": ("wider", "real", "bce", True),
 }
-THRESHOLDS = ("0.08", "0.1")
+THRESHOLDS = {"0.08": "08", "0.1": "10"}  # report key: field suffix (auc_08, fr_10, ...)
 MODELS = ROOT / "models"  # committed checkpoints (with model cards) of the shipped rows
 SHIPPED = {"hpm_real": "landmarks68-hourglass-real", "hpm_xnor": "landmarks68-hourglass-xnor"}
 KINDS = {
@@ -107,10 +107,9 @@ def score(row: str, test_samples: dict) -> tuple[dict, dict]:
         report = evaluate_model(model, samples, "interocular", name)
         suffix = "" if name == "helen_test" else f"_{name.removesuffix('_test')}"
         result[f"nme_io{suffix}"] = report.nme
-        for t in THRESHOLDS:
-            label = t.replace("0.1", "0.10") if t == "0.1" else t
-            result[f"auc_{label[2:]}{suffix}"] = report.auc[t]
-            result[f"fr_{label[2:]}{suffix}"] = report.fr[t]
+        for t, label in THRESHOLDS.items():
+            result[f"auc_{label}{suffix}"] = report.auc[t]
+            result[f"fr_{label}{suffix}"] = report.fr[t]
         result[f"skipped{suffix}"] = report.extra["skipped"]
         curves[name] = report.per_face
     return result, curves

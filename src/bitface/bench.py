@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 from . import bundled
-from .data.geometry import warp
 from .detect import box_iou
 from .evaluate.metrics import auc, failure_rate, nme_per_face
 from .evaluate.protocol import evaluate_model
@@ -176,11 +175,6 @@ def time_interleaved(candidates: list[Candidate], rounds: int = 30, calls: int =
             for _ in range(calls):
                 c.face()
             c.latency_us.append(1e6 * (time.perf_counter() - start) / calls)
-
-
-def crop_of(model, sample) -> np.ndarray:
-    image = load_image(sample.image_path, model.input.mode)
-    return warp(image, model.crop_for(sample).matrix_for(sample), model.crop.size)
 
 
 def summary_rows(candidates: list[Candidate]) -> list[dict]:

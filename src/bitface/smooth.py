@@ -21,7 +21,8 @@ import numpy as np
 from .detect import box_iou
 
 
-def _alpha(cutoff: float, dt: float) -> float:
+def _alpha(cutoff, dt: float):
+    """The smoothing factor of an exponential filter with this cutoff (Hz; a float or an array)."""
     tau = 1.0 / (2 * math.pi * cutoff)
     return 1.0 / (1.0 + tau / dt)
 
@@ -53,7 +54,7 @@ class OneEuroFilter:
         a_d = _alpha(self.d_cutoff, dt)
         self.speed = a_d * (x - self.value) / dt + (1 - a_d) * self.speed
         cutoff = self.min_cutoff + self.beta * np.abs(self.speed) / scale
-        a = 1.0 / (1.0 + 1.0 / (2 * math.pi * cutoff * dt))
+        a = _alpha(cutoff, dt)
         self.value = a * x + (1 - a) * self.value
         return self.value.copy()
 

@@ -63,13 +63,10 @@ def _check_conv(layer: QuantConv2d) -> None:
 
 
 def regression_graph(net: RegressionNet) -> tuple[list[dict], dict[str, np.ndarray]]:
-    graph, tensors = [], {}
+    builder = GraphBuilder()
 
-    def add(kind, op_tensors=None, **attrs):
-        index = len(graph)
-        graph.append({"op": kind, **attrs})
-        for name, value in (op_tensors or {}).items():
-            tensors[f"{index}.{name}"] = value
+    def add(kind, op_tensors=None, **attrs):  # a chain: every op reads the one before
+        builder.add(kind, [len(builder.graph) - 1], op_tensors, **attrs)
 
     for block in net.features:
         modules = list(block)
@@ -94,7 +91,7 @@ def regression_graph(net: RegressionNet) -> tuple[list[dict], dict[str, np.ndarr
         add("relu")
     kind, op_tensors, attrs = _fold(net.fc2, None)
     add(kind, op_tensors, **attrs)
-    return graph, tensors
+    return builder.graph, builder.tensors
 
 
 class GraphBuilder:
