@@ -30,20 +30,38 @@ enum { ISA_PORTABLE = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
 static const char *ISA_NAMES[] = {"portable", "avx2", "avx512"};
 static int isa_best = ISA_PORTABLE, isa_current = ISA_PORTABLE;
 
-enum { ST_INPUT = 0, ST_CONV = 1, ST_BCONV = 2, ST_POOL = 3, ST_BPOOL = 4, ST_SIGN = 5 };
+enum { ST_INPUT, ST_CONV, ST_BCONV, ST_POOL, ST_BPOOL, ST_SIGN, ST_AFFINE, ST_ADD, ST_UPSAMPLE, ST_KINDS };
 enum { OUT_FLOAT = 0, OUT_BITS = 1 };
-#define NPARAMS 22
+#define NPARAMS 33
+#define NTENSORS 9
 #define BLOCK 16 /* output channels per block (weights are stored in blocks of 16) */
 #define PX 8     /* output pixels per block */
 #define MAXWORDS 64 /* output words per pixel (4096 channels) */
 
 typedef struct {
     int64_t kind, in_buf, out_buf, ho, wo, kh, kw, cin, words, in_off, in_row, in_pix, in_plane, cout,
-        cout_pad, out_mode, out_off, out_row, out_pix, out_plane, relu, size;
+        cout_pad, out_mode, out_off, out_row, out_pix, out_plane, relu, size, stride, in2_buf, in2_off, in2_row,
+        in2_pix, fix_w, aff_buf, aff_off, aff_row, aff_plane, aff_relu;
     const void *weight;
     const float *scale, *shift;
     const int32_t *lo, *hi;
+    /* binary convs with built-in padding: what the +1 border adds to dot products, as
+     * fix[row_class[y]][x][o] (x < fix_w, o < cout_pad; the padding must contribute 0) */
+    const int32_t *fix, *row_class;
+    /* fused into a binary conv's float epilogue: a residual sum (out = in2 + value), and the sign of
+     * a following affine (a BatchNorm before the next binary layer) written as bits to aff_out */
+    const float *in2, *aff_scale, *aff_shift;
+    uint64_t *aff_out;
 } Stage;
+
+static inline const int32_t *padding_fix_row(const Stage *s, int64_t y, int64_t x) {
+    return s->fix + (s->row_class[y] * s->fix_w + x) * s->cout_pad;
+}
+
+/* The padding correction of output (y, x) in channel o (0 without built-in padding). */
+static inline int64_t padding_fix(const Stage *s, int64_t y, int64_t x, int64_t o) {
+    return s->fix ? padding_fix_row(s, y, x)[o] : 0;
+}
 
 /* ------------------------------------------------------------------------------------------- */
 /* Epilogues shared by the kernels: turn a block of results into outputs.                        */
@@ -56,14 +74,20 @@ static void bin_epilogue(const Stage *s, const int64_t mism[BLOCK][PX], int64_t 
     for (int64_t j = 0; j < nj; j++) {
         const int64_t o = ob * BLOCK + j;
         for (int64_t p = 0; p < np; p++) {
-            const int64_t dot = k - 2 * mism[j][p];
+            const int64_t dot = k - 2 * mism[j][p] - padding_fix(s, y, x0 + p, o);
             if (s->out_mode == OUT_BITS) {
                 if (dot >= s->lo[o] && dot <= s->hi[o]) bits[p][o >> 6] |= (uint64_t)1 << (o & 63);
             } else {
                 float v = (float)dot * s->scale[o];
                 v = v + s->shift[o];
                 if (s->relu && v < 0) v = 0;
+                if (s->in2) v = s->in2[s->in2_off + y * s->in2_row + (x0 + p) * s->in2_pix + o] + v;
                 ((float *)out)[s->out_off + y * s->out_row + (x0 + p) * s->out_pix + o] = v;
+                if (s->aff_out) {
+                    float a = v * s->aff_scale[o];
+                    a = a + s->aff_shift[o];
+                    if (a >= 0 || s->aff_relu) bits[p][o >> 6] |= (uint64_t)1 << (o & 63);
+                }
             }
         }
     }
@@ -78,6 +102,15 @@ static void store_bits(const Stage *s, uint64_t bits[PX][MAXWORDS], int64_t np, 
     const int64_t nw = (s->cout + 63) / 64;
     for (int64_t w = 0; w < nw; w++)
         for (int64_t p = 0; p < np; p++) o[w * s->out_plane + p] = bits[p][w];
+}
+
+/* After a block of pixels of a binary conv: its sign bits (bits out), or its fused affine's. */
+static void finish_bits(const Stage *s, uint64_t bits[PX][MAXWORDS], int64_t np, int64_t y, int64_t x0, void *out) {
+    if (s->out_mode == OUT_BITS) return store_bits(s, bits, np, y, x0, out);
+    if (!s->aff_out) return;
+    uint64_t *o = s->aff_out + s->aff_off + y * s->aff_row + x0;
+    for (int64_t w = 0; w < (s->cout + 63) / 64; w++)
+        for (int64_t p = 0; p < np; p++) o[w * s->aff_plane + p] = bits[p][w];
 }
 
 /* ------------------------------------------------------------------------------------------- */
@@ -107,7 +140,7 @@ static void bconv_portable(const Stage *s, const uint64_t *in, void *out) {
                         }
                 bin_epilogue(s, (const int64_t(*)[PX])mism, ob, np, y, x0, out, bits);
             }
-            if (s->out_mode == OUT_BITS) store_bits(s, bits, np, y, x0, out);
+            finish_bits(s, bits, np, y, x0, out);
         }
 }
 
@@ -153,11 +186,11 @@ __attribute__((target("avx2"))) static void bconv_avx2(const Stage *s, const uin
                     }
                 bin_epilogue(s, (const int64_t(*)[PX])mism, ob, np, y, x0, out, bits);
             }
-            if (s->out_mode == OUT_BITS) store_bits(s, bits, np, y, x0, out);
+            finish_bits(s, bits, np, y, x0, out);
         }
 }
 
-#define AVX512 "avx512f,avx512bw,avx512vl,avx512vpopcntdq"
+#define AVX512 "avx512f,avx512bw,avx512vl,avx512dq,avx512vpopcntdq"
 
 /* The fast path: 16 accumulators of 8 pixels; each input load is reused by 16 output channels and
  * each weight word is an embedded broadcast of the XOR. Bits outputs are thresholded and packed in
@@ -195,7 +228,14 @@ __attribute__((target(AVX512))) static void bconv_avx512(const Stage *s, const u
                     const int nj = s->cout - ob * BLOCK < BLOCK ? (int)(s->cout - ob * BLOCK) : BLOCK;
                     for (int j = 0; j < nj; j++) {
                         const int64_t o = ob * BLOCK + j;
-                        const __m512i dot = _mm512_sub_epi64(kk, _mm512_slli_epi64(acc[j], 1));
+                        __m512i dot = _mm512_sub_epi64(kk, _mm512_slli_epi64(acc[j], 1));
+                        if (s->fix) /* one channel of 8 pixels: a gather with the table's pixel stride */
+                            dot = _mm512_sub_epi64(
+                                dot, _mm512_cvtepi32_epi64(_mm512_i64gather_epi32(
+                                         _mm512_setr_epi64(0, s->cout_pad, 2 * s->cout_pad, 3 * s->cout_pad,
+                                                           4 * s->cout_pad, 5 * s->cout_pad, 6 * s->cout_pad,
+                                                           7 * s->cout_pad),
+                                         padding_fix_row(s, y, x0) + o, 4)));
                         const __mmask8 on = _mm512_cmpge_epi64_mask(dot, _mm512_set1_epi64(s->lo[o])) &
                                             _mm512_cmple_epi64_mask(dot, _mm512_set1_epi64(s->hi[o]));
                         packed[o >> 6] =
@@ -213,10 +253,80 @@ __attribute__((target(AVX512))) static void bconv_avx512(const Stage *s, const u
             }
         }
 }
+
+/* Channel-vectorized: a register holds 8 output channels of one pixel, so results leave in the
+ * HWC order the float buffers use (a vector epilogue, no transposes). 8 pixels x 16 channels of
+ * accumulators; each weight vector load is reused by 8 pixels, each input word is a broadcast. */
+__attribute__((target(AVX512))) static void bconv_avx512_channels(const Stage *s, const uint64_t *in, void *out) {
+    const uint64_t *weight = (const uint64_t *)s->weight;
+    const int64_t nblocks = s->cout_pad / BLOCK, taps = s->kh * s->kw * s->words;
+    uint64_t bits[PX][MAXWORDS];
+    for (int64_t y = 0; y < s->ho; y++)
+        for (int64_t x0 = 0; x0 < s->wo; x0 += PX) {
+            const int64_t np = s->wo - x0 < PX ? s->wo - x0 : PX;
+            clear_bits(bits, s->cout);
+            for (int64_t ob = 0; ob < nblocks; ob++) {
+                __m512i acc[PX][2];
+#pragma GCC unroll 8
+                for (int p = 0; p < PX; p++) acc[p][0] = acc[p][1] = _mm512_setzero_si512();
+                const uint64_t *wp = weight + ob * taps * BLOCK;
+                for (int64_t ky = 0; ky < s->kh; ky++)
+                    for (int64_t kx = 0; kx < s->kw; kx++)
+                        for (int64_t w = 0; w < s->words; w++, wp += BLOCK) {
+                            const uint64_t *ip = in + s->in_off + w * s->in_plane + (y + ky) * s->in_row + x0 + kx;
+                            const __m512i w0 = _mm512_loadu_si512((const void *)wp);
+                            const __m512i w1 = _mm512_loadu_si512((const void *)(wp + 8));
+#pragma GCC unroll 8
+                            for (int p = 0; p < PX; p++) {
+                                const __m512i v = _mm512_set1_epi64((long long)ip[p]);
+                                acc[p][0] = _mm512_add_epi64(acc[p][0], _mm512_popcnt_epi64(_mm512_xor_si512(v, w0)));
+                                acc[p][1] = _mm512_add_epi64(acc[p][1], _mm512_popcnt_epi64(_mm512_xor_si512(v, w1)));
+                            }
+                        }
+                /* 16 channels per step: the two 8 x int64 halves narrowed to 16 x int32 (|dot| < 2^31) */
+                const int64_t o0 = ob * BLOCK;
+                const __mmask16 valid = s->cout - o0 >= 16 ? 0xffff : (__mmask16)((1u << (s->cout - o0)) - 1);
+                const int bits_out = s->out_mode == OUT_BITS;
+                const __m512i k32 = _mm512_set1_epi32((int)(s->cin * s->kh * s->kw));
+                const __m512i lo = bits_out ? _mm512_maskz_loadu_epi32(valid, s->lo + o0) : k32;
+                const __m512i hi = bits_out ? _mm512_maskz_loadu_epi32(valid, s->hi + o0) : k32;
+                const __m512 scale = _mm512_maskz_loadu_ps(valid, s->scale + o0);
+                const __m512 shift = _mm512_maskz_loadu_ps(valid, s->shift + o0);
+                const __m512 aff_scale = s->aff_out ? _mm512_maskz_loadu_ps(valid, s->aff_scale + o0) : scale;
+                const __m512 aff_shift = s->aff_out ? _mm512_maskz_loadu_ps(valid, s->aff_shift + o0) : shift;
+                for (int64_t p = 0; p < np; p++) {
+                    const __m512i mism = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(acc[p][0])),
+                                                            _mm512_cvtepi64_epi32(acc[p][1]), 1);
+                    __m512i dot = _mm512_sub_epi32(k32, _mm512_slli_epi32(mism, 1));
+                    if (s->fix) dot = _mm512_sub_epi32(dot, _mm512_loadu_si512(padding_fix_row(s, y, x0 + p) + o0));
+                    if (bits_out) {
+                        const __mmask16 on = _mm512_cmpge_epi32_mask(dot, lo) & _mm512_cmple_epi32_mask(dot, hi) & valid;
+                        bits[p][o0 >> 6] |= (uint64_t)on << (o0 & 63);
+                        continue;
+                    }
+                    __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), scale), shift);
+                    if (s->relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
+                    if (s->in2)
+                        v = _mm512_add_ps(
+                            _mm512_maskz_loadu_ps(valid, s->in2 + s->in2_off + y * s->in2_row + (x0 + p) * s->in2_pix + o0),
+                            v);
+                    _mm512_mask_storeu_ps((float *)out + s->out_off + y * s->out_row + (x0 + p) * s->out_pix + o0, valid, v);
+                    if (s->aff_out) {
+                        const __m512 a = _mm512_add_ps(_mm512_mul_ps(v, aff_scale), aff_shift);
+                        const __mmask16 on =
+                            s->aff_relu ? valid : _mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GE_OQ) & valid;
+                        bits[p][o0 >> 6] |= (uint64_t)on << (o0 & 63);
+                    }
+                }
+            }
+            finish_bits(s, bits, np, y, x0, out);
+        }
+}
 #endif
 
 static void bconv(const Stage *s, const uint64_t *in, void *out) {
 #if defined(BF_X86)
+    if (isa_current == ISA_AVX512 && (s->out_mode == OUT_FLOAT || s->fix)) return bconv_avx512_channels(s, in, out);
     if (isa_current == ISA_AVX512) return bconv_avx512(s, in, out);
     if (isa_current == ISA_AVX2) return bconv_avx2(s, in, out);
 #endif
@@ -247,7 +357,7 @@ static void conv_epilogue(const Stage *s, float acc[PX][BLOCK], int64_t ob, int6
 
 static void conv_f32_portable(const Stage *s, const float *in, void *out) {
     const float *weight = (const float *)s->weight;
-    const int64_t nblocks = s->cout_pad / BLOCK;
+    const int64_t nblocks = s->cout_pad / BLOCK, step = s->stride * s->in_pix;
     uint64_t bits[PX][MAXWORDS];
     for (int64_t y = 0; y < s->ho; y++)
         for (int64_t x0 = 0; x0 < s->wo; x0 += PX) {
@@ -258,11 +368,12 @@ static void conv_f32_portable(const Stage *s, const float *in, void *out) {
                 memset(acc, 0, sizeof acc);
                 for (int64_t ky = 0; ky < s->kh; ky++)
                     for (int64_t kx = 0; kx < s->kw; kx++) {
-                        const float *ip = in + s->in_off + (y + ky) * s->in_row + (x0 + kx) * s->in_pix;
+                        const float *ip =
+                            in + s->in_off + (y * s->stride + ky) * s->in_row + (x0 * s->stride + kx) * s->in_pix;
                         const float *wp = weight + ((ky * s->kw + kx) * s->cin) * s->cout_pad + ob * BLOCK;
                         for (int64_t c = 0; c < s->cin; c++, wp += s->cout_pad)
                             for (int64_t p = 0; p < np; p++) {
-                                const float v = ip[p * s->in_pix + c];
+                                const float v = ip[p * step + c];
                                 for (int j = 0; j < BLOCK; j++) acc[p][j] += v * wp[j];
                             }
                     }
@@ -274,10 +385,13 @@ static void conv_f32_portable(const Stage *s, const float *in, void *out) {
 
 #if defined(BF_X86)
 /* 8 pixels x 8 channels of FMA accumulators; each weight vector is reused by 8 pixels and each
- * input value is a broadcast operand. */
+ * input value is a broadcast operand. In dense HWC (pix = channels) the taps (kx, c) of one kernel
+ * row are contiguous in both the input and the weights: one loop over them. */
 __attribute__((target("avx2,fma"))) static void conv_f32_avx2(const Stage *s, const float *in, void *out) {
     const float *weight = (const float *)s->weight;
-    const int64_t nblocks = s->cout_pad / BLOCK;
+    const int64_t nblocks = s->cout_pad / BLOCK, step = s->stride * s->in_pix;
+    const int merged = s->in_pix == s->cin;
+    const int64_t run = merged ? s->kw * s->cin : s->cin, parts = merged ? 1 : s->kw;
     uint64_t bits[PX][MAXWORDS];
     float acc[PX][BLOCK];
     for (int64_t y = 0; y < s->ho; y++)
@@ -289,13 +403,16 @@ __attribute__((target("avx2,fma"))) static void conv_f32_avx2(const Stage *s, co
                     __m256 a[PX];
                     for (int p = 0; p < PX; p++) a[p] = _mm256_setzero_ps();
                     for (int64_t ky = 0; ky < s->kh; ky++) {
-                        const float *ip = in + s->in_off + (y + ky) * s->in_row + x0 * s->in_pix;
                         const float *wp = weight + ky * s->kw * s->cin * s->cout_pad + ob * BLOCK + half;
-                        for (int64_t t = 0; t < s->kw * s->cin; t++, wp += s->cout_pad) {
-                            const __m256 w = _mm256_loadu_ps(wp);
+                        for (int64_t part = 0; part < parts; part++) {
+                            const float *ip = in + s->in_off + (y * s->stride + ky) * s->in_row +
+                                              (x0 * s->stride + part) * s->in_pix;
+                            for (int64_t t = 0; t < run; t++, wp += s->cout_pad) {
+                                const __m256 w = _mm256_loadu_ps(wp);
 #pragma GCC unroll 8
-                            for (int p = 0; p < PX; p++)
-                                a[p] = _mm256_fmadd_ps(_mm256_broadcast_ss(ip + p * s->in_pix + t), w, a[p]);
+                                for (int p = 0; p < PX; p++)
+                                    a[p] = _mm256_fmadd_ps(_mm256_broadcast_ss(ip + p * step + t), w, a[p]);
+                            }
                         }
                     }
                     for (int p = 0; p < PX; p++) _mm256_storeu_ps(&acc[p][half], a[p]);
@@ -312,20 +429,25 @@ __attribute__((target(AVX512), always_inline)) static inline void conv_f32_avx51
     const Stage *s, const float *in, void *out, int64_t y, int64_t x0, int64_t np, int64_t ob, const int nb,
     const int unit, uint64_t bits[PX][MAXWORDS]) {
     const float *weight = (const float *)s->weight;
-    const int64_t run = s->kw * s->cin, pix = unit ? 1 : s->in_pix; /* unit: one input channel */
+    const int merged = s->in_pix == s->cin; /* dense HWC: the taps (kx, c) of a kernel row are one run */
+    const int64_t run = merged ? s->kw * s->cin : s->cin, parts = merged ? 1 : s->kw;
+    const int64_t step = unit ? 1 : s->stride * s->in_pix; /* unit: one input channel, stride 1 */
     __m512 a[2][PX];
     for (int b = 0; b < nb; b++)
         for (int p = 0; p < PX; p++) a[b][p] = _mm512_setzero_ps();
     for (int64_t ky = 0; ky < s->kh; ky++) {
-        const float *ip = in + s->in_off + (y + ky) * s->in_row + x0 * pix;
-        const float *wp = weight + ky * run * s->cout_pad + ob * BLOCK;
-        for (int64_t t = 0; t < run; t++, wp += s->cout_pad) {
-            __m512 w[2];
-            for (int b = 0; b < nb; b++) w[b] = _mm512_loadu_ps(wp + b * BLOCK);
+        const float *wp = weight + ky * s->kw * s->cin * s->cout_pad + ob * BLOCK;
+        for (int64_t part = 0; part < parts; part++) {
+            const float *ip =
+                in + s->in_off + (y * s->stride + ky) * s->in_row + (x0 * s->stride + part) * s->in_pix;
+            for (int64_t t = 0; t < run; t++, wp += s->cout_pad) {
+                __m512 w[2];
+                for (int b = 0; b < nb; b++) w[b] = _mm512_loadu_ps(wp + b * BLOCK);
 #pragma GCC unroll 8
-            for (int p = 0; p < PX; p++) {
-                const __m512 v = _mm512_set1_ps(ip[p * pix + t]);
-                for (int b = 0; b < nb; b++) a[b][p] = _mm512_fmadd_ps(v, w[b], a[b][p]);
+                for (int p = 0; p < PX; p++) {
+                    const __m512 v = _mm512_set1_ps(ip[p * step + t]);
+                    for (int b = 0; b < nb; b++) a[b][p] = _mm512_fmadd_ps(v, w[b], a[b][p]);
+                }
             }
         }
     }
@@ -400,7 +522,7 @@ __attribute__((target(AVX512))) static void conv_f32_avx512(const Stage *s, cons
             const int64_t np = s->wo - x0 < PX ? s->wo - x0 : PX;
             if (s->out_mode == OUT_BITS) clear_bits(bits, s->cout);
             int64_t ob = 0;
-            if (s->in_pix == 1) { /* constant offsets between pixels: no index registers */
+            if (s->in_pix == 1 && s->stride == 1) { /* constant offsets between pixels: no index registers */
                 for (; ob + 2 <= nblocks; ob += 2) conv_f32_avx512_blocks(s, in, out, y, x0, np, ob, 2, 1, bits);
                 if (ob < nblocks) conv_f32_avx512_blocks(s, in, out, y, x0, np, ob, 1, 1, bits);
             } else {
@@ -415,7 +537,8 @@ __attribute__((target(AVX512))) static void conv_f32_avx512(const Stage *s, cons
 static void conv_f32(const Stage *s, const float *in, void *out) {
 #if defined(BF_X86)
     /* pixel-vectorized is faster up to about 32 channels here (measured), channel-vectorized beyond */
-    if (isa_current == ISA_AVX512 && s->cin == 1 && s->out_mode == OUT_BITS && s->kh * s->kw <= 64 && s->cout <= 32)
+    if (isa_current == ISA_AVX512 && s->cin == 1 && s->in_pix == 1 && s->stride == 1 && s->out_mode == OUT_BITS &&
+        s->kh * s->kw <= 64 && s->cout <= 32)
         return conv1_bits_avx512(s, in, out);
     if (isa_current == ISA_AVX512) return conv_f32_avx512(s, in, out);
     if (isa_current == ISA_AVX2) return conv_f32_avx2(s, in, out);
@@ -424,21 +547,27 @@ static void conv_f32(const Stage *s, const float *in, void *out) {
 }
 
 /* ------------------------------------------------------------------------------------------- */
-/* Pooling (floor mode, stride = size), sign packing, input layout. */
+/* Pooling (floor mode; a padded border holds -inf, or 0 bits), element-wise stages, sign packing,
+ * input layout. */
+
+#if defined(BF_X86)
+__attribute__((target(AVX512))) static void pool_avx512(const Stage *s, const float *in, float *out);
+#endif
 
 static void pool_f32(const Stage *s, const float *in, float *out) {
+#if defined(BF_X86)
+    if (isa_current == ISA_AVX512) return pool_avx512(s, in, out);
+#endif
     for (int64_t y = 0; y < s->ho; y++)
         for (int64_t x = 0; x < s->wo; x++) {
             float *o = out + s->out_off + y * s->out_row + x * s->out_pix;
-            for (int64_t c = 0; c < s->cout; c++) {
-                float m = in[s->in_off + y * s->size * s->in_row + x * s->size * s->in_pix + c];
-                for (int64_t dy = 0; dy < s->size; dy++)
-                    for (int64_t dx = 0; dx < s->size; dx++) {
-                        const float v = in[s->in_off + (y * s->size + dy) * s->in_row + (x * s->size + dx) * s->in_pix + c];
-                        if (v > m) m = v;
-                    }
-                o[c] = m;
-            }
+            const float *first = in + s->in_off + y * s->stride * s->in_row + x * s->stride * s->in_pix;
+            for (int64_t c = 0; c < s->cout; c++) o[c] = first[c];
+            for (int64_t dy = 0; dy < s->size; dy++)
+                for (int64_t dx = 0; dx < s->size; dx++) {
+                    const float *ip = first + dy * s->in_row + dx * s->in_pix;
+                    for (int64_t c = 0; c < s->cout; c++) o[c] = ip[c] > o[c] ? ip[c] : o[c];
+                }
         }
 }
 
@@ -448,11 +577,126 @@ static void pool_bits(const Stage *s, const uint64_t *in, uint64_t *out) {
         for (int64_t y = 0; y < s->ho; y++)
             for (int64_t x = 0; x < s->wo; x++) {
                 uint64_t m = 0;
+                const uint64_t *ip = in + s->in_off + w * s->in_plane + y * s->stride * s->in_row + x * s->stride;
                 for (int64_t dy = 0; dy < s->size; dy++)
-                    for (int64_t dx = 0; dx < s->size; dx++)
-                        m |= in[s->in_off + w * s->in_plane + (y * s->size + dy) * s->in_row + x * s->size + dx];
+                    for (int64_t dx = 0; dx < s->size; dx++) m |= ip[dy * s->in_row + dx];
                 out[s->out_off + w * s->out_plane + y * s->out_row + x] = m;
             }
+}
+
+/* x * scale + shift (a BatchNorm), optional ReLU; to floats, or to sign bits for a binary layer. */
+static void affine_portable(const Stage *s, const float *in, void *out) {
+    for (int64_t y = 0; y < s->ho; y++)
+        for (int64_t x = 0; x < s->wo; x++) {
+            const float *ip = in + s->in_off + y * s->in_row + x * s->in_pix;
+            if (s->out_mode == OUT_FLOAT) {
+                float *o = (float *)out + s->out_off + y * s->out_row + x * s->out_pix;
+                for (int64_t c = 0; c < s->cout; c++) {
+                    float v = ip[c] * s->scale[c];
+                    v = v + s->shift[c];
+                    o[c] = s->relu && v < 0 ? 0 : v;
+                }
+                continue;
+            }
+            uint64_t *o = (uint64_t *)out + s->out_off + y * s->out_row + x;
+            for (int64_t w = 0; w < s->words; w++) {
+                uint64_t m = 0;
+                const int64_t n = s->cout - w * 64 < 64 ? s->cout - w * 64 : 64;
+                for (int64_t c = 0; c < n; c++) {
+                    float v = ip[w * 64 + c] * s->scale[w * 64 + c];
+                    v = v + s->shift[w * 64 + c];
+                    m |= (uint64_t)(v >= 0 || s->relu) << c;
+                }
+                o[w * s->out_plane] = m;
+            }
+        }
+}
+
+#if defined(BF_X86)
+__attribute__((target(AVX512))) static void affine_avx512(const Stage *s, const float *in, void *out) {
+    const __m512 zero = _mm512_setzero_ps();
+    for (int64_t y = 0; y < s->ho; y++)
+        for (int64_t x = 0; x < s->wo; x++) {
+            const float *ip = in + s->in_off + y * s->in_row + x * s->in_pix;
+            uint64_t word = 0;
+            for (int64_t c = 0; c < s->cout; c += 16) {
+                const __mmask16 valid = s->cout - c >= 16 ? 0xffff : (__mmask16)((1u << (s->cout - c)) - 1);
+                __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(valid, ip + c),
+                                                       _mm512_maskz_loadu_ps(valid, s->scale + c)),
+                                         _mm512_maskz_loadu_ps(valid, s->shift + c));
+                if (s->relu) v = _mm512_max_ps(v, zero);
+                if (s->out_mode == OUT_FLOAT) {
+                    _mm512_mask_storeu_ps((float *)out + s->out_off + y * s->out_row + x * s->out_pix + c, valid, v);
+                    continue;
+                }
+                word |= (uint64_t)(_mm512_cmp_ps_mask(v, zero, _CMP_GE_OQ) & valid) << (c & 63);
+                if ((c & 63) == 48 || c + 16 >= s->cout) {
+                    ((uint64_t *)out)[s->out_off + (c >> 6) * s->out_plane + y * s->out_row + x] = word;
+                    word = 0;
+                }
+            }
+        }
+}
+#endif
+
+static void affine(const Stage *s, const float *in, void *out) {
+#if defined(BF_X86)
+    if (isa_current == ISA_AVX512) return affine_avx512(s, in, out);
+#endif
+    affine_portable(s, in, out);
+}
+
+#if defined(BF_X86)
+__attribute__((target(AVX512))) static void add_avx512(const Stage *s, const float *a, const float *b, float *out) {
+    for (int64_t y = 0; y < s->ho; y++)
+        for (int64_t x = 0; x < s->wo; x++) {
+            const float *pa = a + s->in_off + y * s->in_row + x * s->in_pix;
+            const float *pb = b + s->in2_off + y * s->in2_row + x * s->in2_pix;
+            float *o = out + s->out_off + y * s->out_row + x * s->out_pix;
+            for (int64_t c = 0; c < s->cout; c += 16) {
+                const __mmask16 m = s->cout - c >= 16 ? 0xffff : (__mmask16)((1u << (s->cout - c)) - 1);
+                _mm512_mask_storeu_ps(o + c, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, pa + c), _mm512_maskz_loadu_ps(m, pb + c)));
+            }
+        }
+}
+
+/* max over each window, 16 channels per register (a -inf border never wins) */
+__attribute__((target(AVX512))) static void pool_avx512(const Stage *s, const float *in, float *out) {
+    for (int64_t y = 0; y < s->ho; y++)
+        for (int64_t x = 0; x < s->wo; x++) {
+            const float *first = in + s->in_off + y * s->stride * s->in_row + x * s->stride * s->in_pix;
+            float *o = out + s->out_off + y * s->out_row + x * s->out_pix;
+            for (int64_t c = 0; c < s->cout; c += 16) {
+                const __mmask16 m = s->cout - c >= 16 ? 0xffff : (__mmask16)((1u << (s->cout - c)) - 1);
+                __m512 v = _mm512_maskz_loadu_ps(m, first + c);
+                for (int64_t dy = 0; dy < s->size; dy++)
+                    for (int64_t dx = 0; dx < s->size; dx++)
+                        v = _mm512_max_ps(_mm512_maskz_loadu_ps(m, first + dy * s->in_row + dx * s->in_pix + c), v);
+                _mm512_mask_storeu_ps(o + c, m, v);
+            }
+        }
+}
+#endif
+
+static void add_f32(const Stage *s, const float *a, const float *b, float *out) {
+#if defined(BF_X86)
+    if (isa_current == ISA_AVX512) return add_avx512(s, a, b, out);
+#endif
+    for (int64_t y = 0; y < s->ho; y++)
+        for (int64_t x = 0; x < s->wo; x++) {
+            const float *pa = a + s->in_off + y * s->in_row + x * s->in_pix;
+            const float *pb = b + s->in2_off + y * s->in2_row + x * s->in2_pix;
+            float *o = out + s->out_off + y * s->out_row + x * s->out_pix;
+            for (int64_t c = 0; c < s->cout; c++) o[c] = pa[c] + pb[c];
+        }
+}
+
+/* nearest-neighbour upsampling by `size` */
+static void upsample_f32(const Stage *s, const float *in, float *out) {
+    for (int64_t y = 0; y < s->ho; y++)
+        for (int64_t x = 0; x < s->wo; x++)
+            memcpy(out + s->out_off + y * s->out_row + x * s->out_pix,
+                   in + s->in_off + (y / s->size) * s->in_row + (x / s->size) * s->in_pix, 4 * (size_t)s->cout);
 }
 
 static void sign_pack(const Stage *s, const float *in, uint64_t *out) {
@@ -520,7 +764,9 @@ static const void *borrow(Plan *self, PyObject *obj, Py_ssize_t itemsize, Py_ssi
 }
 
 /* Plan(stages, buffers, output, input_size)
- *   stages: [(params: tuple of NPARAMS ints, weight, scale, shift, lo, hi)], tensors None or buffers
+ *   stages: [(params: tuple of NPARAMS ints, weight, scale, shift, lo, hi, fix, row_class, aff_scale,
+ *   aff_shift)], tensors
+ *   None or buffers
  *   buffers: [bytes-like initial contents (borders filled, interiors zero), slack included]
  *   output: (buf, c, h, w, off, row, pix) of the float HWC result; input_size: floats per image */
 static int plan_init(Plan *self, PyObject *args, PyObject *kwds) {
@@ -538,7 +784,7 @@ static int plan_init(Plan *self, PyObject *args, PyObject *kwds) {
     self->buffers = PyMem_Calloc(self->nbuffers ? self->nbuffers : 1, sizeof(void *));
     self->nstages = PyList_GET_SIZE(stages);
     self->stages = PyMem_Calloc(self->nstages ? self->nstages : 1, sizeof(Stage));
-    self->views = PyMem_Calloc(5 * self->nstages + 1, sizeof(Py_buffer));
+    self->views = PyMem_Calloc(NTENSORS * self->nstages + 1, sizeof(Py_buffer));
     if (!self->buffers || !self->stages || !self->views) {
         PyErr_NoMemory();
         return -1;
@@ -560,11 +806,13 @@ static int plan_init(Plan *self, PyObject *args, PyObject *kwds) {
     }
     for (Py_ssize_t i = 0; i < self->nstages; i++) {
         PyObject *item = PyList_GET_ITEM(stages, i), *params;
-        PyObject *weight, *scale, *shift, *lo, *hi;
-        if (!PyArg_ParseTuple(item, "O!OOOOO", &PyTuple_Type, &params, &weight, &scale, &shift, &lo, &hi) ||
+        PyObject *weight, *scale, *shift, *lo, *hi, *fix, *row_class, *aff_scale, *aff_shift;
+        if (!PyArg_ParseTuple(item, "O!OOOOOOOOO", &PyTuple_Type, &params, &weight, &scale, &shift, &lo, &hi, &fix,
+                              &row_class, &aff_scale, &aff_shift) ||
             PyTuple_GET_SIZE(params) != NPARAMS) {
-            PyErr_Format(PyExc_ValueError, "stage %zd: expected (params[%d], weight, scale, shift, lo, hi)", i,
-                         NPARAMS);
+            PyErr_Format(PyExc_ValueError,
+                         "stage %zd: expected (params[%d], weight, scale, shift, lo, hi, fix, row_class, aff_scale, "
+                         "aff_shift)", i, NPARAMS);
             return -1;
         }
         Stage *s = &self->stages[i];
@@ -575,9 +823,10 @@ static int plan_init(Plan *self, PyObject *args, PyObject *kwds) {
                 return -1;
             }
         }
-        if (s->kind < ST_INPUT || s->kind > ST_SIGN || s->in_buf < -1 || s->in_buf >= self->nbuffers ||
-            s->out_buf < 0 || s->out_buf >= self->nbuffers || s->cout_pad % BLOCK ||
-            (s->cout + 63) / 64 > MAXWORDS) {
+        if (s->kind < ST_INPUT || s->kind >= ST_KINDS || s->in_buf < -1 || s->in_buf >= self->nbuffers ||
+            s->in2_buf < -1 || s->in2_buf >= self->nbuffers || (s->kind != ST_INPUT && s->in_buf < 0) ||
+            (s->kind == ST_ADD && s->in2_buf < 0) || s->out_buf < 0 || s->out_buf >= self->nbuffers ||
+            s->cout_pad % BLOCK || (s->cout + 63) / 64 > MAXWORDS || s->stride < 1 || s->size < 1) {
             PyErr_Format(PyExc_ValueError, "stage %zd: inconsistent parameters", i);
             return -1;
         }
@@ -597,6 +846,40 @@ static int plan_init(Plan *self, PyObject *args, PyObject *kwds) {
                     return -1;
                 }
             }
+            if (bin && fix != Py_None) {
+                s->row_class = borrow(self, row_class, 4, s->ho, "row_class", i);
+                if (!s->row_class) return -1;
+                int64_t classes = 0;
+                for (int64_t y = 0; y < s->ho; y++) {
+                    if (s->row_class[y] < 0) {
+                        PyErr_Format(PyExc_ValueError, "stage %zd: negative padding row class", i);
+                        return -1;
+                    }
+                    classes = s->row_class[y] >= classes ? s->row_class[y] + 1 : classes;
+                }
+                if (s->fix_w < s->wo + PX) {
+                    PyErr_Format(PyExc_ValueError, "stage %zd: padding fix rows too short", i);
+                    return -1;
+                }
+                s->fix = borrow(self, fix, 4, classes * s->cout_pad * s->fix_w, "fix", i);
+                if (!s->fix) return -1;
+            }
+        }
+        if (s->in2_buf >= 0 && s->kind == ST_BCONV) s->in2 = self->buffers[s->in2_buf];
+        if (s->aff_buf >= 0 && s->kind == ST_BCONV && s->out_mode == OUT_FLOAT) {
+            if (s->aff_buf >= self->nbuffers) {
+                PyErr_Format(PyExc_ValueError, "stage %zd: affine buffer out of range", i);
+                return -1;
+            }
+            s->aff_out = self->buffers[s->aff_buf];
+            s->aff_scale = borrow(self, aff_scale, 4, s->cout, "aff_scale", i);
+            s->aff_shift = borrow(self, aff_shift, 4, s->cout, "aff_shift", i);
+            if (!s->aff_scale || !s->aff_shift) return -1;
+        }
+        if (s->kind == ST_AFFINE) {
+            s->scale = borrow(self, scale, 4, s->cout, "scale", i);
+            s->shift = borrow(self, shift, 4, s->cout, "shift", i);
+            if (!s->scale || !s->shift) return -1;
         }
     }
     for (int f = 0; f < 7; f++) {
@@ -621,6 +904,9 @@ static void run_stage(Plan *self, Py_ssize_t i, const float *image) {
         case ST_POOL: pool_f32(s, in, out); break;
         case ST_BPOOL: pool_bits(s, in, out); break;
         case ST_SIGN: sign_pack(s, in, out); break;
+        case ST_AFFINE: affine(s, in, out); break;
+        case ST_ADD: add_f32(s, in, self->buffers[s->in2_buf], out); break;
+        case ST_UPSAMPLE: upsample_f32(s, in, out); break;
         }
     }
 }
@@ -800,7 +1086,8 @@ PyMODINIT_FUNC PyInit__native(void) {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2")) isa_best = ISA_AVX2;
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vpopcntdq"))
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vpopcntdq"))
         isa_best = ISA_AVX512;
 #endif
     isa_current = isa_best;

@@ -1,33 +1,43 @@
-"""Compiles a packed model's op graph into native stages over preallocated buffers.
+"""Compiles a packed model's op graph (a DAG) into native stages over preallocated buffers.
 
-The graph (see bitface.export.format) is rewritten into a few fused stages:
-- every conv, linear and binary layer becomes one convolution stage with its scale, shift and ReLU
-  applied on the way out (a linear layer after `flatten` is a convolution whose kernel covers the
-  whole map, its weights reordered to the runtime's pixel-major layout);
-- a layer whose only consumer is a binary-input layer writes packed sign bits directly: for binary
-  layers the float test `dot * scale + shift >= 0` becomes an integer range [lo, hi] on the dot
-  product, found by evaluating that float expression on every possible dot (so it is exact);
-- max-pools between them become ORs on the packed bits (sign(max) is the OR of the signs);
-- `pad` becomes a border written once into the consumer's input buffer (0.0, or +1 sign bits).
+Every op's output is a *value*. Values are stored in buffers, as floats (HWC) or as packed sign bits
+(planar words), and read through views (a channel slice, plus the padding the reader adds):
+- conv, linear and binary layers become one convolution stage each, with scale, shift and ReLU
+  applied on the way out; a linear layer on a flattened map is a convolution whose kernel covers the
+  whole map (its weights reordered to the runtime's pixel-major layout);
+- a ReLU moves onto the layer that produces its input (through max-pools: relu(max) = max(relu));
+- a value whose every reader is a binary-input layer is stored as sign bits only: a binary layer's
+  float test `dot * scale + shift >= 0` becomes an integer range [lo, hi] on the dot product,
+  found by evaluating that float expression on every possible dot (so it is exact); an affine
+  (BatchNorm) before a binary layer becomes one pass from floats to sign bits; max-pools between
+  become ORs on the bits (sign(max) is the OR of the signs);
+- a value read both ways is stored as floats and signed into a second buffer once;
+- `pad` ops and built-in paddings are borders written once into the producer's buffer (0.0, -inf
+  for max-pools, or +1 sign bits); a binary layer's built-in padding contributes 0 to its dot
+  products, so a per-position correction table removes what the +1 border added;
+- the inputs of a concat write straight into their channel slice of its buffer (no copies).
 Graphs it cannot express raise `Unsupported`; the runtime then falls back to the numpy reference.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ..export.format import PackedModel, pack_signs, unpack_signs
 
-INPUT, CONV, BCONV, POOL, BPOOL, SIGN = range(6)
+INPUT, CONV, BCONV, POOL, BPOOL, SIGN, AFFINE, ADD, UPSAMPLE = range(9)
 FIELDS = (
     "kind in_buf out_buf ho wo kh kw cin words in_off in_row in_pix in_plane cout cout_pad out_mode "
-    "out_off out_row out_pix out_plane relu size"
+    "out_off out_row out_pix out_plane relu size stride in2_buf in2_off in2_row in2_pix fix_w "
+    "aff_buf aff_off aff_row aff_plane aff_relu"
 ).split()
 BLOCK = 16  # output channels per weight block (the kernels' register blocking)
 PX = 8  # output pixels per vector: rows are read up to PX pixels past their end
 OUT_FLOAT, OUT_BITS = 0, 1
+LAYERS = ("conv", "binconv", "linear", "binlinear")
+VIEWS = ("pad", "flatten")  # ops that only change how their input is read
 
 
 class Unsupported(ValueError):
@@ -35,145 +45,23 @@ class Unsupported(ValueError):
 
 
 @dataclass
-class Layer:
-    """One stage before buffers are placed. Its input is the previous layer's output."""
-
-    kind: int
-    channels: int  # output channels
-    height: int  # output size
-    width: int
-    pad: tuple[int, int, int, int] = (0, 0, 0, 0)  # on its input: top, bottom, left, right
-    kernel: tuple[int, int] = (1, 1)
-    weight: np.ndarray | None = None  # (O, C, kh, kw) float, or bits (O, kh, kw, words)
-    scale: np.ndarray | None = None
-    shift: np.ndarray | None = None
-    relu: bool = False
-    binary_input: bool = False
-    size: int = 1  # pool
-    bits_out: bool = False
-
-
-SEQUENTIAL_OPS = ("pad", "conv", "binconv", "linear", "binlinear", "relu", "maxpool", "flatten")
-
-
-def _layers(model: PackedModel) -> tuple[list[Layer], bool]:
-    c, h, w = (int(v) for v in model.meta["input_shape"])
-    layers = [Layer(INPUT, c, h, w)]
-    pad = [0, 0, 0, 0]
-    flat = False
-    for i, op in enumerate(model.graph):
-        kind = op["op"]
-        if kind not in SEQUENTIAL_OPS or "inputs" in op:
-            raise Unsupported(f"op {i}: {kind}{' with inputs' if 'inputs' in op else ''} (only chains are compiled)")
-        natural_stride = op["size"] if kind == "maxpool" else 1
-        if op.get("stride", natural_stride) != natural_stride or op.get("padding", 0):
-            raise Unsupported(f"op {i}: {kind} with a stride or built-in padding")
-        if kind == "pad":
-            left, right, top, bottom = op["pad"]
-            pad = [pad[0] + top, pad[1] + bottom, pad[2] + left, pad[3] + right]
-            continue
-        if kind == "flatten":
-            flat = True
-            continue
-        prev = layers[-1]
-        if kind == "relu":
-            # relu(max(x)) = max(relu(x)) and relu(pad(x)) = pad(relu(x)): move it onto the producer.
-            producer = next((layer for layer in reversed(layers) if layer.kind != POOL), None)
-            if producer.kind not in (CONV, BCONV):
-                raise Unsupported(f"op {i}: relu on the network input")
-            producer.relu = True
-            continue
-        if kind == "maxpool" and flat:
-            raise Unsupported(f"op {i}: maxpool after flatten")
-        c, h, w = prev.channels, prev.height + pad[0] + pad[1], prev.width + pad[2] + pad[3]
-        if kind == "maxpool":
-            k = int(op["size"])
-            layers.append(Layer(POOL, c, h // k, w // k, tuple(pad), size=k))
-        else:
-            scale, shift = model.tensor(i, "scale"), model.tensor(i, "shift")
-            binary = kind.startswith("bin")
-            binary_input = binary and bool(op["binary_input"])
-            source = model.tensor(i, "bits" if binary else "weight")
-            if kind in ("linear", "binlinear"):
-                if any(pad):
-                    raise Unsupported(f"op {i}: padding before a linear layer")
-                # A linear layer on a flattened (C, H, W) map is a convolution with an (H, W) kernel.
-                dense = unpack_signs(source, int(op["in_channels"])) if binary else source
-                if dense.shape[1] != c * prev.height * prev.width:
-                    raise Unsupported(f"op {i}: {dense.shape[1]} inputs, the map has {c}x{h}x{w}")
-                weight = dense.reshape(len(dense), c, prev.height, prev.width)
-                kh, kw = prev.height, prev.width
-            else:
-                kh, kw = op["kernel"] if binary else source.shape[2:]
-                weight = unpack_signs(source, int(op["in_channels"])) if binary else source
-            if binary_input:
-                weight = pack_signs(weight)  # (O, kh, kw, words), packed along input channels
-            layers.append(
-                Layer(
-                    BCONV if binary_input else CONV,
-                    len(scale),
-                    h - kh + 1,
-                    w - kw + 1,
-                    tuple(pad),
-                    (int(kh), int(kw)),
-                    weight.astype(np.uint64 if binary_input else np.float32),
-                    scale,
-                    shift,
-                    binary_input=binary_input,
-                )
-            )
-            flat = flat and kind in ("linear", "binlinear")
-        pad = [0, 0, 0, 0]
-    if any(pad):
-        raise Unsupported("the graph ends in padding")
-    if layers[-1].kind not in (CONV, BCONV, POOL):
-        raise Unsupported("the graph has no layers")
-    return layers, flat
-
-
-def _choose_bits(layers: list[Layer]) -> list[Layer]:
-    """Mark the layers whose output feeds a binary-input layer as writing sign bits."""
-    out = []
-    for layer in layers:
-        if layer.kind == BCONV:
-            j = len(out) - 1
-            while out[j].kind == POOL:
-                out[j].kind = BPOOL
-                j -= 1
-            if out[j].kind == INPUT:  # the network input itself is binarized: add a packing stage
-                src = out[j]
-                out.insert(j + 1, Layer(SIGN, src.channels, src.height, src.width))
-            else:
-                out[j].bits_out = True
-        out.append(layer)
-    for layer in out:
-        if layer.kind in (BPOOL, SIGN):
-            layer.bits_out = True
-    return out
-
-
-def _thresholds(layer: Layer, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per channel, the dot products d in [-k, k] with float32(d * scale + shift) >= 0, as [lo, hi]."""
-    dots = np.arange(-k, k + 1, dtype=np.float32)
-    lo = np.ones(len(layer.scale), np.int32)
-    hi = np.zeros(len(layer.scale), np.int32)
-    for o, (s, b) in enumerate(zip(layer.scale, layer.shift, strict=True)):
-        on = (dots * s + b >= 0) | layer.relu
-        where = np.flatnonzero(on)
-        if len(where):
-            if where[-1] - where[0] + 1 != len(where):
-                raise Unsupported(f"non-monotone threshold in channel {o}")
-            lo[o], hi[o] = where[0] - k, where[-1] - k
-    return lo, hi
-
-
-@dataclass
 class Buffer:
+    """One preallocated activation buffer; `fill` is what its border holds."""
+
     bits: bool
     channels: int
     height: int
     width: int
-    border: tuple[int, int, int, int]  # top, bottom, left, right
+    border: list[int] = field(default_factory=lambda: [0, 0, 0, 0])  # top, bottom, left, right
+    fill: str | None = None  # floats: "zero" or "-inf"; bits: "ones" (+1 signs) or "zeros" (-1)
+
+    def need(self, pad: tuple[int, int, int, int], fill: str, why: str) -> None:
+        if not any(pad):
+            return
+        if self.fill not in (None, fill):
+            raise Unsupported(f"{why}: one buffer would need {self.fill} and {fill} borders")
+        self.fill = fill
+        self.border = [max(a, b) for a, b in zip(self.border, pad, strict=True)]
 
     @property
     def words(self) -> int:
@@ -196,19 +84,49 @@ class Buffer:
         return self.border[0] * row + self.border[2] * pix
 
     def initial(self) -> np.ndarray:
-        """Borders filled (0.0, or sign bits of 0 = +1 on the real channels); slack for vector reads."""
+        """Borders filled, interior zero, slack for vector reads past a row."""
         hp, wp = self.padded
         row, _, _ = self.strides()
         slack = PX * max(self.channels, 1) + 2 * row + 64
-        if not self.bits:
-            return np.zeros(hp * wp * self.channels + slack, np.float32)
-        planes = np.zeros((self.words, hp, wp), np.uint64)
         t, _, left, _ = self.border
-        for w in range(self.words):
-            n = min(64, self.channels - 64 * w)
-            planes[w] = np.uint64((1 << n) - 1) if n < 64 else np.uint64(2**64 - 1)
-            planes[w, t : t + self.height, left : left + self.width] = 0
+        if not self.bits:
+            image = np.full((hp, wp, self.channels), -np.inf if self.fill == "-inf" else 0.0, np.float32)
+            image[t : t + self.height, left : left + self.width] = 0
+            return np.concatenate([image.ravel(), np.zeros(slack, np.float32)])
+        planes = np.zeros((self.words, hp, wp), np.uint64)
+        if self.fill == "ones":  # sign bits of a padded 0.0: +1 on the real channels
+            for w in range(self.words):
+                n = min(64, self.channels - 64 * w)
+                planes[w] = np.uint64((1 << n) - 1) if n < 64 else np.uint64(2**64 - 1)
+            planes[:, t : t + self.height, left : left + self.width] = 0
         return np.concatenate([planes.ravel(), np.zeros(slack, np.uint64)])
+
+
+@dataclass(frozen=True)
+class View:
+    """A value as stored: buffer `buf`, channels [c0, c0 + channels), read with `pad` around it."""
+
+    buf: int
+    c0: int
+    channels: int
+    height: int
+    width: int
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, bottom, left, right
+
+    def padded(self, pad) -> View:
+        return replace(self, pad=tuple(a + b for a, b in zip(self.pad, pad, strict=True)))
+
+
+@dataclass
+class Stage:
+    kind: int
+    out: View
+    source: View | None = None
+    source2: View | None = None
+    params: dict = field(default_factory=dict)
+    # weight scale shift lo hi fix row_class aff_scale aff_shift
+    tensors: list = field(default_factory=lambda: [None] * 9)
+    affine_out: View | None = None  # a binary conv's fused affine -> sign (the next layer's input bits)
 
 
 @dataclass
@@ -219,58 +137,435 @@ class CompiledPlan:
     input_shape: tuple[int, int, int]
     output_shape: tuple[int, ...]  # per image, as the reference returns it
     layout: list[Buffer]
+    kinds: list[int]  # the stage kinds, in order
+
+
+def _thresholds(scale, shift, relu: bool, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel, the dot products d in [-k, k] with float32(d * scale + shift) >= 0, as [lo, hi]."""
+    dots = np.arange(-k, k + 1, dtype=np.float32)
+    lo = np.ones(len(scale), np.int32)
+    hi = np.zeros(len(scale), np.int32)
+    for o, (s, b) in enumerate(zip(scale, shift, strict=True)):
+        on = (dots * s + b >= 0) | relu
+        where = np.flatnonzero(on)
+        if len(where):
+            if where[-1] - where[0] + 1 != len(where):
+                raise Unsupported(f"non-monotone threshold in channel {o}")
+            lo[o], hi[o] = where[0] - k, where[-1] - k
+    return lo, hi
+
+
+def _padding_fix(signs: np.ndarray, height: int, width: int, padding: int) -> tuple[np.ndarray, np.ndarray]:
+    """What a +1 border adds to each dot product of a binary conv whose padding should add 0.
+
+    signs: (O, C, kh, kw) of ±1. Returns (table [row class][O][x] int32, row class per output row)."""
+    _, _, kh, kw = signs.shape
+    ho, wo = height + 2 * padding - kh + 1, width + 2 * padding - kw + 1
+    outside_rows = np.array([[not 0 <= y - padding + ky < height for ky in range(kh)] for y in range(ho)])
+    outside_cols = np.array([[not 0 <= x - padding + kx < width for kx in range(kw)] for x in range(wo)])
+    classes, row_class = np.unique(outside_rows, axis=0, return_inverse=True)
+    taps = classes[:, None, :, None] | outside_cols[None, :, None, :]  # (class, x, ky, kx)
+    per_tap = signs.sum(1)  # (O, kh, kw)
+    table = np.einsum("cxyk,oyk->cox", taps.astype(np.int32), per_tap.astype(np.int32))
+    return np.ascontiguousarray(table, np.int32), np.ascontiguousarray(row_class.ravel(), np.int32)
+
+
+class _Compiler:
+    def __init__(self, model: PackedModel):
+        self.model = model
+        self.graph = model.graph
+        self.n = len(self.graph)
+        if not self.n:
+            raise Unsupported("the graph has no ops")
+        self.inputs = [model.inputs_of(i) for i in range(self.n)]
+        self.shapes = {-1: tuple(int(v) for v in model.meta["input_shape"])}
+        self.flat = {-1: False}
+        for i in range(self.n):
+            self.shapes[i], self.flat[i] = self._shape(i)
+        self._fuse_relus()
+        self._find_readers()
+        self.layout: list[Buffer] = []
+        self.stages: list[Stage] = []
+        self.stored: dict[int, View] = {}  # value -> where it is stored (floats or bits, see is_bits)
+        self.is_bits: dict[int, bool] = {}
+        self.signed: dict[int, View] = {}  # float values also signed into a bits buffer
+        self.producer: dict[int, Stage] = {}  # values a binary conv's float epilogue writes (fusable)
+        self.done_at: dict[int, int] = {-1: 0}  # value -> index of the last stage writing it
+
+    # -- shapes and graph facts -------------------------------------------------------------
+    def _shape(self, i: int) -> tuple[tuple[int, int, int], bool]:
+        op, kind = self.graph[i], self.graph[i]["op"]
+        first = self.inputs[i][0]
+        c, h, w = self.shapes[first]
+        if kind == "pad":
+            left, right, top, bottom = op["pad"]
+            return (c, h + top + bottom, w + left + right), self.flat[first]
+        if kind == "flatten":
+            return (c, h, w), True
+        if kind in ("relu", "affine"):
+            return (c, h, w), self.flat[first]
+        if kind == "maxpool":
+            k, s, p = int(op["size"]), int(op.get("stride", op["size"])), int(op.get("padding", 0))
+            return (c, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1), False
+        if kind == "upsample":
+            f = int(op["factor"])
+            return (c, h * f, w * f), False
+        if kind == "add":
+            return (c, h, w), False
+        if kind == "concat":
+            return (sum(self.shapes[j][0] for j in self.inputs[i]), h, w), False
+        cout = len(self.model.tensor(i, "scale"))
+        if kind in ("linear", "binlinear"):
+            return (cout, 1, 1), True
+        kh, kw = op["kernel"] if kind == "binconv" else self.model.tensor(i, "weight").shape[2:]
+        s, p = int(op.get("stride", 1)), int(op.get("padding", 0))
+        return (cout, (h + 2 * p - kh) // s + 1, (w + 2 * p - kw) // s + 1), False
+
+    def _fuse_relus(self) -> None:
+        """canon[i]: the value op i's output really is (a fused ReLU is its input's value)."""
+        self.canon = list(range(self.n))
+        self.relu = [False] * self.n
+        readers = [0] * self.n
+        for i in range(self.n):
+            for j in self.inputs[i]:
+                if j >= 0:
+                    readers[j] += 1
+        for i, op in enumerate(self.graph):
+            if op["op"] != "relu":
+                continue
+            j = self.inputs[i][0]
+            while j >= 0 and self.graph[j]["op"] == "maxpool" and not self.graph[j].get("padding") and readers[j] == 1:
+                j = self.inputs[j][0]
+            if j >= 0 and self.graph[j]["op"] in (*LAYERS, "affine") and readers[j] == 1:
+                self.relu[j] = True
+                self.canon[i] = self.canon[self.inputs[i][0]]
+
+    def _resolve(self, j: int) -> int:
+        return j if j < 0 else self.canon[j]
+
+    def _find_readers(self) -> None:
+        """Which values are read as sign bits only, as floats, or both."""
+        self.readers: dict[int, list[int]] = {j: [] for j in range(-1, self.n)}
+        for i in range(self.n):
+            if self.canon[i] != i:
+                continue
+            for j in self.inputs[i]:
+                self.readers[self._resolve(j)].append(i)
+        self.wants_bits, self.wants_float = {}, {}
+        result = self._resolve(self.n - 1)  # the network's output is read as floats
+        for v in range(self.n - 1, -2, -1):
+            if v >= 0 and self.canon[v] != v:
+                continue
+            bits = floats = False
+            for r in self.readers[v]:
+                op = self.graph[r]
+                if op["op"] in ("binconv", "binlinear") and op["binary_input"]:
+                    bits = True
+                elif op["op"] in ("maxpool", *VIEWS) and self.wants_bits[r] and not self.wants_float[r]:
+                    bits = True
+                else:
+                    floats = True
+            if v == result:
+                floats = True
+            self.wants_bits[v], self.wants_float[v] = bits, floats
+
+    # -- views ---------------------------------------------------------------------------------
+    def new_buffer(self, bits: bool, shape) -> int:
+        self.layout.append(Buffer(bits, *shape))
+        return len(self.layout) - 1
+
+    def floats(self, v: int) -> View:
+        v = self._resolve(v)
+        if v >= 0 and self.graph[v]["op"] in VIEWS:
+            view = self.floats(self.inputs[v][0])
+            if self.graph[v]["op"] == "pad":
+                left, right, top, bottom = self.graph[v]["pad"]
+                view = view.padded((top, bottom, left, right))
+            return view
+        if self.is_bits[v]:
+            raise Unsupported(f"value {v} is needed as floats but was stored as sign bits")
+        return self.stored[v]
+
+    def bits(self, v: int) -> View:
+        v = self._resolve(v)
+        if v >= 0 and self.graph[v]["op"] in VIEWS:
+            view = self.bits(self.inputs[v][0])
+            if self.graph[v]["op"] == "pad":
+                left, right, top, bottom = self.graph[v]["pad"]
+                view = view.padded((top, bottom, left, right))
+            return view
+        if self.is_bits[v]:
+            return self.stored[v]
+        if v not in self.signed:
+            source = self.stored[v]
+            if any(source.pad):
+                raise Unsupported(f"value {v}: signing a padded view")
+            out = View(self.new_buffer(True, (source.channels, source.height, source.width)), 0, *self.shapes[v])
+            self.stages.append(Stage(SIGN, out, source))
+            self.signed[v] = out
+        return self.signed[v]
+
+    def read(self, view: View, fill: str, why: str) -> View:
+        self.layout[view.buf].need(view.pad, fill, why)
+        return view
+
+    # -- lowering ------------------------------------------------------------------------------
+    def compile(self) -> CompiledPlan:
+        c, h, w = self.shapes[-1]
+        self.is_bits[-1] = False
+        self.stored[-1] = View(self.new_buffer(False, (c, h, w)), 0, c, h, w)
+        self.stages.append(Stage(INPUT, self.stored[-1]))
+        self._place_concats()
+        for i in range(self.n):
+            if self.canon[i] == i and self.graph[i]["op"] not in VIEWS:
+                self._lower(i)
+        last = self._resolve(self.n - 1)
+        result = self.floats(last)
+        if any(result.pad):
+            raise Unsupported("the graph ends in padding")
+        return self._finish(result, self.flat[self.n - 1])
+
+    def _place_concats(self) -> None:
+        """The values each concat's buffer holds at a channel offset (their producers write there).
+        Outer concats first, so that a concat inside another is itself a slice of the outer buffer."""
+        self.placed: dict[int, View] = {}
+        for i in reversed(range(self.n)):
+            if self.graph[i]["op"] != "concat" or self.canon[i] != i:
+                continue
+            if i in self.placed:
+                whole = self.placed[i]
+            else:
+                whole = View(self.new_buffer(False, self.shapes[i]), 0, *self.shapes[i])
+            c0 = whole.c0
+            for j in self.inputs[i]:
+                v = self._resolve(j)
+                movable = (
+                    v >= 0 and self.graph[v]["op"] not in VIEWS and v not in self.placed and self.inputs[i].count(j) == 1
+                )
+                if not movable:
+                    raise Unsupported(f"op {i}: concat of value {j}, which cannot be written in place")
+                self.placed[v] = View(whole.buf, c0, *self.shapes[v])
+                c0 += self.shapes[v][0]
+            self.stored[i], self.is_bits[i] = whole, False
+
+    def _output(self, v: int, bits: bool) -> View:
+        self.is_bits[v] = bits
+        if v in self.placed:
+            self.stored[v] = self.placed[v]
+        else:
+            self.stored[v] = View(self.new_buffer(bits, self.shapes[v]), 0, *self.shapes[v])
+        return self.stored[v]
+
+    def _lower(self, i: int) -> None:
+        op, kind = self.graph[i], self.graph[i]["op"]
+        only_bits = self.wants_bits[i] and not self.wants_float[i] and i not in self.placed
+        where = f"op {i} ({kind})"
+        if kind == "concat":  # its inputs wrote into its buffer
+            self.done_at[i] = max(self.done_at[self._resolve(j)] for j in self.inputs[i])
+            return
+        self.done_at[i] = len(self.stages)  # the stage appended below (fusions overwrite it)
+        if kind in LAYERS:
+            return self._lower_layer(i, only_bits)
+        if kind == "maxpool":
+            k, s, p = int(op["size"]), int(op.get("stride", op["size"])), int(op.get("padding", 0))
+            source_is_bits = self._is_stored_bits(self.inputs[i][0])
+            if only_bits and source_is_bits:
+                source = self.read(self.bits(self.inputs[i][0]).padded((p,) * 4), "zeros", where)
+                stage = Stage(BPOOL, self._output(i, True), source)
+            else:
+                source = self.read(self.floats(self.inputs[i][0]).padded((p,) * 4), "-inf", where)
+                stage = Stage(POOL, self._output(i, False), source)
+            stage.params.update(size=k, stride=s)
+        elif kind in ("affine", "relu"):
+            if kind == "affine" and only_bits and self._fuse_affine(i):
+                return
+            source = self.read(self.floats(self.inputs[i][0]), "zero", where)
+            stage = Stage(AFFINE, self._output(i, only_bits), source)
+            c = self.shapes[i][0]
+            if kind == "affine":
+                scale, shift = self.model.tensor(i, "scale"), self.model.tensor(i, "shift")
+            else:
+                scale, shift = np.ones(c, np.float32), np.zeros(c, np.float32)
+            stage.params["relu"] = int(self.relu[i] or kind == "relu")
+            stage.tensors[1:3] = [np.ascontiguousarray(scale, np.float32), np.ascontiguousarray(shift, np.float32)]
+        elif kind == "add":
+            if len(self.inputs[i]) == 2 and self._fuse_add(i):
+                return
+            first, *rest = self.inputs[i]
+            out = self._output(i, False)
+            source = self.floats(first)
+            for j in rest:
+                other = self.floats(j)
+                if any(source.pad) or any(other.pad):
+                    raise Unsupported(f"{where}: reads a padded value")
+                self.stages.append(Stage(ADD, out, source, other))
+                source = out
+            return
+        elif kind == "upsample":
+            source = self.read(self.floats(self.inputs[i][0]), "zero", where)
+            stage = Stage(UPSAMPLE, self._output(i, False), source)
+            stage.params["size"] = int(op["factor"])
+        else:
+            raise Unsupported(f"{where}: no native stage")
+        if any(stage.source.pad) and kind != "maxpool":
+            raise Unsupported(f"{where}: reads a padded value")
+        self.stages.append(stage)
+
+    def _fuse_affine(self, i: int) -> bool:
+        """An affine whose only use is a binary layer's sign, on a binary conv's output: the conv's
+        epilogue writes the sign bits (the float test in the same order as the reference's)."""
+        v = self._resolve(self.inputs[i][0])
+        stage = self.producer.get(v)
+        if stage is None or stage.affine_out is not None or self.floats(v) != stage.out:
+            return False
+        stage.affine_out = self._output(i, True)
+        stage.params["aff_relu"] = int(self.relu[i])
+        stage.tensors[7:9] = [
+            np.ascontiguousarray(self.model.tensor(i, "scale"), np.float32),
+            np.ascontiguousarray(self.model.tensor(i, "shift"), np.float32),
+        ]
+        self.done_at[i] = self.stages.index(stage)
+        return True
+
+    def _fuse_add(self, i: int) -> bool:
+        """a + b where b is a binary conv's output read only here, and a is complete before that conv
+        runs: the conv's epilogue writes the sum (no separate pass over both maps)."""
+        for a, b in (self.inputs[i], self.inputs[i][::-1]):
+            v = self._resolve(b)
+            stage = self.producer.get(v)
+            if stage is None or self.readers[v] != [i] or v in self.placed or stage.affine_out is not None:
+                continue
+            other = self.floats(a)
+            position = self.stages.index(stage)
+            if any(other.pad) or stage.source2 is not None or self.done_at[self._base(a)] >= position:
+                continue
+            stage.out = self._output(i, False)
+            stage.source2 = other
+            del self.producer[v], self.stored[v]
+            self.producer[i] = stage
+            self.done_at[i] = position
+            return True
+        return False
+
+    def _base(self, v: int) -> int:
+        """The stored value a view op (pad, flatten) or fused ReLU reads."""
+        v = self._resolve(v)
+        while v >= 0 and self.graph[v]["op"] in VIEWS:
+            v = self._resolve(self.inputs[v][0])
+        return v
+
+    def _is_stored_bits(self, v: int) -> bool:
+        return self.is_bits[self._base(v)]
+
+    def _lower_layer(self, i: int, only_bits: bool) -> None:
+        op, kind = self.graph[i], self.graph[i]["op"]
+        where = f"op {i} ({kind})"
+        binary = kind.startswith("bin")
+        binary_input = binary and bool(op["binary_input"])
+        stride, padding = int(op.get("stride", 1)), int(op.get("padding", 0))
+        scale, shift = self.model.tensor(i, "scale"), self.model.tensor(i, "shift")
+        source_value = self.inputs[i][0]
+        source = self.bits(source_value) if binary_input else self.floats(source_value)
+        c, h, w = source.channels, source.height, source.width
+        if kind in ("linear", "binlinear"):
+            if any(source.pad):
+                raise Unsupported(f"{where}: padding before a linear layer")
+            dense = unpack_signs(self.model.tensor(i, "bits"), int(op["in_channels"])) if binary else None
+            dense = self.model.tensor(i, "weight") if dense is None else dense
+            if dense.shape[1] != c * h * w:
+                raise Unsupported(f"{where}: {dense.shape[1]} inputs, the map has {c}x{h}x{w}")
+            weight = dense.reshape(len(dense), c, h, w)  # flatten order is (C, H, W)
+        else:
+            weight = unpack_signs(self.model.tensor(i, "bits"), int(op["in_channels"])) if binary else None
+            weight = self.model.tensor(i, "weight") if weight is None else weight
+        kh, kw = weight.shape[2:]
+        fix = None
+        if binary_input and padding:
+            if any(source.pad):
+                raise Unsupported(f"{where}: built-in padding after a pad op")
+            fix = _padding_fix(weight, h, w, padding)
+        if binary_input and stride != 1:
+            raise Unsupported(f"{where}: a strided binary convolution")
+        source = self.read(source.padded((padding,) * 4), "ones" if binary_input else "zero", where)
+        out = self._output(i, only_bits)
+        stage = Stage(BCONV if binary_input else CONV, out, source)
+        cout = len(scale)
+        cout_pad = -(-cout // BLOCK) * BLOCK
+        stage.params.update(kh=kh, kw=kw, cout_pad=cout_pad, stride=stride, relu=int(self.relu[i]))
+        if binary_input:  # [cout_pad / 16][kh][kw][words][16]
+            words = -(-c // 64)
+            bits = np.zeros((cout_pad, kh, kw, words), np.uint64)
+            bits[:cout] = pack_signs(weight)
+            packed = bits.reshape(cout_pad // BLOCK, BLOCK, kh, kw, words).transpose(0, 2, 3, 4, 1)
+            stage.tensors[0] = np.ascontiguousarray(packed)
+        else:  # [kh][kw][cin][cout_pad]
+            dense = np.zeros((kh, kw, c, cout_pad), np.float32)
+            dense[..., :cout] = weight.transpose(2, 3, 1, 0)
+            stage.tensors[0] = dense
+        stage.tensors[1:3] = [np.ascontiguousarray(scale, np.float32), np.ascontiguousarray(shift, np.float32)]
+        if binary_input and only_bits:
+            stage.tensors[3:5] = _thresholds(scale, shift, self.relu[i], c * kh * kw)
+        if fix is not None:  # [row class][x][cout_pad], with slack for 8-wide vector reads
+            table, row_class = fix
+            fix_w = table.shape[2] + PX
+            padded = np.zeros((table.shape[0], fix_w, cout_pad), np.int32)
+            padded[:, : table.shape[2], :cout] = table.transpose(0, 2, 1)
+            stage.tensors[5:7] = [padded, row_class]
+            stage.params["fix_w"] = fix_w
+        if binary_input and not only_bits:
+            self.producer[i] = stage
+        self.stages.append(stage)
+
+    # -- numbers for the C side ----------------------------------------------------------------
+    def _finish(self, result: View, flat: bool) -> CompiledPlan:
+        def place(view: View) -> tuple[int, int, int, int]:
+            """(offset of the view's first read position, row, pix, plane)."""
+            buffer = self.layout[view.buf]
+            row, pix, plane = buffer.strides()
+            t, _, left, _ = view.pad
+            offset = buffer.origin() - t * row - left * pix + (0 if buffer.bits else view.c0)
+            return offset, row, pix, plane
+
+        stages = []
+        for s in self.stages:
+            p = dict.fromkeys(FIELDS, 0)
+            p.update(size=1, stride=1, in_buf=-1, in2_buf=-1, aff_buf=-1)
+            p.update(kind=s.kind, out_buf=s.out.buf, ho=s.out.height, wo=s.out.width, cout=s.out.channels)
+            out = self.layout[s.out.buf]
+            p["out_mode"] = OUT_BITS if out.bits else OUT_FLOAT
+            p["out_off"], p["out_row"], p["out_pix"], p["out_plane"] = place(s.out)
+            if s.source is not None:
+                p["in_buf"] = s.source.buf
+                p["in_off"], p["in_row"], p["in_pix"], p["in_plane"] = place(s.source)
+                p.update(cin=s.source.channels, words=-(-s.source.channels // 64))
+            else:
+                p["cin"] = s.out.channels
+            if s.source2 is not None:
+                p["in2_buf"] = s.source2.buf
+                p["in2_off"], p["in2_row"], p["in2_pix"], _ = place(s.source2)
+            if s.affine_out is not None:
+                p["aff_buf"] = s.affine_out.buf
+                p["aff_off"], p["aff_row"], _, p["aff_plane"] = place(s.affine_out)
+            p.update(s.params)
+            stages.append((tuple(int(p[f]) for f in FIELDS), *s.tensors))
+        row, pix, _ = self.layout[result.buf].strides()
+        offset = place(result)[0]
+        output = (result.buf, result.channels, result.height, result.width, offset, row, pix)
+        shape = (result.channels * result.height * result.width,) if flat else (
+            result.channels,
+            result.height,
+            result.width,
+        )
+        return CompiledPlan(
+            stages,
+            [b.initial() for b in self.layout],
+            output,
+            self.shapes[-1],
+            shape,
+            self.layout,
+            [s.kind for s in self.stages],
+        )
 
 
 def compile_plan(model: PackedModel) -> CompiledPlan:
-    layers, flat = _layers(model)
-    layers = _choose_bits(layers)
-    # Buffer i holds layer i's output, with the border its consumer pads.
-    layout = []
-    for i, layer in enumerate(layers):
-        border = layers[i + 1].pad if i + 1 < len(layers) else (0, 0, 0, 0)
-        layout.append(Buffer(layer.bits_out, layer.channels, layer.height, layer.width, border))
-    stages = []
-    for i, layer in enumerate(layers):
-        out = layout[i]
-        src = layout[i - 1] if i else None
-        p = dict.fromkeys(FIELDS, 0)
-        p.update(kind=layer.kind, in_buf=i - 1, out_buf=i, ho=layer.height, wo=layer.width, cout=layer.channels)
-        p.update(out_mode=OUT_BITS if out.bits else OUT_FLOAT, out_off=out.origin(), relu=int(layer.relu))
-        p["out_row"], p["out_pix"], p["out_plane"] = out.strides()
-        if src is not None:
-            p["in_row"], p["in_pix"], p["in_plane"] = src.strides()
-            p.update(cin=src.channels, words=src.words)
-        tensors = [None] * 5
-        if layer.kind == INPUT:
-            p["cin"] = layer.channels
-        elif layer.kind in (POOL, BPOOL):
-            p["size"] = layer.size
-        elif layer.kind in (CONV, BCONV):
-            kh, kw = layer.kernel
-            cout_pad = -(-layer.channels // BLOCK) * BLOCK
-            p.update(kh=kh, kw=kw, cout_pad=cout_pad)
-            if layer.kind == CONV:  # [kh][kw][cin][cout_pad]
-                weight = np.zeros((kh, kw, src.channels, cout_pad), np.float32)
-                weight[..., : layer.channels] = layer.weight.transpose(2, 3, 1, 0)
-            else:  # [cout_pad / 16][kh][kw][words][16]
-                bits = np.zeros((cout_pad, kh, kw, src.words), np.uint64)
-                bits[: layer.channels] = layer.weight
-                weight = bits.reshape(cout_pad // BLOCK, BLOCK, kh, kw, src.words).transpose(0, 2, 3, 4, 1)
-            tensors = [
-                np.ascontiguousarray(weight),
-                np.ascontiguousarray(layer.scale, np.float32),
-                np.ascontiguousarray(layer.shift, np.float32),
-                None,
-                None,
-            ]
-            if layer.kind == BCONV and out.bits:
-                tensors[3:] = _thresholds(layer, src.channels * kh * kw)
-        stages.append((tuple(int(p[f]) for f in FIELDS), *tensors))
-    last = layout[-1]
-    if last.bits:
-        raise Unsupported("the network ends in sign bits")
-    row, pix, _ = last.strides()
-    output = (len(layout) - 1, last.channels, last.height, last.width, last.origin(), row, pix)
-    shape = (last.channels * last.height * last.width,) if flat else (last.channels, last.height, last.width)
-    c, h, w = (int(v) for v in model.meta["input_shape"])
-    return CompiledPlan(stages, [b.initial() for b in layout], output, (c, h, w), shape, layout)
+    return _Compiler(model).compile()
