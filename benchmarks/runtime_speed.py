@@ -7,12 +7,13 @@ Measured in one run, candidates interleaved round by round, the median of rounds
 - per binary layer (the shapes of our 5-point networks and hourglass-sized ones with 64+ channels):
   our kernel inside a plan (sign bits in, thresholded sign bits out) in binary MACs per second, its
   fraction of the peak, and the speed-up over torch.nn.functional.conv2d FP32 of the same shape;
-- per binary network (the bundled 1-bit model and, where trained, the Table 2 XNOR-Net and 1-bit ACN
-  runs): one face through our runtime, through the same structure as an FP32 network in PyTorch
+- per binary network (the bundled 1-bit 5-point model and 68-point binary hourglass and, where
+  trained, the Table 2 XNOR-Net and 1-bit ACN runs and other binary hourglass rows): one face
+  through our runtime, through the same structure as an FP32 network in PyTorch
   (channels_last) and in onnxruntime, and the training-time binary simulation in PyTorch; one face
   including preprocessing of an already cropped face (uint8 crop -> points); file size against the
   paper-style memory count; and, where ../shared/data is present, the largest landmark difference
-  from the PyTorch model over the whole CUHK test set.
+  from the PyTorch model over the whole test set of its scheme (CUHK test; HELEN testset for 68).
 """
 
 from __future__ import annotations
@@ -41,7 +42,11 @@ from bitface.runtime import _native  # noqa: E402
 from bitface.runtime.model import PackedLandmarker  # noqa: E402
 from bitface.runtime.native import Network  # noqa: E402
 
-CUHK_TEST = ROOT.parent / "shared" / "data" / "cuhk_lfw_net_5pt" / "testImageList.txt"
+DATA = ROOT.parent / "shared" / "data"
+TEST_SETS = {  # landmark scheme: the test set the packed and PyTorch models are compared on
+    "5pt": DATA / "cuhk_lfw_net_5pt" / "testImageList.txt",
+    "68pt": DATA / "300w_helen_68pt" / "testset",
+}
 # (in channels, out channels, kernel, input height = width, padding)
 LAYERS = [
     (40, 60, 3, 18, 0),  # 40-60-80-100: conv 2
@@ -147,14 +152,29 @@ def onnx_session(network: torch.nn.Module, shape: tuple[int, ...]):
 
 
 def landmark_agreement(model, packed: PackedLandmarker) -> dict | None:
-    if not CUHK_TEST.is_file():
+    """The largest landmark difference between the packed and the PyTorch model on the whole test set."""
+    source = TEST_SETS.get(model.scheme.name)
+    if source is None or not source.exists():
         return None
-    from bitface.io import read_annotations
+    from bitface.train.trainer import read_samples
 
-    samples = read_annotations(CUHK_TEST, check="exists").samples
+    samples = read_samples(str(source), None)
     ours = packed.predict_samples(samples).points
     theirs = model.predict_samples(samples).points
-    return {"faces": len(samples), "max_px": float(np.abs(ours - theirs).max())}
+    error = np.abs(ours - theirs).max(-1)  # per face and point
+    return {
+        "faces": len(samples),
+        "test_set": str(source.relative_to(DATA)),
+        "max_px": float(error.max()),
+        "mean_px": float(error.mean()),
+        "faces_over_1e-3_px": int((error.max(-1) > 1e-3).sum()),
+    }
+
+
+def fp32_twin(model) -> torch.nn.Module:
+    """The same architecture with real-valued layers (what the binary network is compared against)."""
+    real = {"regression": {"method": "cnn"}, "hourglass": {"binarization": "real"}}[model.model_name]
+    return create_model(model.model_name, **dict(model.model_options, **real)).eval()
 
 
 def bench_network(name: str, checkpoint: Path, rounds: int) -> dict:
@@ -165,12 +185,12 @@ def bench_network(name: str, checkpoint: Path, rounds: int) -> dict:
         file_bytes = path.stat().st_size
     packed = PackedLandmarker(packed_model, name)
     shape = (1, model.input.channels, model.crop.size, model.crop.size)
-    options = dict(model.model_options, method="cnn")
-    fp32 = create_model(model.model_name, **options).eval().to(memory_format=torch.channels_last)
+    fp32 = fp32_twin(model).to(memory_format=torch.channels_last)
     session = onnx_session(fp32, shape)
     x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
     xt = torch.from_numpy(x).to(memory_format=torch.channels_last)
     crop = np.random.default_rng(0).integers(0, 256, (1, model.crop.size, model.crop.size), dtype=np.uint8)
+    calls = max(5, min(200, int(0.05 / best_of(lambda: packed.network(x), 3))))  # about 50 ms a candidate
     with torch.inference_mode():
         t = interleaved(
             {
@@ -181,13 +201,13 @@ def bench_network(name: str, checkpoint: Path, rounds: int) -> dict:
                 "onnxruntime_fp32": lambda: session.run(None, {"image": x}),
             },
             rounds,
-            200,
+            calls,
         )
     paper_bits = sum(row["memory_bits"] for row in packed_model.layer_table())
     row = {
         "network": name,
-        "structure": model.model_options.get("structure"),
-        "method": model.model_options.get("method"),
+        "structure": model.model_options.get("structure") or model.model_options.get("block"),
+        "method": model.model_options.get("method") or model.model_options.get("binarization"),
         "kernel_path": packed.network.path,
         "runtime_ms": t["runtime"] * 1e3,
         "face_us": t["face"] * 1e6,
@@ -207,13 +227,24 @@ def bench_network(name: str, checkpoint: Path, rounds: int) -> dict:
 
 
 def networks() -> list[tuple[str, Path]]:
-    found = [("bundled regression5-acn1bit", ROOT / "models" / "regression5-acn1bit.safetensors")]
+    found = [
+        ("bundled regression5-acn1bit", ROOT / "models" / "regression5-acn1bit.safetensors"),
+        ("bundled landmarks68-hourglass-xnor", ROOT / "models" / "landmarks68-hourglass-xnor.safetensors"),
+    ]
     runs = ROOT / "runs" / "acn_table2"
     for structure in ("10-20-40-80", "20-40-60-80", "40-60-80-100", "20-20-40-40-60-60-80-80"):
         for method in ("xnor", "acn1bit"):
             path = runs / f"{structure}_{method}" / "model.safetensors"
             if path.is_file():
                 found.append((f"table2 {structure} {method}", path))
+    from bitface.train.queue import finished_epochs
+    from bitface.train.recipe import load_recipe
+
+    for row in ("bottleneck_xnor", "hpm48_xnor", "hpm_acn1bit"):  # other binary hourglass rows, once trained
+        folder = ROOT / "runs" / "hourglass68" / row
+        recipe = ROOT / "configs" / "hourglass68" / f"{row}.yaml"
+        if (folder / "model.safetensors").is_file() and finished_epochs(folder) >= load_recipe(recipe).train.epochs:
+            found.append((f"hourglass68 {row}", folder / "model.safetensors"))
     return found
 
 
@@ -250,7 +281,14 @@ def main() -> None:
         )
         + "\n## Whole networks, one face (runtime_ms: the network; face_us: uint8 crop to points)\n\n"
         + markdown_table(
-            [dict(r, max_px=(r["agreement_with_torch"] or {}).get("max_px")) for r in nets],
+            [
+                dict(
+                    r,
+                    max_px=(r["agreement_with_torch"] or {}).get("max_px"),
+                    faces_off=(r["agreement_with_torch"] or {}).get("faces_over_1e-3_px"),
+                )
+                for r in nets
+            ],
             [
                 "network",
                 "runtime_ms",
@@ -264,6 +302,7 @@ def main() -> None:
                 "paper_bytes",
                 "file_over_paper",
                 "max_px",
+                "faces_off",
             ],
             {
                 "runtime_ms": ".4f",
@@ -279,7 +318,11 @@ def main() -> None:
             },
         )
         + f"\nThe physical limit of binary over FP32 on this core is about {PHYSICAL_LIMIT:.0f}x in MACs. "
-        "max_px: the largest landmark difference from the PyTorch model over the CUHK test set (pixels).\n"
+        "max_px: the largest landmark difference from the PyTorch model over the test set of the model's "
+        "scheme (CUHK test for 5 points, HELEN testset for 68), in pixels; faces_off: faces of that set "
+        "with any point more than 1e-3 px away. Binary layers are integer-exact against the numpy "
+        "reference; differences from PyTorch come from float rounding in real layers flipping a sign "
+        "that sits at 0 (or a heatmap peak between two near-equal pixels).\n"
     )
     write_results(args.out, data, "Native runtime speed (single thread, pinned)", body)
 

@@ -41,23 +41,41 @@ class Decoded:
     valid: np.ndarray
 
 
-def decode_argmax(heatmaps: np.ndarray, refine: bool = True, min_peak: float = 1e-6) -> Decoded:
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """The logistic function, without overflow."""
+    return 0.5 * (1 + np.tanh(0.5 * np.asarray(x, np.float64)))
+
+
+def decode_argmax(
+    heatmaps: np.ndarray, refine: bool = True, min_peak: float = 1e-6, activation=None
+) -> Decoded:
     """Argmax of each map, refined to sub-pixel precision by fitting a parabola to the log of the
-    peak and its neighbours along each axis (exact for a Gaussian peak away from the border)."""
-    maps = np.asarray(heatmaps, dtype=np.float64)
+    peak and its neighbours along each axis (exact for a Gaussian peak away from the border).
+
+    activation: an increasing function the maps pass through first (e.g. `sigmoid` of logits); it
+    is applied only to the few values the decoding reads, not to every pixel."""
+    def act(v):  # the few values read, in float64
+        v = np.asarray(v, np.float64)
+        return v if activation is None else activation(v)
+
+    maps = np.asarray(heatmaps)
+    if not np.issubdtype(maps.dtype, np.floating):
+        maps = maps.astype(np.float64)
     if maps.ndim < 3:
         raise ValueError(f"heatmaps must be (..., N, H, W), got shape {maps.shape}")
     *lead, h, w = maps.shape
     flat = maps.reshape(-1, h * w)
-    finite = np.isfinite(flat).all(1)
-    safe = np.where(np.isfinite(flat), flat, -np.inf)
+    finite_values = np.isfinite(flat)
+    finite = finite_values.all(1)
+    everywhere = bool(finite.all())  # the usual case: no masking passes over the maps
+    safe = flat if everywhere else np.where(finite_values, flat, -np.inf)
     index = safe.argmax(1)
-    peak = safe[np.arange(len(flat)), index]
-    valid = finite & (peak > min_peak) & (peak > np.where(finite, flat.min(1), np.inf))
+    peak = act(safe[np.arange(len(flat)), index])
+    valid = finite & (peak > min_peak) & (peak > act(np.where(finite, flat.min(1), np.inf)))
     y, x = np.divmod(index, w)
     coords = np.stack([x, y], 1).astype(np.float64)
     if refine:
-        grid = np.where(np.isfinite(flat), flat, 0).reshape(-1, h, w)
+        grid = (flat if everywhere else np.where(finite_values, flat, 0)).reshape(-1, h, w)
         rows = np.arange(len(flat))
         for axis, (pos, limit) in enumerate(((x, w), (y, h))):
             inner = valid & (pos > 0) & (pos < limit - 1)
@@ -68,7 +86,7 @@ def decode_argmax(heatmaps: np.ndarray, refine: bool = True, min_peak: float = 1
             else:
                 lo, mid, hi = grid[rows, lo_pos, x], grid[rows, y, x], grid[rows, hi_pos, x]
             eps = 1e-10
-            llo, lmid, lhi = (np.log(np.maximum(v, eps)) for v in (lo, mid, hi))
+            llo, lmid, lhi = (np.log(np.maximum(act(v), eps)) for v in (lo, mid, hi))
             curvature = llo - 2 * lmid + lhi
             with np.errstate(divide="ignore", invalid="ignore"):
                 offset = np.where(curvature < 0, 0.5 * (llo - lhi) / curvature, 0.0)

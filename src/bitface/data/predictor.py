@@ -13,7 +13,7 @@ from ..io.sample import DataError, Sample
 from ..schemes import Scheme, get_scheme
 from .crop import CropSpec
 from .geometry import OutputSpace, warp
-from .heatmaps import decode_argmax
+from .heatmaps import decode_argmax, sigmoid
 from .pipeline import InputSpec, load_for, to_original
 
 
@@ -62,11 +62,10 @@ class CroppedPredictor:
 
     def decode(self, output: np.ndarray) -> np.ndarray:
         """Raw output (B, N, 2) coordinates or (B, N, H, W) heatmaps -> points (B, N, 2) in crop pixels."""
+        if self.output == "heatmap":  # the maps stay float32: the decoder reads few values in float64
+            activation = sigmoid if self.heatmap_activation == "sigmoid" else None
+            output = decode_argmax(output, activation=activation).points
         output = np.asarray(output, dtype=np.float64)
-        if self.output == "heatmap":
-            if self.heatmap_activation == "sigmoid":
-                output = 0.5 * (1 + np.tanh(0.5 * output))  # the logistic sigmoid, without overflow
-            output = decode_argmax(output).points
         return self.space.to_crop(output)
 
     def predict_crops(self, crops: np.ndarray) -> np.ndarray:
