@@ -267,7 +267,9 @@ def test_hourglass_graphs_run_natively_and_exactly(kernel_path, size):
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)  # the real 1x1 head rounds differently
     # every value before the head is exact: compare the head's input through a network ending there
-    trunk = PackedModel(model.graph[:-1], {k: v for k, v in model.tensors.items() if int(k.split(".")[0]) < len(model.graph) - 1}, model.meta)
+    head = len(model.graph) - 1
+    tensors = {k: v for k, v in model.tensors.items() if int(k.split(".")[0]) < head}
+    trunk = PackedModel(model.graph[:head], tensors, model.meta)
     np.testing.assert_array_equal(native.Network(trunk)(x), reference.run(trunk, x))
 
 

@@ -46,14 +46,13 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1 + np.tanh(0.5 * np.asarray(x, np.float64)))
 
 
-def decode_argmax(
-    heatmaps: np.ndarray, refine: bool = True, min_peak: float = 1e-6, activation=None
-) -> Decoded:
+def decode_argmax(heatmaps: np.ndarray, refine: bool = True, min_peak: float = 1e-6, activation=None) -> Decoded:
     """Argmax of each map, refined to sub-pixel precision by fitting a parabola to the log of the
     peak and its neighbours along each axis (exact for a Gaussian peak away from the border).
 
     activation: an increasing function the maps pass through first (e.g. `sigmoid` of logits); it
     is applied only to the few values the decoding reads, not to every pixel."""
+
     def act(v):  # the few values read, in float64
         v = np.asarray(v, np.float64)
         return v if activation is None else activation(v)

@@ -339,9 +339,8 @@ class _Compiler:
             c0 = whole.c0
             for j in self.inputs[i]:
                 v = self._resolve(j)
-                movable = (
-                    v >= 0 and self.graph[v]["op"] not in VIEWS and v not in self.placed and self.inputs[i].count(j) == 1
-                )
+                movable = v >= 0 and self.graph[v]["op"] not in VIEWS and v not in self.placed
+                movable = movable and self.inputs[i].count(j) == 1
                 if not movable:
                     raise Unsupported(f"op {i}: concat of value {j}, which cannot be written in place")
                 self.placed[v] = View(whole.buf, c0, *self.shapes[v])
@@ -551,10 +550,14 @@ class _Compiler:
         row, pix, _ = self.layout[result.buf].strides()
         offset = place(result)[0]
         output = (result.buf, result.channels, result.height, result.width, offset, row, pix)
-        shape = (result.channels * result.height * result.width,) if flat else (
-            result.channels,
-            result.height,
-            result.width,
+        shape = (
+            (result.channels * result.height * result.width,)
+            if flat
+            else (
+                result.channels,
+                result.height,
+                result.width,
+            )
         )
         return CompiledPlan(
             stages,
