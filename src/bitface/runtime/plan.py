@@ -274,13 +274,19 @@ class _Compiler:
         self.layout.append(Buffer(bits, *shape))
         return len(self.layout) - 1
 
+    def _through_view(self, v: int, read) -> View | None:
+        """A pad or flatten op's value, as `read` (floats or bits) gives its input; None otherwise."""
+        if v < 0 or self.graph[v]["op"] not in VIEWS:
+            return None
+        view = read(self.inputs[v][0])
+        if self.graph[v]["op"] == "pad":
+            left, right, top, bottom = self.graph[v]["pad"]
+            view = view.padded((top, bottom, left, right))
+        return view
+
     def floats(self, v: int) -> View:
         v = self._resolve(v)
-        if v >= 0 and self.graph[v]["op"] in VIEWS:
-            view = self.floats(self.inputs[v][0])
-            if self.graph[v]["op"] == "pad":
-                left, right, top, bottom = self.graph[v]["pad"]
-                view = view.padded((top, bottom, left, right))
+        if (view := self._through_view(v, self.floats)) is not None:
             return view
         if self.is_bits[v]:
             raise Unsupported(f"value {v} is needed as floats but was stored as sign bits")
@@ -288,11 +294,7 @@ class _Compiler:
 
     def bits(self, v: int) -> View:
         v = self._resolve(v)
-        if v >= 0 and self.graph[v]["op"] in VIEWS:
-            view = self.bits(self.inputs[v][0])
-            if self.graph[v]["op"] == "pad":
-                left, right, top, bottom = self.graph[v]["pad"]
-                view = view.padded((top, bottom, left, right))
+        if (view := self._through_view(v, self.bits)) is not None:
             return view
         if self.is_bits[v]:
             return self.stored[v]
