@@ -192,15 +192,18 @@ __attribute__((target("avx2"))) static void bconv_avx2(const Stage *s, const uin
 
 #define AVX512 "avx512f,avx512bw,avx512vl,avx512dq,avx512vpopcntdq"
 
+/* The lanes of a 16-wide step that hold one of the n remaining channels. */
+static inline __mmask16 lanes16(int64_t n) { return n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1); }
+
 /* The fast path: 16 accumulators of 8 pixels; each input load is reused by 16 output channels and
- * each weight word is an embedded broadcast of the XOR. Bits outputs are thresholded and packed in
- * registers with one masked OR per channel. */
-__attribute__((target(AVX512))) static void bconv_avx512(const Stage *s, const uint64_t *in, void *out) {
+ * each weight word is an embedded broadcast of the XOR. Outputs are thresholded and packed in
+ * registers with one masked OR per channel. Only for sign-bit outputs without built-in padding (see
+ * bconv): float outputs and padding corrections go to the channel-vectorized kernel. */
+__attribute__((target(AVX512))) static void bconv_avx512_bits(const Stage *s, const uint64_t *in, void *out) {
     const uint64_t *weight = (const uint64_t *)s->weight;
     const int64_t nblocks = s->cout_pad / BLOCK, taps = s->kh * s->kw * s->words;
     const int64_t k = s->cin * s->kh * s->kw, nwords = (s->cout + 63) / 64;
-    uint64_t bits[PX][MAXWORDS];
-    int64_t mism[BLOCK][PX];
+    const __m512i kk = _mm512_set1_epi64(k);
     __m512i packed[MAXWORDS];
     for (int64_t y = 0; y < s->ho; y++)
         for (int64_t x0 = 0; x0 < s->wo; x0 += PX) {
@@ -223,34 +226,18 @@ __attribute__((target(AVX512))) static void bconv_avx512(const Stage *s, const u
                                     acc[j], _mm512_popcnt_epi64(_mm512_xor_si512(v, _mm512_set1_epi64((long long)wp[j]))));
                         }
                 }
-                if (s->out_mode == OUT_BITS) {
-                    const __m512i kk = _mm512_set1_epi64(k);
-                    const int nj = s->cout - ob * BLOCK < BLOCK ? (int)(s->cout - ob * BLOCK) : BLOCK;
-                    for (int j = 0; j < nj; j++) {
-                        const int64_t o = ob * BLOCK + j;
-                        __m512i dot = _mm512_sub_epi64(kk, _mm512_slli_epi64(acc[j], 1));
-                        if (s->fix) /* one channel of 8 pixels: a gather with the table's pixel stride */
-                            dot = _mm512_sub_epi64(
-                                dot, _mm512_cvtepi32_epi64(_mm512_i64gather_epi32(
-                                         _mm512_setr_epi64(0, s->cout_pad, 2 * s->cout_pad, 3 * s->cout_pad,
-                                                           4 * s->cout_pad, 5 * s->cout_pad, 6 * s->cout_pad,
-                                                           7 * s->cout_pad),
-                                         padding_fix_row(s, y, x0) + o, 4)));
-                        const __mmask8 on = _mm512_cmpge_epi64_mask(dot, _mm512_set1_epi64(s->lo[o])) &
-                                            _mm512_cmple_epi64_mask(dot, _mm512_set1_epi64(s->hi[o]));
-                        packed[o >> 6] =
-                            _mm512_mask_or_epi64(packed[o >> 6], on, packed[o >> 6],
-                                                 _mm512_set1_epi64((long long)((uint64_t)1 << (o & 63))));
-                    }
-                } else {
-                    for (int j = 0; j < BLOCK; j++) _mm512_storeu_si512((void *)mism[j], acc[j]);
-                    bin_epilogue(s, (const int64_t(*)[PX])mism, ob, np, y, x0, out, bits);
+                const int nj = s->cout - ob * BLOCK < BLOCK ? (int)(s->cout - ob * BLOCK) : BLOCK;
+                for (int j = 0; j < nj; j++) {
+                    const int64_t o = ob * BLOCK + j;
+                    const __m512i dot = _mm512_sub_epi64(kk, _mm512_slli_epi64(acc[j], 1));
+                    const __mmask8 on = _mm512_cmpge_epi64_mask(dot, _mm512_set1_epi64(s->lo[o])) &
+                                        _mm512_cmple_epi64_mask(dot, _mm512_set1_epi64(s->hi[o]));
+                    packed[o >> 6] = _mm512_mask_or_epi64(packed[o >> 6], on, packed[o >> 6],
+                                                          _mm512_set1_epi64((long long)((uint64_t)1 << (o & 63))));
                 }
             }
-            if (s->out_mode == OUT_BITS) {
-                uint64_t *o = (uint64_t *)out + s->out_off + y * s->out_row + x0;
-                for (int64_t w = 0; w < nwords; w++) _mm512_mask_storeu_epi64(o + w * s->out_plane, valid, packed[w]);
-            }
+            uint64_t *o = (uint64_t *)out + s->out_off + y * s->out_row + x0;
+            for (int64_t w = 0; w < nwords; w++) _mm512_mask_storeu_epi64(o + w * s->out_plane, valid, packed[w]);
         }
 }
 
@@ -285,7 +272,7 @@ __attribute__((target(AVX512))) static void bconv_avx512_channels(const Stage *s
                         }
                 /* 16 channels per step: the two 8 x int64 halves narrowed to 16 x int32 (|dot| < 2^31) */
                 const int64_t o0 = ob * BLOCK;
-                const __mmask16 valid = s->cout - o0 >= 16 ? 0xffff : (__mmask16)((1u << (s->cout - o0)) - 1);
+                const __mmask16 valid = lanes16(s->cout - o0);
                 const int bits_out = s->out_mode == OUT_BITS;
                 const __m512i k32 = _mm512_set1_epi32((int)(s->cin * s->kh * s->kw));
                 const __m512i lo = bits_out ? _mm512_maskz_loadu_epi32(valid, s->lo + o0) : k32;
@@ -327,7 +314,7 @@ __attribute__((target(AVX512))) static void bconv_avx512_channels(const Stage *s
 static void bconv(const Stage *s, const uint64_t *in, void *out) {
 #if defined(BF_X86)
     if (isa_current == ISA_AVX512 && (s->out_mode == OUT_FLOAT || s->fix)) return bconv_avx512_channels(s, in, out);
-    if (isa_current == ISA_AVX512) return bconv_avx512(s, in, out);
+    if (isa_current == ISA_AVX512) return bconv_avx512_bits(s, in, out);
     if (isa_current == ISA_AVX2) return bconv_avx2(s, in, out);
 #endif
     bconv_portable(s, in, out);
@@ -550,14 +537,7 @@ static void conv_f32(const Stage *s, const float *in, void *out) {
 /* Pooling (floor mode; a padded border holds -inf, or 0 bits), element-wise stages, sign packing,
  * input layout. */
 
-#if defined(BF_X86)
-__attribute__((target(AVX512))) static void pool_avx512(const Stage *s, const float *in, float *out);
-#endif
-
-static void pool_f32(const Stage *s, const float *in, float *out) {
-#if defined(BF_X86)
-    if (isa_current == ISA_AVX512) return pool_avx512(s, in, out);
-#endif
+static void pool_portable(const Stage *s, const float *in, float *out) {
     for (int64_t y = 0; y < s->ho; y++)
         for (int64_t x = 0; x < s->wo; x++) {
             float *o = out + s->out_off + y * s->out_row + x * s->out_pix;
@@ -620,7 +600,7 @@ __attribute__((target(AVX512))) static void affine_avx512(const Stage *s, const 
             const float *ip = in + s->in_off + y * s->in_row + x * s->in_pix;
             uint64_t word = 0;
             for (int64_t c = 0; c < s->cout; c += 16) {
-                const __mmask16 valid = s->cout - c >= 16 ? 0xffff : (__mmask16)((1u << (s->cout - c)) - 1);
+                const __mmask16 valid = lanes16(s->cout - c);
                 __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(valid, ip + c),
                                                        _mm512_maskz_loadu_ps(valid, s->scale + c)),
                                          _mm512_maskz_loadu_ps(valid, s->shift + c));
@@ -654,7 +634,7 @@ __attribute__((target(AVX512))) static void add_avx512(const Stage *s, const flo
             const float *pb = b + s->in2_off + y * s->in2_row + x * s->in2_pix;
             float *o = out + s->out_off + y * s->out_row + x * s->out_pix;
             for (int64_t c = 0; c < s->cout; c += 16) {
-                const __mmask16 m = s->cout - c >= 16 ? 0xffff : (__mmask16)((1u << (s->cout - c)) - 1);
+                const __mmask16 m = lanes16(s->cout - c);
                 _mm512_mask_storeu_ps(o + c, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, pa + c), _mm512_maskz_loadu_ps(m, pb + c)));
             }
         }
@@ -667,7 +647,7 @@ __attribute__((target(AVX512))) static void pool_avx512(const Stage *s, const fl
             const float *first = in + s->in_off + y * s->stride * s->in_row + x * s->stride * s->in_pix;
             float *o = out + s->out_off + y * s->out_row + x * s->out_pix;
             for (int64_t c = 0; c < s->cout; c += 16) {
-                const __mmask16 m = s->cout - c >= 16 ? 0xffff : (__mmask16)((1u << (s->cout - c)) - 1);
+                const __mmask16 m = lanes16(s->cout - c);
                 __m512 v = _mm512_maskz_loadu_ps(m, first + c);
                 for (int64_t dy = 0; dy < s->size; dy++)
                     for (int64_t dx = 0; dx < s->size; dx++)
@@ -677,6 +657,13 @@ __attribute__((target(AVX512))) static void pool_avx512(const Stage *s, const fl
         }
 }
 #endif
+
+static void pool_f32(const Stage *s, const float *in, float *out) {
+#if defined(BF_X86)
+    if (isa_current == ISA_AVX512) return pool_avx512(s, in, out);
+#endif
+    pool_portable(s, in, out);
+}
 
 static void add_f32(const Stage *s, const float *a, const float *b, float *out) {
 #if defined(BF_X86)
@@ -824,7 +811,8 @@ static int plan_init(Plan *self, PyObject *args, PyObject *kwds) {
             }
         }
         if (s->kind < ST_INPUT || s->kind >= ST_KINDS || s->in_buf < -1 || s->in_buf >= self->nbuffers ||
-            s->in2_buf < -1 || s->in2_buf >= self->nbuffers || (s->kind != ST_INPUT && s->in_buf < 0) ||
+            s->in2_buf < -1 || s->in2_buf >= self->nbuffers || s->aff_buf >= self->nbuffers ||
+            (s->kind != ST_INPUT && s->in_buf < 0) ||
             (s->kind == ST_ADD && s->in2_buf < 0) || s->out_buf < 0 || s->out_buf >= self->nbuffers ||
             s->cout_pad % BLOCK || (s->cout + 63) / 64 > MAXWORDS || s->stride < 1 || s->size < 1) {
             PyErr_Format(PyExc_ValueError, "stage %zd: inconsistent parameters", i);
@@ -865,12 +853,8 @@ static int plan_init(Plan *self, PyObject *args, PyObject *kwds) {
                 if (!s->fix) return -1;
             }
         }
-        if (s->in2_buf >= 0 && s->kind == ST_BCONV) s->in2 = self->buffers[s->in2_buf];
+        if (s->in2_buf >= 0) s->in2 = self->buffers[s->in2_buf]; /* an ADD's other side, or a fused sum */
         if (s->aff_buf >= 0 && s->kind == ST_BCONV && s->out_mode == OUT_FLOAT) {
-            if (s->aff_buf >= self->nbuffers) {
-                PyErr_Format(PyExc_ValueError, "stage %zd: affine buffer out of range", i);
-                return -1;
-            }
             s->aff_out = self->buffers[s->aff_buf];
             s->aff_scale = borrow(self, aff_scale, 4, s->cout, "aff_scale", i);
             s->aff_shift = borrow(self, aff_shift, 4, s->cout, "aff_shift", i);
@@ -905,7 +889,7 @@ static void run_stage(Plan *self, Py_ssize_t i, const float *image) {
         case ST_BPOOL: pool_bits(s, in, out); break;
         case ST_SIGN: sign_pack(s, in, out); break;
         case ST_AFFINE: affine(s, in, out); break;
-        case ST_ADD: add_f32(s, in, self->buffers[s->in2_buf], out); break;
+        case ST_ADD: add_f32(s, in, s->in2, out); break;
         case ST_UPSAMPLE: upsample_f32(s, in, out); break;
         }
     }

@@ -137,7 +137,11 @@ class CompiledPlan:
     input_shape: tuple[int, int, int]
     output_shape: tuple[int, ...]  # per image, as the reference returns it
     layout: list[Buffer]
-    kinds: list[int]  # the stage kinds, in order
+
+    @property
+    def kinds(self) -> list[int]:
+        """The stage kinds, in order (each stage's first parameter)."""
+        return [params[0] for params, *_ in self.stages]
 
 
 def _thresholds(scale, shift, relu: bool, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -186,8 +190,7 @@ class _Compiler:
         self._find_readers()
         self.layout: list[Buffer] = []
         self.stages: list[Stage] = []
-        self.stored: dict[int, View] = {}  # value -> where it is stored (floats or bits, see is_bits)
-        self.is_bits: dict[int, bool] = {}
+        self.stored: dict[int, View] = {}  # value -> where it is stored (its buffer says floats or bits)
         self.signed: dict[int, View] = {}  # float values also signed into a bits buffer
         self.producer: dict[int, Stage] = {}  # values a binary conv's float epilogue writes (fusable)
         self.done_at: dict[int, int] = {-1: 0}  # value -> index of the last stage writing it
@@ -288,7 +291,7 @@ class _Compiler:
         v = self._resolve(v)
         if (view := self._through_view(v, self.floats)) is not None:
             return view
-        if self.is_bits[v]:
+        if self._is_stored_bits(v):
             raise Unsupported(f"value {v} is needed as floats but was stored as sign bits")
         return self.stored[v]
 
@@ -296,7 +299,7 @@ class _Compiler:
         v = self._resolve(v)
         if (view := self._through_view(v, self.bits)) is not None:
             return view
-        if self.is_bits[v]:
+        if self._is_stored_bits(v):
             return self.stored[v]
         if v not in self.signed:
             source = self.stored[v]
@@ -314,7 +317,6 @@ class _Compiler:
     # -- lowering ------------------------------------------------------------------------------
     def compile(self) -> CompiledPlan:
         c, h, w = self.shapes[-1]
-        self.is_bits[-1] = False
         self.stored[-1] = View(self.new_buffer(False, (c, h, w)), 0, c, h, w)
         self.stages.append(Stage(INPUT, self.stored[-1]))
         self._place_concats()
@@ -347,10 +349,9 @@ class _Compiler:
                     raise Unsupported(f"op {i}: concat of value {j}, which cannot be written in place")
                 self.placed[v] = View(whole.buf, c0, *self.shapes[v])
                 c0 += self.shapes[v][0]
-            self.stored[i], self.is_bits[i] = whole, False
+            self.stored[i] = whole
 
     def _output(self, v: int, bits: bool) -> View:
-        self.is_bits[v] = bits
         if v in self.placed:
             self.stored[v] = self.placed[v]
         else:
@@ -456,7 +457,7 @@ class _Compiler:
         return v
 
     def _is_stored_bits(self, v: int) -> bool:
-        return self.is_bits[self._base(v)]
+        return self.layout[self.stored[self._base(v)].buf].bits
 
     def _lower_layer(self, i: int, only_bits: bool) -> None:
         op, kind = self.graph[i], self.graph[i]["op"]
@@ -568,7 +569,6 @@ class _Compiler:
             self.shapes[-1],
             shape,
             self.layout,
-            [s.kind for s in self.stages],
         )
 
 
