@@ -35,6 +35,7 @@ ROWS = {
     "bottleneck_real": ("bottleneck", "real", "bce", True),
     "hpm_xnor_l2": ("hpm", "xnor", "l2", True),
     "hpm_xnor_noaug": ("hpm", "xnor", "bce", False),
+    "hpm_xnor_init": ("hpm", "xnor", "bce", True),  # starts from hpm_real's weights (train.init)
     "hpm_acn1bit": ("hpm", "acn1bit", "bce", True),
     "hpm_acn": ("hpm", "acn", "bce", True),
     "hpm48_real": ("hpm", "real", "bce", True),
@@ -80,12 +81,14 @@ def score(row: str, test_samples: dict) -> tuple[dict, dict]:
     from bitface.evaluate.protocol import evaluate_model
     from bitface.models.model_file import load_model
     from bitface.models.summary import summarize
+    from bitface.train.recipe import load_recipe
 
     folder = run_folder(row)
     model = load_model(folder / "model.safetensors")
     totals = summarize(model.network, (model.input.channels, model.crop.size, model.crop.size)).totals()
     log = read_log(folder)
     block, binarization, loss, augment = ROWS[row]
+    init = load_recipe(recipe_path(row)).train.init  # a row started from another row's weights
     result = {
         "row": row,
         "block": block,
@@ -98,7 +101,8 @@ def score(row: str, test_samples: dict) -> tuple[dict, dict]:
         "binary_macs": totals["binary_macs"],
         "float_macs": totals["float_macs"],
         "epochs": len(log),
-        "train_minutes": sum(r["seconds"] for r in log) / 60,
+        "train_minutes": sum(r["seconds"] for r in log) / 60,  # not counting the row it starts from
+        "init": str(Path(init).resolve().relative_to(ROOT)) if init else None,
         "recipe": str(recipe_path(row).relative_to(ROOT)),
         "checkpoint": None,
     }

@@ -144,3 +144,29 @@ def test_a_heatmap_hourglass_trains_from_two_sources_and_decodes_its_logits(tiny
         logits = trainer.network.eval()(torch.from_numpy(model.input.normalize(crops))).numpy()
     expected = model.space.to_crop(decode_argmax(1 / (1 + np.exp(-logits))).points)
     np.testing.assert_allclose(model.predict_crops(crops), expected, atol=1e-6)
+
+
+def test_train_init_starts_a_binary_twin_from_a_real_model_and_refuses_another_architecture(tiny_recipe, tmp_path):
+    import yaml
+
+    from bitface.train.errors import RecipeError
+
+    real = load_recipe(tiny_recipe, {"model.options.method": "cnn", "train.epochs": 1})
+    Trainer(real, tmp_path / "real", progress=False).fit()
+    source = load_model(tmp_path / "real" / "model.safetensors").network.state_dict()
+
+    recipe = yaml.safe_load(tiny_recipe.read_text())  # the tiny recipe is an ACN twin of the same structure
+    recipe["train"]["init"] = "real/model.safetensors"  # relative to the recipe file
+    (tmp_path / "twin.yaml").write_text(yaml.safe_dump(recipe))
+    twin = Trainer(load_recipe(tmp_path / "twin.yaml"), tmp_path / "twin", progress=False)
+    fresh = {k: v.clone() for k, v in twin.network.state_dict().items()}
+    twin.fit(until_epoch=0)  # loads the init, trains nothing
+    loaded = twin.network.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in source.items())
+    kept = sorted(set(loaded) - set(source))
+    assert kept and all(torch.equal(loaded[k], fresh[k]) for k in kept)  # the amplitude matrices keep their init
+
+    recipe["model"]["options"]["structure"] = "20-40-60-80"
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(recipe))
+    with pytest.raises(RecipeError, match=r"train.init: .*model.safetensors: .* is \("):
+        Trainer(load_recipe(tmp_path / "other.yaml"), tmp_path / "other", progress=False).fit(until_epoch=0)

@@ -80,6 +80,9 @@ class OptimSpec:
     seed: int = 0
     workers: int = 0
     threads: int = 1  # torch intra-op threads
+    # a trained model file (path relative to the recipe) whose weights start the network, e.g. a real-valued
+    # run for its binary twin (Real-to-Binary style); tensors the file lacks (ACN amplitudes) keep their init
+    init: str | None = None
 
     def __post_init__(self):
         checks = [
@@ -182,6 +185,9 @@ def _read_with_bases(path: Path, seen: tuple[Path, ...]) -> dict:
 
 
 def _resolve_paths(data: dict, folder: Path) -> None:
+    train = data.get("train")
+    if isinstance(train, dict) and isinstance(train.get("init"), str):
+        train["init"] = str(Path(folder, train["init"]).resolve())
     section = data.get("data")
     if not isinstance(section, dict):
         return

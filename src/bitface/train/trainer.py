@@ -30,9 +30,9 @@ from ..data.pipeline import to_original
 from ..evaluate.report import evaluate
 from ..io import read_annotations
 from ..io.sample import Sample
-from ..models.model_file import LandmarkModel, calibrate_points_crop
+from ..models.model_file import LandmarkModel, calibrate_points_crop, load_model
 from .acn import AsyncAmplitudeOptimizer
-from .errors import TrainingDiverged
+from .errors import RecipeError, TrainingDiverged
 from .recipe import Recipe, recipe_from_dict
 
 STATE_VERSION = 1
@@ -97,6 +97,24 @@ def rate_factor(spec, step: int, steps_per_epoch: int) -> float:
     if spec.schedule == "step":
         return spec.step_gamma ** sum(epoch >= e for e in spec.step_epochs)
     return 1.0
+
+
+def start_from(network: torch.nn.Module, path: str | Path) -> list[str]:
+    """Load the weights of a trained model file into `network` (train.init). Every tensor of the file
+    must exist in the network with the same shape; the network's tensors the file lacks keep their
+    initialization and are returned (e.g. the amplitude matrices of an ACN twin of a real model)."""
+    source = load_model(path).network.state_dict()
+    own = network.state_dict()
+    foreign = sorted(set(source) - set(own))
+    if foreign:
+        raise RecipeError(f"train.init: {path}: tensor {foreign[0]} has no place in this network (another architecture?)")
+    for key, value in source.items():
+        if value.shape != own[key].shape:
+            raise RecipeError(
+                f"train.init: {path}: {key} is {tuple(value.shape)} there, {tuple(own[key].shape)} in this network"
+            )
+    network.load_state_dict(source, strict=False)
+    return sorted(set(own) - set(source))
 
 
 class Trainer:
@@ -214,6 +232,8 @@ class Trainer:
             self.resume()
         elif self.files.state.exists():
             raise FileExistsError(f"{self.files.folder} already holds a run; pass --resume or choose another --out")
+        elif self.recipe.train.init:
+            start_from(self.network, self.recipe.train.init)
         self.files.recipe.write_text(yaml.safe_dump(self.recipe.to_dict(), sort_keys=False))
         if not resume and self.files.log.exists():
             self.files.log.unlink()
