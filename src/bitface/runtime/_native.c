@@ -52,6 +52,7 @@ typedef struct {
      * a following affine (a BatchNorm before the next binary layer) written as bits to aff_out */
     const float *in2, *aff_scale, *aff_shift;
     uint64_t *aff_out;
+    uint32_t *weight32; /* binary convs of at most 32 input channels: the weights' low words (owned) */
 } Stage;
 
 static inline const int32_t *padding_fix_row(const Stage *s, int64_t y, int64_t x) {
@@ -241,9 +242,56 @@ __attribute__((target(AVX512))) static void bconv_avx512_bits(const Stage *s, co
         }
 }
 
-/* Channel-vectorized: a register holds 8 output channels of one pixel, so results leave in the
- * HWC order the float buffers use (a vector epilogue, no transposes). 8 pixels x 16 channels of
- * accumulators; each weight vector load is reused by 8 pixels, each input word is a broadcast. */
+/* The channel-vectorized kernels' epilogue: 16 output channels (o0...) of one pixel at a time, so
+ * results leave in the HWC order of the float buffers (a vector epilogue, no transposes). */
+typedef struct {
+    int64_t o0;
+    __mmask16 valid;
+    int bits_out;
+    __m512i k, lo, hi;
+    __m512 scale, shift, aff_scale, aff_shift;
+} Block16;
+
+__attribute__((target(AVX512))) static inline Block16 block16(const Stage *s, int64_t o0) {
+    Block16 b;
+    b.o0 = o0;
+    b.valid = lanes16(s->cout - o0);
+    b.bits_out = s->out_mode == OUT_BITS;
+    b.k = _mm512_set1_epi32((int)(s->cin * s->kh * s->kw));
+    b.lo = b.bits_out ? _mm512_maskz_loadu_epi32(b.valid, s->lo + o0) : b.k;
+    b.hi = b.bits_out ? _mm512_maskz_loadu_epi32(b.valid, s->hi + o0) : b.k;
+    b.scale = _mm512_maskz_loadu_ps(b.valid, s->scale + o0);
+    b.shift = _mm512_maskz_loadu_ps(b.valid, s->shift + o0);
+    b.aff_scale = s->aff_out ? _mm512_maskz_loadu_ps(b.valid, s->aff_scale + o0) : b.scale;
+    b.aff_shift = s->aff_out ? _mm512_maskz_loadu_ps(b.valid, s->aff_shift + o0) : b.shift;
+    return b;
+}
+
+/* mism: 16 x int32 popcount mismatches of pixel (y, x); sign bits go to `bits` (that pixel's words). */
+__attribute__((target(AVX512))) static inline void epilogue16(const Stage *s, const Block16 *b, __m512i mism,
+                                                              int64_t y, int64_t x, void *out, uint64_t *bits) {
+    const int64_t o0 = b->o0;
+    __m512i dot = _mm512_sub_epi32(b->k, _mm512_slli_epi32(mism, 1));
+    if (s->fix) dot = _mm512_sub_epi32(dot, _mm512_loadu_si512(padding_fix_row(s, y, x) + o0));
+    if (b->bits_out) {
+        const __mmask16 on = _mm512_cmpge_epi32_mask(dot, b->lo) & _mm512_cmple_epi32_mask(dot, b->hi) & b->valid;
+        bits[o0 >> 6] |= (uint64_t)on << (o0 & 63);
+        return;
+    }
+    __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), b->scale), b->shift);
+    if (s->relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
+    if (s->in2)
+        v = _mm512_add_ps(_mm512_maskz_loadu_ps(b->valid, s->in2 + s->in2_off + y * s->in2_row + x * s->in2_pix + o0), v);
+    _mm512_mask_storeu_ps((float *)out + s->out_off + y * s->out_row + x * s->out_pix + o0, b->valid, v);
+    if (s->aff_out) {
+        const __m512 a = _mm512_add_ps(_mm512_mul_ps(v, b->aff_scale), b->aff_shift);
+        const __mmask16 on = s->aff_relu ? b->valid : _mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GE_OQ) & b->valid;
+        bits[o0 >> 6] |= (uint64_t)on << (o0 & 63);
+    }
+}
+
+/* Channel-vectorized: 8 pixels x 16 channels of accumulators (two 8 x int64 registers per pixel);
+ * each weight vector load is reused by 8 pixels, each input word is a broadcast. */
 __attribute__((target(AVX512))) static void bconv_avx512_channels(const Stage *s, const uint64_t *in, void *out) {
     const uint64_t *weight = (const uint64_t *)s->weight;
     const int64_t nblocks = s->cout_pad / BLOCK, taps = s->kh * s->kw * s->words;
@@ -270,41 +318,42 @@ __attribute__((target(AVX512))) static void bconv_avx512_channels(const Stage *s
                                 acc[p][1] = _mm512_add_epi64(acc[p][1], _mm512_popcnt_epi64(_mm512_xor_si512(v, w1)));
                             }
                         }
-                /* 16 channels per step: the two 8 x int64 halves narrowed to 16 x int32 (|dot| < 2^31) */
-                const int64_t o0 = ob * BLOCK;
-                const __mmask16 valid = lanes16(s->cout - o0);
-                const int bits_out = s->out_mode == OUT_BITS;
-                const __m512i k32 = _mm512_set1_epi32((int)(s->cin * s->kh * s->kw));
-                const __m512i lo = bits_out ? _mm512_maskz_loadu_epi32(valid, s->lo + o0) : k32;
-                const __m512i hi = bits_out ? _mm512_maskz_loadu_epi32(valid, s->hi + o0) : k32;
-                const __m512 scale = _mm512_maskz_loadu_ps(valid, s->scale + o0);
-                const __m512 shift = _mm512_maskz_loadu_ps(valid, s->shift + o0);
-                const __m512 aff_scale = s->aff_out ? _mm512_maskz_loadu_ps(valid, s->aff_scale + o0) : scale;
-                const __m512 aff_shift = s->aff_out ? _mm512_maskz_loadu_ps(valid, s->aff_shift + o0) : shift;
-                for (int64_t p = 0; p < np; p++) {
-                    const __m512i mism = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(acc[p][0])),
-                                                            _mm512_cvtepi64_epi32(acc[p][1]), 1);
-                    __m512i dot = _mm512_sub_epi32(k32, _mm512_slli_epi32(mism, 1));
-                    if (s->fix) dot = _mm512_sub_epi32(dot, _mm512_loadu_si512(padding_fix_row(s, y, x0 + p) + o0));
-                    if (bits_out) {
-                        const __mmask16 on = _mm512_cmpge_epi32_mask(dot, lo) & _mm512_cmple_epi32_mask(dot, hi) & valid;
-                        bits[p][o0 >> 6] |= (uint64_t)on << (o0 & 63);
-                        continue;
+                const Block16 b = block16(s, ob * BLOCK);
+                for (int64_t p = 0; p < np; p++) /* the two 8 x int64 halves narrowed to 16 x int32 (|dot| < 2^31) */
+                    epilogue16(s, &b,
+                               _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(acc[p][0])),
+                                                  _mm512_cvtepi64_epi32(acc[p][1]), 1),
+                               y, x0 + p, out, bits[p]);
+            }
+            finish_bits(s, bits, np, y, x0, out);
+        }
+}
+
+/* Narrow inputs (at most 32 channels: the high half of every input word is 0): 32-bit lanes, so
+ * one register holds 16 channels' weights (narrowed once, at plan build) and each pixel's word is
+ * one 32-bit broadcast: half the instructions of the 64-bit kernel, none spent on empty bits. */
+__attribute__((target(AVX512))) static void bconv_avx512_narrow(const Stage *s, const uint64_t *in, void *out) {
+    const int64_t nblocks = s->cout_pad / BLOCK, taps = s->kh * s->kw;
+    uint64_t bits[PX][MAXWORDS];
+    for (int64_t y = 0; y < s->ho; y++)
+        for (int64_t x0 = 0; x0 < s->wo; x0 += PX) {
+            const int64_t np = s->wo - x0 < PX ? s->wo - x0 : PX;
+            clear_bits(bits, s->cout);
+            for (int64_t ob = 0; ob < nblocks; ob++) {
+                __m512i acc[PX];
+#pragma GCC unroll 8
+                for (int p = 0; p < PX; p++) acc[p] = _mm512_setzero_si512();
+                const uint32_t *wp = s->weight32 + ob * taps * BLOCK;
+                for (int64_t ky = 0; ky < s->kh; ky++)
+                    for (int64_t kx = 0; kx < s->kw; kx++, wp += BLOCK) {
+                        const int32_t *ip = (const int32_t *)(in + s->in_off + (y + ky) * s->in_row + x0 + kx);
+                        const __m512i w = _mm512_loadu_si512((const void *)wp);
+#pragma GCC unroll 8
+                        for (int p = 0; p < PX; p++) /* the low half of word p */
+                            acc[p] = _mm512_add_epi32(acc[p], _mm512_popcnt_epi32(_mm512_xor_si512(_mm512_set1_epi32(ip[2 * p]), w)));
                     }
-                    __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), scale), shift);
-                    if (s->relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
-                    if (s->in2)
-                        v = _mm512_add_ps(
-                            _mm512_maskz_loadu_ps(valid, s->in2 + s->in2_off + y * s->in2_row + (x0 + p) * s->in2_pix + o0),
-                            v);
-                    _mm512_mask_storeu_ps((float *)out + s->out_off + y * s->out_row + (x0 + p) * s->out_pix + o0, valid, v);
-                    if (s->aff_out) {
-                        const __m512 a = _mm512_add_ps(_mm512_mul_ps(v, aff_scale), aff_shift);
-                        const __mmask16 on =
-                            s->aff_relu ? valid : _mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GE_OQ) & valid;
-                        bits[p][o0 >> 6] |= (uint64_t)on << (o0 & 63);
-                    }
-                }
+                const Block16 b = block16(s, ob * BLOCK);
+                for (int64_t p = 0; p < np; p++) epilogue16(s, &b, acc[p], y, x0 + p, out, bits[p]);
             }
             finish_bits(s, bits, np, y, x0, out);
         }
@@ -313,6 +362,7 @@ __attribute__((target(AVX512))) static void bconv_avx512_channels(const Stage *s
 
 static void bconv(const Stage *s, const uint64_t *in, void *out) {
 #if defined(BF_X86)
+    if (isa_current == ISA_AVX512 && s->weight32) return bconv_avx512_narrow(s, in, out);
     if (isa_current == ISA_AVX512 && (s->out_mode == OUT_FLOAT || s->fix)) return bconv_avx512_channels(s, in, out);
     if (isa_current == ISA_AVX512) return bconv_avx512_bits(s, in, out);
     if (isa_current == ISA_AVX2) return bconv_avx2(s, in, out);
@@ -727,6 +777,7 @@ typedef struct {
 static void plan_dealloc(Plan *self) {
     for (Py_ssize_t i = 0; i < self->nviews; i++) PyBuffer_Release(&self->views[i]);
     for (Py_ssize_t i = 0; i < self->nbuffers; i++) free(self->buffers[i]);
+    for (Py_ssize_t i = 0; self->stages && i < self->nstages; i++) PyMem_Free(self->stages[i].weight32);
     PyMem_Free(self->views);
     PyMem_Free(self->buffers);
     PyMem_Free(self->stages);
@@ -826,6 +877,14 @@ static int plan_init(Plan *self, PyObject *args, PyObject *kwds) {
             s->shift = borrow(self, shift, 4, s->cout, "shift", i);
             if (!s->weight || !s->scale || !s->shift) {
                 return -1;
+            }
+            if (bin && s->words == 1 && s->cin <= 32) {
+                const int64_t n = taps * s->cout_pad;
+                if (!(s->weight32 = PyMem_Malloc(4 * n))) {
+                    PyErr_NoMemory();
+                    return -1;
+                }
+                for (int64_t j = 0; j < n; j++) s->weight32[j] = (uint32_t)((const uint64_t *)s->weight)[j];
             }
             if (bin && s->out_mode == OUT_BITS) {
                 s->lo = borrow(self, lo, 4, s->cout, "lo", i);
