@@ -11,7 +11,7 @@ import pytest
 
 from bitface.export.format import PackedModel, pack_signs
 from bitface.runtime import native, reference
-from bitface.runtime.plan import BCONV, BPOOL, CONV, INPUT, POOL, Unsupported, compile_plan
+from bitface.runtime.plan import ADD, BCONV, BPOOL, CONV, FIELDS, INPUT, POOL, Unsupported, compile_plan
 
 pytestmark = pytest.mark.skipif(native._native is None, reason=f"{native.NATIVE_MISSING}")
 PATHS = native._native.available() if native._native is not None else []
@@ -234,12 +234,17 @@ def residual_block(rng, graph, tensors, source, cin, widths, pool=None):
 
 
 def hourglass_graph(seed=0, channels=24, size=(10, 14)) -> PackedModel:
-    """A small hourglass-shaped DAG with every op the native plan fuses: affine -> sign, padded binary
-    convs (their border correction), concat in place (nested), residual adds, max-pools on floats
-    (2x2, and 3x3 stride 1 padded with -inf), nearest upsampling, a ReLU on a sum, a real 1x1 head."""
+    """A small hourglass-shaped DAG with every op the native plan fuses: affine -> sign (alone, and in
+    the epilogues of real convs, binary convs, adds and max-pools), padded binary convs (their border
+    correction), concat in place (nested), residual adds, max-pools on floats (2x2, and 3x3 stride 1
+    padded with -inf), nearest upsampling, a ReLU on a sum, a real 1x1 head."""
     rng = np.random.default_rng(seed)
     graph, tensors = [], {}
-    a = residual_block(rng, graph, tensors, -1, 5, (channels // 2, channels // 4, channels // 4))
+    real(rng, graph, tensors, "conv", (6, 5, 3, 3))  # a real stem read by two affines (one fuses)
+    graph[-1]["padding"] = 1
+    a = residual_block(rng, graph, tensors, 0, 6, (channels // 2, channels // 4, channels // 4))
+    for _ in range(2):  # identity skips: adds that the next block's affine fuses into
+        a = residual_block(rng, graph, tensors, a, channels, (channels // 2, channels // 4, channels // 4))
     graph.append({"op": "maxpool", "size": 2})
     down = residual_block(rng, graph, tensors, len(graph) - 1, channels, (channels // 2, channels // 2))
     graph.append({"op": "maxpool", "size": 3, "stride": 1, "padding": 1})
@@ -261,6 +266,8 @@ def test_hourglass_graphs_run_natively_and_exactly(kernel_path, size):
     model = hourglass_graph(channels=[24, 72, 16][size[0] % 3], size=size)
     network = native.Network(model)
     assert network.path == kernel_path
+    fused = {params[0] for params, *_ in network.compiled.stages if params[FIELDS.index("aff_buf")] >= 0}
+    assert fused == {CONV, BCONV, ADD, POOL}  # every kind of epilogue that writes a following sign
     x = inputs(model, batch=2)
     expected = reference.run(model, x)
     got = network(x)

@@ -196,6 +196,15 @@ __attribute__((target("avx2"))) static void bconv_avx2(const Stage *s, const uin
 /* The lanes of a 16-wide step that hold one of the n remaining channels. */
 static inline __mmask16 lanes16(int64_t n) { return n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1); }
 
+/* The sign of a fused affine (BatchNorm before a binary layer) of 16 channels' values from o0. */
+__attribute__((target(AVX512))) static inline __mmask16 affine_sign16(const Stage *s, __m512 v, int64_t o0,
+                                                                      __mmask16 valid) {
+    if (s->aff_relu) return valid;
+    const __m512 a = _mm512_add_ps(_mm512_mul_ps(v, _mm512_maskz_loadu_ps(valid, s->aff_scale + o0)),
+                                   _mm512_maskz_loadu_ps(valid, s->aff_shift + o0));
+    return _mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GE_OQ) & valid;
+}
+
 /* The fast path: 16 accumulators of 8 pixels; each input load is reused by 16 output channels and
  * each weight word is an embedded broadcast of the XOR. Outputs are thresholded and packed in
  * registers with one masked OR per channel. Only for sign-bit outputs without built-in padding (see
@@ -386,8 +395,13 @@ static void conv_epilogue(const Stage *s, float acc[PX][BLOCK], int64_t ob, int6
             if (s->relu && v < 0) v = 0;
             if (s->out_mode == OUT_BITS) {
                 if (v >= 0) bits[p][o >> 6] |= (uint64_t)1 << (o & 63);
-            } else {
-                ((float *)out)[s->out_off + y * s->out_row + (x0 + p) * s->out_pix + o] = v;
+                continue;
+            }
+            ((float *)out)[s->out_off + y * s->out_row + (x0 + p) * s->out_pix + o] = v;
+            if (s->aff_out) {
+                float a = v * s->aff_scale[o];
+                a = a + s->aff_shift[o];
+                if (a >= 0 || s->aff_relu) bits[p][o >> 6] |= (uint64_t)1 << (o & 63);
             }
         }
 }
@@ -399,7 +413,7 @@ static void conv_f32_portable(const Stage *s, const float *in, void *out) {
     for (int64_t y = 0; y < s->ho; y++)
         for (int64_t x0 = 0; x0 < s->wo; x0 += PX) {
             const int64_t np = s->wo - x0 < PX ? s->wo - x0 : PX;
-            if (s->out_mode == OUT_BITS) clear_bits(bits, s->cout);
+            if (s->out_mode == OUT_BITS || s->aff_out) clear_bits(bits, s->cout);
             for (int64_t ob = 0; ob < nblocks; ob++) {
                 float acc[PX][BLOCK];
                 memset(acc, 0, sizeof acc);
@@ -416,7 +430,7 @@ static void conv_f32_portable(const Stage *s, const float *in, void *out) {
                     }
                 conv_epilogue(s, acc, ob, np, y, x0, out, bits);
             }
-            if (s->out_mode == OUT_BITS) store_bits(s, bits, np, y, x0, out);
+            finish_bits(s, bits, np, y, x0, out);
         }
 }
 
@@ -434,7 +448,7 @@ __attribute__((target("avx2,fma"))) static void conv_f32_avx2(const Stage *s, co
     for (int64_t y = 0; y < s->ho; y++)
         for (int64_t x0 = 0; x0 < s->wo; x0 += PX) {
             const int64_t np = s->wo - x0 < PX ? s->wo - x0 : PX;
-            if (s->out_mode == OUT_BITS) clear_bits(bits, s->cout);
+            if (s->out_mode == OUT_BITS || s->aff_out) clear_bits(bits, s->cout);
             for (int64_t ob = 0; ob < nblocks; ob++) {
                 for (int half = 0; half < BLOCK; half += 8) {
                     __m256 a[PX];
@@ -456,7 +470,7 @@ __attribute__((target("avx2,fma"))) static void conv_f32_avx2(const Stage *s, co
                 }
                 conv_epilogue(s, acc, ob, np, y, x0, out, bits);
             }
-            if (s->out_mode == OUT_BITS) store_bits(s, bits, np, y, x0, out);
+            finish_bits(s, bits, np, y, x0, out);
         }
 }
 
@@ -499,10 +513,10 @@ __attribute__((target(AVX512), always_inline)) static inline void conv_f32_avx51
             if (s->out_mode == OUT_BITS) {
                 const __mmask16 on = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GE_OQ) & chans;
                 bits[p][o0 >> 6] |= (uint64_t)on << (o0 & 63);
-            } else {
-                _mm512_mask_storeu_ps((float *)out + s->out_off + y * s->out_row + (x0 + p) * s->out_pix + o0, chans,
-                                      v);
+                continue;
             }
+            _mm512_mask_storeu_ps((float *)out + s->out_off + y * s->out_row + (x0 + p) * s->out_pix + o0, chans, v);
+            if (s->aff_out) bits[p][o0 >> 6] |= (uint64_t)affine_sign16(s, v, o0, chans) << (o0 & 63);
         }
     }
 }
@@ -557,7 +571,7 @@ __attribute__((target(AVX512))) static void conv_f32_avx512(const Stage *s, cons
     for (int64_t y = 0; y < s->ho; y++)
         for (int64_t x0 = 0; x0 < s->wo; x0 += PX) {
             const int64_t np = s->wo - x0 < PX ? s->wo - x0 : PX;
-            if (s->out_mode == OUT_BITS) clear_bits(bits, s->cout);
+            if (s->out_mode == OUT_BITS || s->aff_out) clear_bits(bits, s->cout);
             int64_t ob = 0;
             if (s->in_pix == 1 && s->stride == 1) { /* constant offsets between pixels: no index registers */
                 for (; ob + 2 <= nblocks; ob += 2) conv_f32_avx512_blocks(s, in, out, y, x0, np, ob, 2, 1, bits);
@@ -566,7 +580,7 @@ __attribute__((target(AVX512))) static void conv_f32_avx512(const Stage *s, cons
                 for (; ob + 2 <= nblocks; ob += 2) conv_f32_avx512_blocks(s, in, out, y, x0, np, ob, 2, 0, bits);
                 if (ob < nblocks) conv_f32_avx512_blocks(s, in, out, y, x0, np, ob, 1, 0, bits);
             }
-            if (s->out_mode == OUT_BITS) store_bits(s, bits, np, y, x0, out);
+            finish_bits(s, bits, np, y, x0, out);
         }
 }
 #endif
@@ -587,6 +601,19 @@ static void conv_f32(const Stage *s, const float *in, void *out) {
 /* Pooling (floor mode; a padded border holds -inf, or 0 bits), element-wise stages, sign packing,
  * input layout. */
 
+/* The fused affine's sign bits of pixel (y, x), whose `cout` floats are at v (nothing without one). */
+static void affine_bits(const Stage *s, const float *v, int64_t y, int64_t x) {
+    for (int64_t w = 0; s->aff_out && w < (s->cout + 63) / 64; w++) {
+        uint64_t m = 0;
+        for (int64_t c = w * 64; c < s->cout && c < w * 64 + 64; c++) {
+            float a = v[c] * s->aff_scale[c];
+            a = a + s->aff_shift[c];
+            m |= (uint64_t)(a >= 0 || s->aff_relu) << (c & 63);
+        }
+        s->aff_out[s->aff_off + w * s->aff_plane + y * s->aff_row + x] = m;
+    }
+}
+
 static void pool_portable(const Stage *s, const float *in, float *out) {
     for (int64_t y = 0; y < s->ho; y++)
         for (int64_t x = 0; x < s->wo; x++) {
@@ -598,6 +625,7 @@ static void pool_portable(const Stage *s, const float *in, float *out) {
                     const float *ip = first + dy * s->in_row + dx * s->in_pix;
                     for (int64_t c = 0; c < s->cout; c++) o[c] = ip[c] > o[c] ? ip[c] : o[c];
                 }
+            affine_bits(s, o, y, x);
         }
 }
 
@@ -677,15 +705,29 @@ static void affine(const Stage *s, const float *in, void *out) {
 }
 
 #if defined(BF_X86)
+/* Accumulates the fused affine's sign bits of channels c..c+15 of pixel (y, x) into `word`, and stores
+ * the word when it is full or the channels end; returns what is left to accumulate. */
+__attribute__((target(AVX512))) static inline uint64_t affine_bits16(const Stage *s, __m512 v, int64_t c, __mmask16 m,
+                                                                     int64_t y, int64_t x, uint64_t word) {
+    word |= (uint64_t)affine_sign16(s, v, c, m) << (c & 63);
+    if ((c & 63) != 48 && c + 16 < s->cout) return word;
+    s->aff_out[s->aff_off + (c >> 6) * s->aff_plane + y * s->aff_row + x] = word;
+    return 0;
+}
+
 __attribute__((target(AVX512))) static void add_avx512(const Stage *s, const float *a, const float *b, float *out) {
     for (int64_t y = 0; y < s->ho; y++)
         for (int64_t x = 0; x < s->wo; x++) {
             const float *pa = a + s->in_off + y * s->in_row + x * s->in_pix;
             const float *pb = b + s->in2_off + y * s->in2_row + x * s->in2_pix;
             float *o = out + s->out_off + y * s->out_row + x * s->out_pix;
+            uint64_t word = 0;
             for (int64_t c = 0; c < s->cout; c += 16) {
                 const __mmask16 m = lanes16(s->cout - c);
-                _mm512_mask_storeu_ps(o + c, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, pa + c), _mm512_maskz_loadu_ps(m, pb + c)));
+                const __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, pa + c), _mm512_maskz_loadu_ps(m, pb + c));
+                _mm512_mask_storeu_ps(o + c, m, v);
+                if (!s->aff_out) continue;
+                word = affine_bits16(s, v, c, m, y, x, word);
             }
         }
 }
@@ -696,6 +738,7 @@ __attribute__((target(AVX512))) static void pool_avx512(const Stage *s, const fl
         for (int64_t x = 0; x < s->wo; x++) {
             const float *first = in + s->in_off + y * s->stride * s->in_row + x * s->stride * s->in_pix;
             float *o = out + s->out_off + y * s->out_row + x * s->out_pix;
+            uint64_t word = 0;
             for (int64_t c = 0; c < s->cout; c += 16) {
                 const __mmask16 m = lanes16(s->cout - c);
                 __m512 v = _mm512_maskz_loadu_ps(m, first + c);
@@ -703,6 +746,8 @@ __attribute__((target(AVX512))) static void pool_avx512(const Stage *s, const fl
                     for (int64_t dx = 0; dx < s->size; dx++)
                         v = _mm512_max_ps(_mm512_maskz_loadu_ps(m, first + dy * s->in_row + dx * s->in_pix + c), v);
                 _mm512_mask_storeu_ps(o + c, m, v);
+                if (!s->aff_out) continue;
+                word = affine_bits16(s, v, c, m, y, x, word);
             }
         }
 }
@@ -725,6 +770,7 @@ static void add_f32(const Stage *s, const float *a, const float *b, float *out) 
             const float *pb = b + s->in2_off + y * s->in2_row + x * s->in2_pix;
             float *o = out + s->out_off + y * s->out_row + x * s->out_pix;
             for (int64_t c = 0; c < s->cout; c++) o[c] = pa[c] + pb[c];
+            affine_bits(s, o, y, x);
         }
 }
 
@@ -913,7 +959,8 @@ static int plan_init(Plan *self, PyObject *args, PyObject *kwds) {
             }
         }
         if (s->in2_buf >= 0) s->in2 = self->buffers[s->in2_buf]; /* an ADD's other side, or a fused sum */
-        if (s->aff_buf >= 0 && s->kind == ST_BCONV && s->out_mode == OUT_FLOAT) {
+        if (s->aff_buf >= 0 && (s->kind == ST_BCONV || s->kind == ST_CONV || s->kind == ST_ADD || s->kind == ST_POOL) &&
+            s->out_mode == OUT_FLOAT) {
             s->aff_out = self->buffers[s->aff_buf];
             s->aff_scale = borrow(self, aff_scale, 4, s->cout, "aff_scale", i);
             s->aff_shift = borrow(self, aff_shift, 4, s->cout, "aff_shift", i);

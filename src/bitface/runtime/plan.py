@@ -9,7 +9,8 @@ Every op's output is a *value*. Values are stored in buffers, as floats (HWC) or
 - a value whose every reader is a binary-input layer is stored as sign bits only: a binary layer's
   float test `dot * scale + shift >= 0` becomes an integer range [lo, hi] on the dot product,
   found by evaluating that float expression on every possible dot (so it is exact); an affine
-  (BatchNorm) before a binary layer becomes one pass from floats to sign bits; max-pools between
+  (BatchNorm) before a binary layer becomes sign bits written by the epilogue of the stage that
+  produces its input (a conv, an add or a max-pool), or else one pass from floats to bits; max-pools between
   become ORs on the bits (sign(max) is the OR of the signs);
 - a value read both ways is stored as floats and signed into a second buffer once;
 - `pad` ops and built-in paddings are borders written once into the producer's buffer (0.0, -inf
@@ -192,7 +193,9 @@ class _Compiler:
         self.stages: list[Stage] = []
         self.stored: dict[int, View] = {}  # value -> where it is stored (its buffer says floats or bits)
         self.signed: dict[int, View] = {}  # float values also signed into a bits buffer
-        self.producer: dict[int, Stage] = {}  # values a binary conv's float epilogue writes (fusable)
+        # values written by a stage with a float epilogue (binary or real conv, add, max-pool): where a
+        # following affine -> sign can be fused
+        self.producer: dict[int, Stage] = {}
         self.done_at: dict[int, int] = {-1: 0}  # value -> index of the last stage writing it
 
     # -- shapes and graph facts -------------------------------------------------------------
@@ -377,6 +380,7 @@ class _Compiler:
             else:
                 source = self.read(self.floats(self.inputs[i][0]).padded((p,) * 4), "-inf", where)
                 stage = Stage(POOL, self._output(i, False), source)
+                self.producer[i] = stage
             stage.params.update(size=k, stride=s)
         elif kind in ("affine", "relu"):
             if kind == "affine" and only_bits and self._fuse_affine(i):
@@ -402,6 +406,7 @@ class _Compiler:
                     raise Unsupported(f"{where}: reads a padded value")
                 self.stages.append(Stage(ADD, out, source, other))
                 source = out
+            self.producer[i] = self.stages[-1]
             return
         elif kind == "upsample":
             source = self.read(self.floats(self.inputs[i][0]), "zero", where)
@@ -414,8 +419,8 @@ class _Compiler:
         self.stages.append(stage)
 
     def _fuse_affine(self, i: int) -> bool:
-        """An affine whose only use is a binary layer's sign, on a binary conv's output: the conv's
-        epilogue writes the sign bits (the float test in the same order as the reference's)."""
+        """An affine whose only use is a binary layer's sign, on the output of a conv, add or pool: that
+        stage's epilogue writes the sign bits (the float test in the same order as the reference's)."""
         v = self._resolve(self.inputs[i][0])
         stage = self.producer.get(v)
         if stage is None or stage.affine_out is not None or self.floats(v) != stage.out:
@@ -435,7 +440,9 @@ class _Compiler:
         for a, b in (self.inputs[i], self.inputs[i][::-1]):
             v = self._resolve(b)
             stage = self.producer.get(v)
-            if stage is None or self.readers[v] != [i] or v in self.placed or stage.affine_out is not None:
+            if stage is None or stage.kind != BCONV or self.readers[v] != [i] or v in self.placed:
+                continue
+            if stage.affine_out is not None:
                 continue
             other = self.floats(a)
             position = self.stages.index(stage)
@@ -514,7 +521,7 @@ class _Compiler:
             padded[:, : table.shape[2], :cout] = table.transpose(0, 2, 1)
             stage.tensors[5:7] = [padded, row_class]
             stage.params["fix_w"] = fix_w
-        if binary_input and not only_bits:
+        if not only_bits:
             self.producer[i] = stage
         self.stages.append(stage)
 
