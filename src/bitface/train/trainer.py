@@ -107,7 +107,7 @@ def start_from(network: torch.nn.Module, path: str | Path) -> list[str]:
     own = network.state_dict()
     foreign = sorted(set(source) - set(own))
     if foreign:
-        raise RecipeError(f"train.init: {path}: tensor {foreign[0]} has no place in this network (another architecture?)")
+        raise RecipeError(f"train.init: {path}: tensor {foreign[0]} has no place in this network (another model?)")
     for key, value in source.items():
         if value.shape != own[key].shape:
             raise RecipeError(
