@@ -268,6 +268,8 @@ def test_hourglass_graphs_run_natively_and_exactly(kernel_path, size):
     assert network.path == kernel_path
     fused = {params[0] for params, *_ in network.compiled.stages if params[FIELDS.index("aff_buf")] >= 0}
     assert fused == {CONV, BCONV, ADD, POOL}  # every kind of epilogue that writes a following sign
+    out, in1, in2 = (FIELDS.index(f) for f in ("out_buf", "in_buf", "in2_buf"))
+    assert any(p[out] in (p[in1], p[in2]) for p, *_ in network.compiled.stages)  # sums written in place
     x = inputs(model, batch=2)
     expected = reference.run(model, x)
     got = network(x)

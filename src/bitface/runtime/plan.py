@@ -398,7 +398,7 @@ class _Compiler:
             if len(self.inputs[i]) == 2 and self._fuse_add(i):
                 return
             first, *rest = self.inputs[i]
-            out = self._output(i, False)
+            out = self._sum_output(i, len(self.stages))
             source = self.floats(first)
             for j in rest:
                 other = self.floats(j)
@@ -448,13 +448,37 @@ class _Compiler:
             position = self.stages.index(stage)
             if any(other.pad) or stage.source2 is not None or self.done_at[self._base(a)] >= position:
                 continue
-            stage.out = self._output(i, False)
+            stage.out = self._sum_output(i, position, only=a)
             stage.source2 = other
             del self.producer[v], self.stored[v]
             self.producer[i] = stage
             self.done_at[i] = position
             return True
         return False
+
+    def _sum_output(self, i: int, position: int, only: int | None = None) -> View:
+        """Where add i, run by stage `position`, writes: in place over an input (`only` that one) whose
+        buffer holds nothing read later, so the sum takes no second map (and less cache); else a new buffer."""
+        if i not in self.placed:
+            for j in self.inputs[i] if only is None else [only]:
+                v, view = self._resolve(j), self.floats(j)
+                buffer = self.layout[view.buf]
+                whole = view == View(view.buf, 0, buffer.channels, buffer.height, buffer.width)
+                if v >= 0 and whole and self.shapes[i] == self.shapes[v] and self._read_before(v, i, position):
+                    self.stored[i] = view
+                    return view
+        return self._output(i, False)
+
+    def _read_before(self, v: int, i: int, position: int) -> bool:
+        """Whether every reader of value v but op i (and of the parts of v, a concat) runs before stage
+        `position`: then v's buffer may be overwritten from there on."""
+        parts = self.inputs[v] if self.graph[v]["op"] == "concat" else []
+        for r in self.readers[v]:
+            if r == i:
+                continue
+            if self.graph[r]["op"] in VIEWS or r not in self.done_at or self.done_at[r] >= position:
+                return False
+        return all(self._read_before(self._resolve(p), v, position) for p in parts)
 
     def _base(self, v: int) -> int:
         """The stored value a view op (pad, flatten) or fused ReLU reads."""
