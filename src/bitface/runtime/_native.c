@@ -9,9 +9,10 @@
  * padding is exact and costs nothing per call. Every buffer ends in slack, so 8-pixel vector loads
  * may run past a row; the outputs computed from such lanes are never stored.
  *
- * The binary convolution has three kernels chosen at run time: AVX-512 VPOPCNTDQ (8 output pixels
- * per register, 16 output channels in registers, weights broadcast from memory), AVX2 (nibble-table
- * popcount) and portable C. All three give the same integers; tests check each against the numpy
+ * The binary convolution has three kernel paths chosen at run time: AVX-512 VPOPCNTDQ (sign bits
+ * out: 8 output pixels per register, 16 output channels in registers, weights broadcast from memory;
+ * floats out or padded: 16 output channels per register, 32-bit lanes for inputs of up to 32
+ * channels), AVX2 (nibble-table popcount) and portable C. All three give the same integers; tests check each against the numpy
  * reference. Compile with -ffp-contract=off: float epilogues must round like the reference. */
 
 #define PY_SSIZE_T_CLEAN
@@ -299,70 +300,71 @@ __attribute__((target(AVX512))) static inline void epilogue16(const Stage *s, co
     }
 }
 
-/* Channel-vectorized: 8 pixels x 16 channels of accumulators (two 8 x int64 registers per pixel);
- * each weight vector load is reused by 8 pixels, each input word is a broadcast. */
-__attribute__((target(AVX512))) static void bconv_avx512_channels(const Stage *s, const uint64_t *in, void *out) {
-    const uint64_t *weight = (const uint64_t *)s->weight;
-    const int64_t nblocks = s->cout_pad / BLOCK, taps = s->kh * s->kw * s->words;
-    uint64_t bits[PX][MAXWORDS];
-    for (int64_t y = 0; y < s->ho; y++)
-        for (int64_t x0 = 0; x0 < s->wo; x0 += PX) {
-            const int64_t np = s->wo - x0 < PX ? s->wo - x0 : PX;
-            clear_bits(bits, s->cout);
-            for (int64_t ob = 0; ob < nblocks; ob++) {
-                __m512i acc[PX][2];
+/* The popcount mismatches of PX pixels x 16 channels (block ob) at (y, x0), 64-bit words: two 8 x int64
+ * registers per pixel, each weight vector load reused by PX pixels, each input word a broadcast. */
+__attribute__((target(AVX512), always_inline)) static inline void mismatches_wide(const Stage *s, const uint64_t *in,
+                                                                                  int64_t y, int64_t x0, int64_t ob,
+                                                                                  __m512i mism[PX]) {
+    const int64_t taps = s->kh * s->kw * s->words;
+    const uint64_t *wp = (const uint64_t *)s->weight + ob * taps * BLOCK;
+    __m512i acc[PX][2];
 #pragma GCC unroll 8
-                for (int p = 0; p < PX; p++) acc[p][0] = acc[p][1] = _mm512_setzero_si512();
-                const uint64_t *wp = weight + ob * taps * BLOCK;
-                for (int64_t ky = 0; ky < s->kh; ky++)
-                    for (int64_t kx = 0; kx < s->kw; kx++)
-                        for (int64_t w = 0; w < s->words; w++, wp += BLOCK) {
-                            const uint64_t *ip = in + s->in_off + w * s->in_plane + (y + ky) * s->in_row + x0 + kx;
-                            const __m512i w0 = _mm512_loadu_si512((const void *)wp);
-                            const __m512i w1 = _mm512_loadu_si512((const void *)(wp + 8));
+    for (int p = 0; p < PX; p++) acc[p][0] = acc[p][1] = _mm512_setzero_si512();
+    for (int64_t ky = 0; ky < s->kh; ky++)
+        for (int64_t kx = 0; kx < s->kw; kx++)
+            for (int64_t w = 0; w < s->words; w++, wp += BLOCK) {
+                const uint64_t *ip = in + s->in_off + w * s->in_plane + (y + ky) * s->in_row + x0 + kx;
+                const __m512i w0 = _mm512_loadu_si512((const void *)wp);
+                const __m512i w1 = _mm512_loadu_si512((const void *)(wp + 8));
 #pragma GCC unroll 8
-                            for (int p = 0; p < PX; p++) {
-                                const __m512i v = _mm512_set1_epi64((long long)ip[p]);
-                                acc[p][0] = _mm512_add_epi64(acc[p][0], _mm512_popcnt_epi64(_mm512_xor_si512(v, w0)));
-                                acc[p][1] = _mm512_add_epi64(acc[p][1], _mm512_popcnt_epi64(_mm512_xor_si512(v, w1)));
-                            }
-                        }
-                const Block16 b = block16(s, ob * BLOCK);
-                for (int64_t p = 0; p < np; p++) /* the two 8 x int64 halves narrowed to 16 x int32 (|dot| < 2^31) */
-                    epilogue16(s, &b,
-                               _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(acc[p][0])),
-                                                  _mm512_cvtepi64_epi32(acc[p][1]), 1),
-                               y, x0 + p, out, bits[p]);
+                for (int p = 0; p < PX; p++) {
+                    const __m512i v = _mm512_set1_epi64((long long)ip[p]);
+                    acc[p][0] = _mm512_add_epi64(acc[p][0], _mm512_popcnt_epi64(_mm512_xor_si512(v, w0)));
+                    acc[p][1] = _mm512_add_epi64(acc[p][1], _mm512_popcnt_epi64(_mm512_xor_si512(v, w1)));
+                }
             }
-            finish_bits(s, bits, np, y, x0, out);
+#pragma GCC unroll 8
+    for (int p = 0; p < PX; p++) /* the two halves narrowed to 16 x int32 (|dot| < 2^31) */
+        mism[p] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(acc[p][0])),
+                                     _mm512_cvtepi64_epi32(acc[p][1]), 1);
+}
+
+/* The same for narrow inputs (at most 32 channels: the high half of every input word is 0): 32-bit
+ * lanes, so one register holds 16 channels' weights (narrowed once, at plan build) and each pixel's
+ * word is one 32-bit broadcast: half the instructions, none spent on empty bits. */
+__attribute__((target(AVX512), always_inline)) static inline void mismatches_narrow(const Stage *s, const uint64_t *in,
+                                                                                    int64_t y, int64_t x0, int64_t ob,
+                                                                                    __m512i mism[PX]) {
+    const uint32_t *wp = s->weight32 + ob * s->kh * s->kw * BLOCK;
+#pragma GCC unroll 8
+    for (int p = 0; p < PX; p++) mism[p] = _mm512_setzero_si512();
+    for (int64_t ky = 0; ky < s->kh; ky++)
+        for (int64_t kx = 0; kx < s->kw; kx++, wp += BLOCK) {
+            const int32_t *ip = (const int32_t *)(in + s->in_off + (y + ky) * s->in_row + x0 + kx);
+            const __m512i w = _mm512_loadu_si512((const void *)wp);
+#pragma GCC unroll 8
+            for (int p = 0; p < PX; p++) /* the low half of word p */
+                mism[p] = _mm512_add_epi32(mism[p], _mm512_popcnt_epi32(_mm512_xor_si512(_mm512_set1_epi32(ip[2 * p]), w)));
         }
 }
 
-/* Narrow inputs (at most 32 channels: the high half of every input word is 0): 32-bit lanes, so
- * one register holds 16 channels' weights (narrowed once, at plan build) and each pixel's word is
- * one 32-bit broadcast: half the instructions of the 64-bit kernel, none spent on empty bits. */
-__attribute__((target(AVX512))) static void bconv_avx512_narrow(const Stage *s, const uint64_t *in, void *out) {
-    const int64_t nblocks = s->cout_pad / BLOCK, taps = s->kh * s->kw;
+/* Channel-vectorized: registers hold 16 output channels of one pixel, for float outputs and padding
+ * corrections (see bconv); narrow inputs take the 32-bit lanes. */
+__attribute__((target(AVX512))) static void bconv_avx512_channels(const Stage *s, const uint64_t *in, void *out) {
+    const int64_t nblocks = s->cout_pad / BLOCK;
     uint64_t bits[PX][MAXWORDS];
     for (int64_t y = 0; y < s->ho; y++)
         for (int64_t x0 = 0; x0 < s->wo; x0 += PX) {
             const int64_t np = s->wo - x0 < PX ? s->wo - x0 : PX;
             clear_bits(bits, s->cout);
             for (int64_t ob = 0; ob < nblocks; ob++) {
-                __m512i acc[PX];
-#pragma GCC unroll 8
-                for (int p = 0; p < PX; p++) acc[p] = _mm512_setzero_si512();
-                const uint32_t *wp = s->weight32 + ob * taps * BLOCK;
-                for (int64_t ky = 0; ky < s->kh; ky++)
-                    for (int64_t kx = 0; kx < s->kw; kx++, wp += BLOCK) {
-                        const int32_t *ip = (const int32_t *)(in + s->in_off + (y + ky) * s->in_row + x0 + kx);
-                        const __m512i w = _mm512_loadu_si512((const void *)wp);
-#pragma GCC unroll 8
-                        for (int p = 0; p < PX; p++) /* the low half of word p */
-                            acc[p] = _mm512_add_epi32(acc[p], _mm512_popcnt_epi32(_mm512_xor_si512(_mm512_set1_epi32(ip[2 * p]), w)));
-                    }
+                __m512i mism[PX];
+                if (s->weight32)
+                    mismatches_narrow(s, in, y, x0, ob, mism);
+                else
+                    mismatches_wide(s, in, y, x0, ob, mism);
                 const Block16 b = block16(s, ob * BLOCK);
-                for (int64_t p = 0; p < np; p++) epilogue16(s, &b, acc[p], y, x0 + p, out, bits[p]);
+                for (int64_t p = 0; p < np; p++) epilogue16(s, &b, mism[p], y, x0 + p, out, bits[p]);
             }
             finish_bits(s, bits, np, y, x0, out);
         }
@@ -371,8 +373,8 @@ __attribute__((target(AVX512))) static void bconv_avx512_narrow(const Stage *s, 
 
 static void bconv(const Stage *s, const uint64_t *in, void *out) {
 #if defined(BF_X86)
-    if (isa_current == ISA_AVX512 && s->weight32) return bconv_avx512_narrow(s, in, out);
-    if (isa_current == ISA_AVX512 && (s->out_mode == OUT_FLOAT || s->fix)) return bconv_avx512_channels(s, in, out);
+    if (isa_current == ISA_AVX512 && (s->out_mode == OUT_FLOAT || s->fix || s->weight32))
+        return bconv_avx512_channels(s, in, out);
     if (isa_current == ISA_AVX512) return bconv_avx512_bits(s, in, out);
     if (isa_current == ISA_AVX2) return bconv_avx2(s, in, out);
 #endif
