@@ -16,6 +16,8 @@ from importlib import resources
 import cv2
 import numpy as np
 
+from .registry import registrar
+
 DETECTORS: dict[str, Callable[[], Detector]] = {}
 
 
@@ -32,12 +34,7 @@ class Detector:
         raise NotImplementedError
 
 
-def register_detector(name: str):
-    def wrap(factory):
-        DETECTORS[name] = factory
-        return factory
-
-    return wrap
+register_detector = registrar(DETECTORS, "detector")
 
 
 @register_detector("opencv-haar")

@@ -6,17 +6,12 @@ from collections.abc import Callable
 
 from torch import nn
 
+from ..registry import registrar
+
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
-def register_model(name: str):
-    def add(factory):
-        if name in MODELS:
-            raise ValueError(f"model {name!r} is registered twice")
-        MODELS[name] = factory
-        return factory
-
-    return add
+register_model = registrar(MODELS, "model")
 
 
 def create_model(name: str, **options) -> nn.Module:

@@ -34,6 +34,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..registry import registrar
 from .layers import QuantConv2d
 
 BINARIZATIONS = {  # name: (kernel quantizer, input quantizer)
@@ -112,14 +113,7 @@ def _split(c: int, parts: int) -> int:
 BLOCKS: dict[str, Callable[[int, int, str], nn.Module]] = {}
 
 
-def register_block(name: str):
-    def add(factory):
-        if name in BLOCKS:
-            raise ValueError(f"block {name!r} is registered twice")
-        BLOCKS[name] = factory
-        return factory
-
-    return add
+register_block = registrar(BLOCKS, "block")
 
 
 def create_block(name: str, c_in: int, c_out: int, binarization: str = "real") -> nn.Module:
