@@ -118,12 +118,30 @@ static void finish_bits(const Stage *s, uint64_t bits[PX][MAXWORDS], int64_t np,
 /* ------------------------------------------------------------------------------------------- */
 /* Binary convolution over packed planes. Weights: [cout_pad/16][kh][kw][words][16] uint64.       */
 
+/* Popcount mismatches of PX pixels x BLOCK channels (block ob) at (y, x0), into mism[channel][pixel]. */
+typedef void (*MismatchCount)(const Stage *s, const uint64_t *in, int64_t y, int64_t x0, int64_t np, int64_t ob,
+                              int64_t mism[BLOCK][PX]);
+
 #if defined(BF_X86)
 __attribute__((target("popcnt")))
 #endif
-static void bconv_portable(const Stage *s, const uint64_t *in, void *out) {
-    const uint64_t *weight = (const uint64_t *)s->weight;
-    const int64_t nblocks = s->cout_pad / BLOCK, taps = s->kh * s->kw * s->words;
+static void mismatches_portable(const Stage *s, const uint64_t *in, int64_t y, int64_t x0, int64_t np, int64_t ob,
+                                int64_t mism[BLOCK][PX]) {
+    const uint64_t *wp = (const uint64_t *)s->weight + ob * s->kh * s->kw * s->words * BLOCK;
+    memset(mism, 0, sizeof(int64_t) * BLOCK * PX);
+    for (int64_t ky = 0; ky < s->kh; ky++)
+        for (int64_t kx = 0; kx < s->kw; kx++)
+            for (int64_t w = 0; w < s->words; w++, wp += BLOCK) {
+                const uint64_t *ip = in + s->in_off + w * s->in_plane + (y + ky) * s->in_row + x0 + kx;
+                for (int64_t j = 0; j < BLOCK; j++)
+                    for (int64_t p = 0; p < np; p++) mism[j][p] += __builtin_popcountll(ip[p] ^ wp[j]);
+            }
+}
+
+/* The kernels with scalar epilogues (portable, AVX2): one call per block of PX pixels x BLOCK channels
+ * counts the mismatches, bin_epilogue turns them into outputs. */
+static void bconv_blocks(const Stage *s, const uint64_t *in, void *out, MismatchCount count) {
+    const int64_t nblocks = s->cout_pad / BLOCK;
     uint64_t bits[PX][MAXWORDS];
     int64_t mism[BLOCK][PX];
     for (int64_t y = 0; y < s->ho; y++)
@@ -131,15 +149,7 @@ static void bconv_portable(const Stage *s, const uint64_t *in, void *out) {
             const int64_t np = s->wo - x0 < PX ? s->wo - x0 : PX;
             clear_bits(bits, s->cout);
             for (int64_t ob = 0; ob < nblocks; ob++) {
-                memset(mism, 0, sizeof mism);
-                const uint64_t *wp = weight + ob * taps * BLOCK;
-                for (int64_t ky = 0; ky < s->kh; ky++)
-                    for (int64_t kx = 0; kx < s->kw; kx++)
-                        for (int64_t w = 0; w < s->words; w++, wp += BLOCK) {
-                            const uint64_t *ip = in + s->in_off + w * s->in_plane + (y + ky) * s->in_row + x0 + kx;
-                            for (int64_t j = 0; j < BLOCK; j++)
-                                for (int64_t p = 0; p < np; p++) mism[j][p] += __builtin_popcountll(ip[p] ^ wp[j]);
-                        }
+                count(s, in, y, x0, np, ob, mism);
                 bin_epilogue(s, (const int64_t(*)[PX])mism, ob, np, y, x0, out, bits);
             }
             finish_bits(s, bits, np, y, x0, out);
@@ -156,39 +166,28 @@ __attribute__((target("avx2"))) static inline __m256i popcount256(__m256i v) {
     return _mm256_sad_epu8(counts, _mm256_setzero_si256()); /* four 64-bit counts */
 }
 
-/* 4 pixels per register, 8 channels at a time (16 registers: 8 accumulators and temporaries). */
-__attribute__((target("avx2"))) static void bconv_avx2(const Stage *s, const uint64_t *in, void *out) {
-    const uint64_t *weight = (const uint64_t *)s->weight;
-    const int64_t nblocks = s->cout_pad / BLOCK, taps = s->kh * s->kw * s->words;
-    uint64_t bits[PX][MAXWORDS];
-    int64_t mism[BLOCK][PX];
-    for (int64_t y = 0; y < s->ho; y++)
-        for (int64_t x0 = 0; x0 < s->wo; x0 += PX) {
-            const int64_t np = s->wo - x0 < PX ? s->wo - x0 : PX;
-            clear_bits(bits, s->cout);
-            for (int64_t ob = 0; ob < nblocks; ob++) {
-                for (int64_t half = 0; half < PX; half += 4)
-                    for (int64_t j0 = 0; j0 < BLOCK; j0 += 8) {
-                        __m256i acc[8];
-                        for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_si256();
-                        const uint64_t *wp = weight + ob * taps * BLOCK + j0;
-                        for (int64_t ky = 0; ky < s->kh; ky++)
-                            for (int64_t kx = 0; kx < s->kw; kx++)
-                                for (int64_t w = 0; w < s->words; w++, wp += BLOCK) {
-                                    const __m256i v = _mm256_loadu_si256(
-                                        (const __m256i *)(in + s->in_off + w * s->in_plane + (y + ky) * s->in_row +
-                                                          x0 + half + kx));
+/* 4 pixels per register, 8 channels at a time (16 registers: 8 accumulators and temporaries); all PX
+ * pixels are counted (rows have slack), the epilogue keeps np. */
+__attribute__((target("avx2"))) static void mismatches_avx2(const Stage *s, const uint64_t *in, int64_t y, int64_t x0,
+                                                            int64_t np, int64_t ob, int64_t mism[BLOCK][PX]) {
+    (void)np;
+    const int64_t taps = s->kh * s->kw * s->words;
+    for (int64_t half = 0; half < PX; half += 4)
+        for (int64_t j0 = 0; j0 < BLOCK; j0 += 8) {
+            __m256i acc[8];
+            for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_si256();
+            const uint64_t *wp = (const uint64_t *)s->weight + ob * taps * BLOCK + j0;
+            for (int64_t ky = 0; ky < s->kh; ky++)
+                for (int64_t kx = 0; kx < s->kw; kx++)
+                    for (int64_t w = 0; w < s->words; w++, wp += BLOCK) {
+                        const __m256i v = _mm256_loadu_si256(
+                            (const __m256i *)(in + s->in_off + w * s->in_plane + (y + ky) * s->in_row + x0 + half + kx));
 #pragma GCC unroll 8
-                                    for (int j = 0; j < 8; j++)
-                                        acc[j] = _mm256_add_epi64(
-                                            acc[j],
-                                            popcount256(_mm256_xor_si256(v, _mm256_set1_epi64x((long long)wp[j]))));
-                                }
-                        for (int j = 0; j < 8; j++) _mm256_storeu_si256((__m256i *)&mism[j0 + j][half], acc[j]);
+                        for (int j = 0; j < 8; j++)
+                            acc[j] = _mm256_add_epi64(
+                                acc[j], popcount256(_mm256_xor_si256(v, _mm256_set1_epi64x((long long)wp[j]))));
                     }
-                bin_epilogue(s, (const int64_t(*)[PX])mism, ob, np, y, x0, out, bits);
-            }
-            finish_bits(s, bits, np, y, x0, out);
+            for (int j = 0; j < 8; j++) _mm256_storeu_si256((__m256i *)&mism[j0 + j][half], acc[j]);
         }
 }
 
@@ -376,9 +375,9 @@ static void bconv(const Stage *s, const uint64_t *in, void *out) {
     if (isa_current == ISA_AVX512 && (s->out_mode == OUT_FLOAT || s->fix || s->weight32))
         return bconv_avx512_channels(s, in, out);
     if (isa_current == ISA_AVX512) return bconv_avx512_bits(s, in, out);
-    if (isa_current == ISA_AVX2) return bconv_avx2(s, in, out);
+    if (isa_current == ISA_AVX2) return bconv_blocks(s, in, out, mismatches_avx2);
 #endif
-    bconv_portable(s, in, out);
+    bconv_blocks(s, in, out, mismatches_portable);
 }
 
 /* ------------------------------------------------------------------------------------------- */
