@@ -26,26 +26,27 @@ TEST_SETS = {
     "helen_test": DATA / "300w_helen_68pt" / "testset",
     "ytf_test": DATA / "ytf_68pt" / "test",
 }
-# row: (block, binarization, loss, augment); the row's recipe is configs/hourglass68/<row>.yaml
-ROWS = {
-    "hpm_xnor": ("hpm", "xnor", "bce", True),
-    "hpm_real": ("hpm", "real", "bce", True),
-    "bottleneck_xnor": ("bottleneck", "xnor", "bce", True),
-    "hpm48_xnor": ("hpm", "xnor", "bce", True),
-    "bottleneck_real": ("bottleneck", "real", "bce", True),
-    "hpm_xnor_l2": ("hpm", "xnor", "l2", True),
-    "hpm_xnor_noaug": ("hpm", "xnor", "bce", False),
-    "hpm_xnor_init": ("hpm", "xnor", "bce", True),  # starts from hpm_real's weights (train.init)
-    "hpm_acn1bit": ("hpm", "acn1bit", "bce", True),
-    "hpm_acn": ("hpm", "acn", "bce", True),
-    "hpm48_real": ("hpm", "real", "bce", True),
-    "multiscale_xnor": ("multiscale", "xnor", "bce", True),
-    "multiscale_no1x1_xnor": ("multiscale_no1x1", "xnor", "bce", True),
-    "wider_xnor": ("wider", "xnor", "bce", True),
-    "multiscale_real": ("multiscale", "real", "bce", True),
-    "multiscale_no1x1_real": ("multiscale_no1x1", "real", "bce", True),
-    "wider_real": ("wider", "real", "bce", True),
-}
+# the rows in training order; each is configs/hourglass68/<row>.yaml, which says its block,
+# binarization, loss and augmentation (the report reads them from there)
+ROWS = (
+    "hpm_xnor",
+    "hpm_real",
+    "bottleneck_xnor",
+    "hpm48_xnor",
+    "bottleneck_real",
+    "hpm_xnor_l2",
+    "hpm_xnor_noaug",
+    "hpm_xnor_init",  # starts from hpm_real's weights (train.init)
+    "hpm_acn1bit",
+    "hpm_acn",
+    "hpm48_real",
+    "multiscale_xnor",
+    "multiscale_no1x1_xnor",
+    "wider_xnor",
+    "multiscale_real",
+    "multiscale_no1x1_real",
+    "wider_real",
+)
 THRESHOLDS = {"0.08": "08", "0.1": "10"}  # report key: field suffix (auc_08, fr_10, ...)
 MODELS = ROOT / "models"  # committed checkpoints (with model cards) of the shipped rows
 SHIPPED = {"hpm_real": "landmarks68-hourglass-real", "hpm_xnor": "landmarks68-hourglass-xnor"}
@@ -87,14 +88,14 @@ def score(row: str, test_samples: dict) -> tuple[dict, dict]:
     model = load_model(folder / "model.safetensors")
     totals = summarize(model.network, (model.input.channels, model.crop.size, model.crop.size)).totals()
     log = read_log(folder)
-    block, binarization, loss, augment = ROWS[row]
-    init = load_recipe(recipe_path(row)).train.init  # a row started from another row's weights
+    recipe = load_recipe(recipe_path(row))
+    init = recipe.train.init  # a row started from another row's weights
     result = {
         "row": row,
-        "block": block,
-        "binarization": binarization,
-        "loss": loss,
-        "augment": augment,
+        "block": recipe.model.options["block"],
+        "binarization": recipe.model.options["binarization"],
+        "loss": recipe.train.loss,
+        "augment": recipe.augment is not None,
         "features": model.model_options.get("features"),
         "params": totals["params"],
         "memory_bits": totals["memory_bits"],
