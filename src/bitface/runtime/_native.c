@@ -602,17 +602,26 @@ static void conv_f32(const Stage *s, const float *in, void *out) {
 /* Pooling (floor mode; a padded border holds -inf, or 0 bits), element-wise stages, sign packing,
  * input layout. */
 
+/* The signs of v * scale + shift (all +1 with a ReLU) for `channels` values of one pixel, as words
+ * `plane` apart from dst. */
+static void affine_signs(const float *v, const float *scale, const float *shift, int64_t relu, int64_t channels,
+                         uint64_t *dst, int64_t plane) {
+    for (int64_t w = 0; w < (channels + 63) / 64; w++) {
+        uint64_t m = 0;
+        for (int64_t c = w * 64; c < channels && c < w * 64 + 64; c++) {
+            float a = v[c] * scale[c];
+            a = a + shift[c];
+            m |= (uint64_t)(a >= 0 || relu) << (c & 63);
+        }
+        dst[w * plane] = m;
+    }
+}
+
 /* The fused affine's sign bits of pixel (y, x), whose `cout` floats are at v (nothing without one). */
 static void affine_bits(const Stage *s, const float *v, int64_t y, int64_t x) {
-    for (int64_t w = 0; s->aff_out && w < (s->cout + 63) / 64; w++) {
-        uint64_t m = 0;
-        for (int64_t c = w * 64; c < s->cout && c < w * 64 + 64; c++) {
-            float a = v[c] * s->aff_scale[c];
-            a = a + s->aff_shift[c];
-            m |= (uint64_t)(a >= 0 || s->aff_relu) << (c & 63);
-        }
-        s->aff_out[s->aff_off + w * s->aff_plane + y * s->aff_row + x] = m;
-    }
+    if (s->aff_out)
+        affine_signs(v, s->aff_scale, s->aff_shift, s->aff_relu, s->cout, s->aff_out + s->aff_off + y * s->aff_row + x,
+                     s->aff_plane);
 }
 
 static void pool_portable(const Stage *s, const float *in, float *out) {
@@ -657,21 +666,29 @@ static void affine_portable(const Stage *s, const float *in, void *out) {
                 }
                 continue;
             }
-            uint64_t *o = (uint64_t *)out + s->out_off + y * s->out_row + x;
-            for (int64_t w = 0; w < s->words; w++) {
-                uint64_t m = 0;
-                const int64_t n = s->cout - w * 64 < 64 ? s->cout - w * 64 : 64;
-                for (int64_t c = 0; c < n; c++) {
-                    float v = ip[w * 64 + c] * s->scale[w * 64 + c];
-                    v = v + s->shift[w * 64 + c];
-                    m |= (uint64_t)(v >= 0 || s->relu) << c;
-                }
-                o[w * s->out_plane] = m;
-            }
+            affine_signs(ip, s->scale, s->shift, s->relu, s->cout, (uint64_t *)out + s->out_off + y * s->out_row + x,
+                         s->out_plane);
         }
 }
 
 #if defined(BF_X86)
+/* Adds the sign bits `on` of channels c..c+15 to `word`, and stores the word to pixel (its first word
+ * at dst, words `plane` apart) when it is full or the channels end; returns what is left to add to. */
+__attribute__((target(AVX512))) static inline uint64_t put_signs16(uint64_t *dst, int64_t plane, int64_t c,
+                                                                   int64_t channels, __mmask16 on, uint64_t word) {
+    word |= (uint64_t)on << (c & 63);
+    if ((c & 63) != 48 && c + 16 < channels) return word;
+    dst[(c >> 6) * plane] = word;
+    return 0;
+}
+
+/* The same for a fused affine's signs of 16 channels' values v at pixel (y, x). */
+__attribute__((target(AVX512))) static inline uint64_t affine_bits16(const Stage *s, __m512 v, int64_t c, __mmask16 m,
+                                                                     int64_t y, int64_t x, uint64_t word) {
+    return put_signs16(s->aff_out + s->aff_off + y * s->aff_row + x, s->aff_plane, c, s->cout,
+                       affine_sign16(s, v, c, m), word);
+}
+
 __attribute__((target(AVX512))) static void affine_avx512(const Stage *s, const float *in, void *out) {
     const __m512 zero = _mm512_setzero_ps();
     for (int64_t y = 0; y < s->ho; y++)
@@ -688,11 +705,8 @@ __attribute__((target(AVX512))) static void affine_avx512(const Stage *s, const 
                     _mm512_mask_storeu_ps((float *)out + s->out_off + y * s->out_row + x * s->out_pix + c, valid, v);
                     continue;
                 }
-                word |= (uint64_t)(_mm512_cmp_ps_mask(v, zero, _CMP_GE_OQ) & valid) << (c & 63);
-                if ((c & 63) == 48 || c + 16 >= s->cout) {
-                    ((uint64_t *)out)[s->out_off + (c >> 6) * s->out_plane + y * s->out_row + x] = word;
-                    word = 0;
-                }
+                word = put_signs16((uint64_t *)out + s->out_off + y * s->out_row + x, s->out_plane, c, s->cout,
+                                   _mm512_cmp_ps_mask(v, zero, _CMP_GE_OQ) & valid, word);
             }
         }
 }
@@ -706,16 +720,6 @@ static void affine(const Stage *s, const float *in, void *out) {
 }
 
 #if defined(BF_X86)
-/* Accumulates the fused affine's sign bits of channels c..c+15 of pixel (y, x) into `word`, and stores
- * the word when it is full or the channels end; returns what is left to accumulate. */
-__attribute__((target(AVX512))) static inline uint64_t affine_bits16(const Stage *s, __m512 v, int64_t c, __mmask16 m,
-                                                                     int64_t y, int64_t x, uint64_t word) {
-    word |= (uint64_t)affine_sign16(s, v, c, m) << (c & 63);
-    if ((c & 63) != 48 && c + 16 < s->cout) return word;
-    s->aff_out[s->aff_off + (c >> 6) * s->aff_plane + y * s->aff_row + x] = word;
-    return 0;
-}
-
 __attribute__((target(AVX512))) static void add_avx512(const Stage *s, const float *a, const float *b, float *out) {
     for (int64_t y = 0; y < s->ho; y++)
         for (int64_t x = 0; x < s->wo; x++) {
