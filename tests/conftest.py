@@ -96,3 +96,68 @@ def tiny_recipe(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path
+
+
+# A tiny synthetic MPII Human Pose annotation file: the RELEASE struct of mpii_human_pose_v1_u12_1.mat
+# (struct arrays with fields MATLAB leaves empty where the annotators did), and blob images.
+
+# 16 joints of a standing person in MPII order, 0-based, in a 160 x 160 image
+PERSON16 = np.array(
+    [[66, 140], [67, 115], [68, 90], [92, 90], [93, 115], [94, 140], [80, 90], [80, 55], [80, 47], [80, 28],
+     [55, 92], [58, 74], [64, 56], [96, 56], [102, 74], [105, 92]], dtype=np.float64,
+)  # fmt: skip
+PERSON_HEAD_BOX = np.array([70.0, 27.0, 90.0, 49.0])  # 0-based [x0, y0, x1, y1]
+
+
+def _struct_array(records: list[dict], fields: tuple[str, ...]) -> np.ndarray:
+    array = np.empty((1, len(records)), dtype=[(f, object) for f in fields])
+    for i, record in enumerate(records):
+        for f in fields:
+            array[0, i][f] = record.get(f, np.zeros((0, 0)))  # a field a record lacks is MATLAB's []
+    return array
+
+
+def write_mpii_set(
+    folder: Path, images: int = 21, seed: int = 0, missing: int = 3, bad_id_in: int | None = None
+) -> tuple[Path, list]:
+    """images/*.png and mpii_human_pose_v1_u12_1.mat (1-based, as MATLAB writes it). Every image
+    holds one person jittered around PERSON16 (image k shifted by k px); image 2 also has a person
+    without joints; the last image is a test image (img_train 0); `missing` joints of person 0 are
+    not annotated and joint 9 of every person is marked occluded. Returns the .mat path and the
+    0-based joints of the training images' people (NaN where not annotated). `bad_id_in`: that image's
+    joint 4 gets the id 17, which MPII does not have."""
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(seed)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    annolist, truth = [], []
+    for k in range(images):
+        points = PERSON16 + rng.uniform(-3, 3, PERSON16.shape) + k % 5
+        write_image(folder / "images" / f"{k:09d}.png", blob_image(points, 160, 160, sigma=2.5))
+        joints = [j for j in range(16) if not (k == 0 and j < missing)]
+        point_records = [
+            {
+                "id": 17 if (k == bad_id_in and j == 4) else j,
+                "x": points[j, 0] + 1,
+                "y": points[j, 1] + 1,
+                "is_visible": 0 if j == 9 else 1,
+            }
+            for j in joints
+        ]
+        head = PERSON_HEAD_BOX + k % 5 + 1
+        rect = {
+            "x1": head[0], "y1": head[1], "x2": head[2], "y2": head[3],
+            "annopoints": {"point": _struct_array(point_records, ("id", "x", "y", "is_visible"))},
+            "scale": 0.7, "objpos": {"x": 81.0 + k % 5, "y": 85.0 + k % 5},
+        }  # fmt: skip
+        rects = [rect] + ([{"scale": 0.5, "objpos": {"x": 20.0, "y": 20.0}}] if k == 2 else [])
+        annorect = _struct_array(rects, ("x1", "y1", "x2", "y2", "annopoints", "scale", "objpos"))
+        annolist.append({"image": {"name": f"{k:09d}.png"}, "annorect": annorect})
+        truth.append(np.where(np.isin(np.arange(16), joints)[:, None], points, np.nan))
+    release = {
+        "annolist": _struct_array(annolist, ("image", "annorect")),
+        "img_train": np.array([[1] * (images - 1) + [0]]),
+    }
+    path = folder / "mpii_human_pose_v1_u12_1.mat"
+    savemat(path, {"RELEASE": release})
+    return path, truth[: images - 1]

@@ -206,7 +206,8 @@ def _eval(args) -> int:
         args.json.write_text(json.dumps(data, indent=2) + "\n")
     if args.report:
         report.save(args.report)
-    print(json.dumps({k: data[k] for k in ("name", "faces", "normalizer", "nme", "auc", "fr", "skipped")}))
+    keys = ("name", "faces", "normalizer", "nme", "auc", "fr", "skipped")
+    print(json.dumps({k: data[k] for k in keys} | ({"pckh": data["pckh"]["total"]} if "pckh" in data else {})))
     return 0
 
 

@@ -11,6 +11,8 @@ Normalizers (one definition for the whole project, see GUIDE section 3):
   convention), otherwise the tight box of the ground-truth points; reports say which was used.
 - ``box_sqrt_wh``: sqrt(w * h) of the tight box of the ground-truth points (AFLW2000-3D / DHM).
 - ``box_diag``: diagonal of the tight box of the ground-truth points.
+- ``head``: 0.6 x the diagonal of the annotated head box (MPII's head segment length; PCKh@0.5 counts a
+  joint as found within half of it). Human pose only; callers pass the head boxes.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-NORMALIZERS = ("interocular", "interpupil", "box_width", "box_sqrt_wh", "box_diag")
+NORMALIZERS = ("interocular", "interpupil", "box_width", "box_sqrt_wh", "box_diag", "head")
+HEAD_SIZE_FACTOR = 0.6  # MPII: head segment length = 0.6 x head box diagonal (its evaluation code's SC_BIAS)
 
 
 @dataclass(frozen=True)
@@ -63,9 +66,9 @@ class Scheme:
 
 
 def tight_boxes(points: np.ndarray) -> np.ndarray:
-    """Tight boxes [x0, y0, x1, y1] of points (..., N, 2)."""
+    """Tight boxes [x0, y0, x1, y1] of points (..., N, 2); NaN points (not annotated) are left out."""
     points = np.asarray(points, dtype=np.float64)
-    return np.concatenate([points.min(-2), points.max(-2)], axis=-1)
+    return np.concatenate([np.nanmin(points, -2), np.nanmax(points, -2)], axis=-1)
 
 
 def normalizing_distances(
@@ -73,8 +76,9 @@ def normalizing_distances(
 ) -> np.ndarray:
     """The normalizing distance of each face, for ground-truth points of shape (B, N, 2).
 
-    `boxes` (B, 4) as [x0, y0, x1, y1] are used only by ``box_width``; without them it falls back
-    to the tight box of the points (callers record which source they used).
+    `boxes` (B, 4) as [x0, y0, x1, y1] are the face boxes of ``box_width`` (without them it falls back
+    to the tight box of the points; callers record which source they used) or the head boxes of ``head``
+    (required). Ground truth may hold NaN for joints nobody annotated (MPII); box normalizers ignore them.
     """
     gt = scheme._check(gt_points)
     if gt.ndim == 2:
@@ -88,6 +92,8 @@ def normalizing_distances(
         i, j = scheme.outer_eye_corners
         d = np.linalg.norm(gt[:, i] - gt[:, j], axis=-1)
     elif normalizer == "interpupil":
+        if not scheme.left_eye:
+            raise ValueError(f"scheme {scheme.name!r} has no eyes, so 'interpupil' is undefined for it")
         left, right = scheme.eye_centres(gt)
         d = np.linalg.norm(left - right, axis=-1)
     elif normalizer == "box_width":
@@ -95,6 +101,13 @@ def normalizing_distances(
         if len(b) != len(gt):
             raise ValueError(f"got {len(b)} boxes for {len(gt)} faces")
         d = b[:, 2] - b[:, 0]
+    elif normalizer == "head":
+        if boxes is None:
+            raise ValueError("the 'head' normalizer needs the head boxes of the samples (MPII's x1 y1 x2 y2)")
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        if len(b) != len(gt):
+            raise ValueError(f"got {len(b)} head boxes for {len(gt)} people")
+        d = HEAD_SIZE_FACTOR * np.hypot(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
     elif normalizer in ("box_sqrt_wh", "box_diag"):
         b = tight_boxes(gt)
         w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
@@ -236,7 +249,38 @@ AFLW21 = Scheme(
     description="AFLW 21 points",
 )
 
-SCHEMES: dict[str, Scheme] = {s.name: s for s in (FIVE, IBUG68, WFLW98, AFLW21)}
+# --- MPII human pose, 16 joints --------------------------------------------------------------
+# MPII's joint ids and order; "right"/"left" are the person's, as MPII annotates them.
+MPII16 = Scheme(
+    name="mpii16",
+    aliases=("mpii", "16", "pose16"),
+    point_names=(
+        "right_ankle",
+        "right_knee",
+        "right_hip",
+        "left_hip",
+        "left_knee",
+        "left_ankle",
+        "pelvis",
+        "thorax",
+        "upper_neck",
+        "head_top",
+        "right_wrist",
+        "right_elbow",
+        "right_shoulder",
+        "left_shoulder",
+        "left_elbow",
+        "left_wrist",
+    ),  # fmt: skip
+    flip_permutation=_mirror_pairs(16, [(0, 5), (1, 4), (2, 3), (10, 15), (11, 14), (12, 13)]),
+    left_eye=(),
+    right_eye=(),
+    outer_eye_corners=None,
+    default_normalizer="head",
+    description="MPII Human Pose 16 joints (the person's right and left); scored by PCKh",
+)
+
+SCHEMES: dict[str, Scheme] = {s.name: s for s in (FIVE, IBUG68, WFLW98, AFLW21, MPII16)}
 _ALIASES = {alias: s for s in SCHEMES.values() for alias in (s.name, *s.aliases)}
 
 

@@ -61,3 +61,32 @@ def test_bad_predictions_are_refused():
     pred[1, 2, 0] = np.nan
     with pytest.raises(ValueError, match="face 1 is not finite"):
         evaluate(pred, gt, FIVE, "interpupil")
+
+
+def test_pckh_counts_annotated_joints_within_half_the_head_segment():
+    from bitface.schemes import MPII16
+
+    gt = np.zeros((2, 16, 2))
+    gt[:, :, 0] = np.arange(16) * 10.0
+    heads = np.array([[0, 0, 30, 40], [0, 0, 60, 80]])  # diagonals 50 and 100 -> head segments 30 and 60 px
+    pred = gt.copy()
+    pred[0, :, 1] += 14.9  # 0.497 of 30 px: every joint found
+    pred[1, :, 1] += 31.0  # 0.517 of 60 px: every joint missed ...
+    pred[1, :4, 1] -= 2.0  # ... except four at 29 px (0.483)
+    gt[1, 4:6] = np.nan  # two joints nobody annotated: neither hits nor misses
+    report = evaluate(pred, gt, MPII16, "head", boxes=heads)
+    assert report.extra["pckh"]["total"] == pytest.approx(100 * (16 + 4) / 30)
+    per_joint = report.extra["pckh"]["per_joint"]
+    assert per_joint["right_ankle"] == 100 and per_joint["left_knee"] == 100 and per_joint["pelvis"] == 50
+    assert report.per_face == pytest.approx([14.9 / 30, (4 * 29 + 10 * 31) / 14 / 60])
+    assert report.box_source == "head"
+    assert "PCKh@0.5: 66.67%" in report.markdown()
+    with pytest.raises(ValueError, match="needs the head boxes"):
+        evaluate(pred, gt, MPII16, "head")
+
+
+def test_a_scheme_without_eyes_has_no_interpupil_distance():
+    from bitface.schemes import MPII16
+
+    with pytest.raises(ValueError, match="has no eyes"):
+        evaluate(np.zeros((1, 16, 2)), np.ones((1, 16, 2)), MPII16, "interpupil")

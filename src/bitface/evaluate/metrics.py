@@ -1,5 +1,7 @@
-"""Landmark accuracy metrics: NME under a named normalizer, per-point error, CED, AUC, failure rate
-and yaw bins. Errors are fractions of the normalizing distance inside the code; reports show percent.
+"""Landmark accuracy metrics: NME under a named normalizer, per-point error, CED, AUC, failure rate,
+yaw bins and PCK (PCKh for human pose). Errors are fractions of the normalizing distance inside the
+code; reports show percent. Ground-truth points may be NaN where nobody annotated them (MPII joints):
+they are left out of every mean, never counted as hits or misses.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ THRESHOLDS = {
     "box_width": (0.06,),
     "box_sqrt_wh": (0.06,),
     "box_diag": (0.06,),
+    "head": (0.5,),  # PCKh@0.5 (the threshold is on each joint's error, see pck)
 }
 YAW_BINS = ((0, 30), (30, 60), (60, 90))
 
 
 def point_errors(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """Euclidean error of every point, (B, N), in pixels."""
+    """Euclidean error of every point, (B, N), in pixels; NaN where the ground truth is NaN."""
     pred, gt = np.asarray(pred, dtype=np.float64), np.asarray(gt, dtype=np.float64)
     if pred.shape != gt.shape or pred.ndim != 3 or pred.shape[-1] != 2:
         raise ValueError(f"predictions {pred.shape} and ground truth {gt.shape} must both be (B, N, 2)")
@@ -35,8 +38,28 @@ def nme_per_face(
     pred: np.ndarray, gt: np.ndarray, scheme: Scheme, normalizer: str, boxes: np.ndarray | None = None
 ) -> np.ndarray:
     """Mean point error of each face divided by its normalizing distance (a fraction, not percent)."""
-    errors = point_errors(pred, gt)
-    return errors.mean(1) / normalizing_distances(scheme, normalizer, gt, boxes)
+    return face_means(point_errors(pred, gt)) / normalizing_distances(scheme, normalizer, gt, boxes)
+
+
+def face_means(errors: np.ndarray) -> np.ndarray:
+    """Mean over each face's annotated points of errors (B, N) that are NaN where not annotated."""
+    annotated = np.isfinite(errors)
+    if not annotated.any(1).all():
+        bad = int(np.flatnonzero(~annotated.any(1))[0])
+        raise ValueError(f"face {bad} has no annotated point to score")
+    return np.where(annotated, errors, 0).sum(1) / annotated.sum(1)
+
+
+def pck(normalized_errors: np.ndarray, threshold: float) -> tuple[float, np.ndarray]:
+    """Percentage of Correct Keypoints: the fraction of annotated points whose error, as a fraction
+    of the normalizing distance, is at most `threshold` (PCKh@0.5: head-normalized, 0.5), over all
+    points and per point (NaN for a point never annotated)."""
+    errors = np.asarray(normalized_errors, dtype=np.float64)
+    annotated = np.isfinite(errors)
+    hits = annotated & (np.where(annotated, errors, np.inf) <= threshold)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_point = hits.sum(0) / annotated.sum(0)
+    return float(hits.sum() / annotated.sum()), per_point
 
 
 def ced(errors: np.ndarray, max_error: float, steps: int = 1001) -> tuple[np.ndarray, np.ndarray]:

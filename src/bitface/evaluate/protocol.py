@@ -31,16 +31,27 @@ def evaluate_model_under(
         raise ValueError(f"{name}: no face could be predicted ({len(result.errors)} failed){first}")
     kept = [samples[i] for i in result.indices]
     gt = np.stack([s.points for s in kept])
-    boxes = np.stack([s.box for s in kept]) if all(s.box is not None for s in kept) else None
     yaw = np.array([s.pose[0] for s in kept]) if all(s.pose is not None for s in kept) else None
     reports = {}
     for normalizer in normalizers:
+        boxes = reference_boxes(kept, normalizer or model.scheme.default_normalizer)
         report = evaluate(result.points, gt, model.scheme, normalizer, boxes, yaw, name)
         report.extra["skipped"] = len(result.errors)
         report.extra["skipped_errors"] = result.errors[:20]
         report.extra["crop"] = _describe_crops(model, kept)
         reports[normalizer] = report
     return reports
+
+
+def reference_boxes(samples: list[Sample], normalizer: str) -> np.ndarray | None:
+    """The boxes a normalizer measures: the head boxes for ``head`` (every sample must have one),
+    the annotated face boxes for the others when every sample has one, else None."""
+    if normalizer == "head":
+        missing = [s.source for s in samples if s.attributes.get("head_box") is None]
+        if missing:
+            raise ValueError(f"normalizer 'head' needs head boxes; {len(missing)} samples lack one, first {missing[0]}")
+        return np.stack([s.attributes["head_box"] for s in samples])
+    return np.stack([s.box for s in samples]) if all(s.box is not None for s in samples) else None
 
 
 def _describe_crops(model, samples: list[Sample]) -> str:

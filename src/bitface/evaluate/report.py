@@ -12,13 +12,15 @@ import numpy as np
 from ..schemes import Scheme, normalizing_distances
 from . import metrics
 
+PCKH_THRESHOLD = 0.5
+
 
 @dataclass
 class Report:
     name: str
     scheme: str
     normalizer: str
-    box_source: str  # where box_width took its boxes from: "annotation", "points" or "n/a"
+    box_source: str  # where box_width took its boxes from: "annotation", "points", or "head" / "n/a"
     faces: int
     nme: float  # percent
     auc: dict[str, float]  # threshold -> AUC
@@ -57,6 +59,9 @@ class Report:
             + " |"
         )
         lines = [head, rule, row]
+        if "pckh" in self.extra:
+            pckh = self.extra["pckh"]
+            lines.append(f"\nPCKh@{pckh['threshold']}: {pckh['total']:.2f}% of annotated joints")
         if self.box_source == "points":
             lines.append("\nbox_width uses the tight box of the ground-truth points (the set has no face boxes).")
         if self.yaw:
@@ -96,21 +101,34 @@ def evaluate(
     gt = np.asarray(gt, dtype=np.float64)
     errors = metrics.point_errors(pred, gt)
     distances = normalizing_distances(scheme, normalizer, gt, boxes)
-    per_face = errors.mean(1) / distances
+    per_face = metrics.face_means(errors) / distances
+    normalized = errors / distances[:, None]
     thresholds = metrics.THRESHOLDS[normalizer]
-    return Report(
+    box_source = {"box_width": "annotation" if boxes is not None else "points", "head": "head"}
+    report = Report(
         name=name,
         scheme=scheme.name,
         normalizer=normalizer,
-        box_source="n/a" if normalizer != "box_width" else ("annotation" if boxes is not None else "points"),
+        box_source=box_source.get(normalizer, "n/a"),
         faces=len(gt),
         nme=float(100 * per_face.mean()),
         auc={str(t): metrics.auc(per_face, t) for t in thresholds},
         fr={str(t): metrics.failure_rate(per_face, t) for t in thresholds},
-        per_point=(100 * (errors / distances[:, None]).mean(0)).tolist(),
+        per_point=[float(100 * np.nanmean(col)) if np.isfinite(col).any() else None for col in normalized.T],
         per_face=per_face,
         yaw=metrics.yaw_bins(per_face, yaw) if yaw is not None else None,
     )
+    if normalizer == "head":  # human pose: PCKh@0.5 is the number the field reports
+        total, per_joint = metrics.pck(normalized, PCKH_THRESHOLD)
+        report.extra["pckh"] = {
+            "threshold": PCKH_THRESHOLD,
+            "total": 100 * total,
+            "per_joint": {
+                name: None if np.isnan(v) else 100 * float(v)
+                for name, v in zip(scheme.point_names, per_joint, strict=True)
+            },
+        }
+    return report
 
 
 def plot_ced(curves: dict[str, np.ndarray], normalizer: str, path: str | Path, max_error: float | None = None) -> Path:

@@ -4,6 +4,8 @@
     result.samples, result.skipped, result.errors
 
 The format is detected from the source (a file or a folder) and can be forced with `format=`.
+A file holding several named subsets is read one subset at a time with `FILE#SUBSET` (MPII:
+`mpii_human_pose_v1_u12_1.mat#train`, `#val`, `#all`, the default).
 Lenient mode (the default) skips bad samples and records why; `strict=True` raises at the first.
 """
 
@@ -18,6 +20,7 @@ from .aflw2000 import read_aflw2000
 from .dlib_xml import read_dlib_xml
 from .images import image_size, load_image
 from .lists import read_cuhk, read_mtfl, read_wflw, sniff_list_format
+from .mpii import read_mpii
 from .pts import annotation_files, read_annotation_files
 from .sample import Collector, DataError, ReadResult, Sample
 from .udacity import read_udacity_csv
@@ -43,6 +46,7 @@ FORMATS = {
     "dlib_xml": "dlib imglab XML with <part> landmarks",
     "udacity_csv": "Udacity facial-keypoints CSV (name, x0, y0, ...)",
     "aflw2000": "AFLW2000-3D .mat files (pt3d_68, Pose_Para), a file or a folder",
+    "mpii": "MPII Human Pose mpii_human_pose_v1_u12_1.mat (16 joints, head boxes); FILE#train / #val / #all",
 }
 
 CHECKS = ("none", "exists", "header", "decode")
@@ -50,8 +54,26 @@ CHECKS = ("none", "exists", "header", "decode")
 OUTSIDE_TOLERANCE = 0.25
 
 
+def split_subset(source: str | Path) -> tuple[Path, str | None]:
+    """`FILE#SUBSET` -> (FILE, SUBSET); a plain path -> (path, None)."""
+    text = str(source)
+    if "#" in Path(text).name:
+        path, subset = text.rsplit("#", 1)
+        return Path(path), subset
+    return Path(text), None
+
+
+def _is_mpii(path: Path) -> bool:
+    from scipy.io import whosmat
+
+    try:
+        return any(name == "RELEASE" for name, _, _ in whosmat(path))
+    except Exception:  # not a .mat file scipy can list: the AFLW2000 reader reports why
+        return False
+
+
 def detect_format(source: str | Path) -> str:
-    source = Path(source)
+    source, _ = split_subset(source)
     if not source.exists():
         raise DataError(f"{source}: no such file or folder")
     if source.is_dir():
@@ -64,6 +86,8 @@ def detect_format(source: str | Path) -> str:
         raise DataError(f"{source}: folder holds no .pts, .ljson or .mat annotations")
     suffix = source.suffix.lower()
     by_suffix = {".pts": "pts", ".ljson": "ljson", ".xml": "dlib_xml", ".csv": "udacity_csv", ".mat": "aflw2000"}
+    if suffix == ".mat" and _is_mpii(source):
+        return "mpii"
     if suffix in by_suffix:
         return by_suffix[suffix]
     if source.stat().st_size == 0:
@@ -88,7 +112,7 @@ def read_annotations(
     and non-empty); "header" (also readable size, and points not far outside the image); "decode"
     (also fully decodable pixels).
     """
-    source = Path(source)
+    source, subset = split_subset(source)
     if check not in CHECKS:
         raise ValueError(f"check must be one of {CHECKS}, not {check!r}")
     if format is None:
@@ -97,6 +121,8 @@ def read_annotations(
         raise DataError(f"unknown annotation format {format!r}; known: {', '.join(FORMATS)}")
     if not source.exists():
         raise DataError(f"{source}: no such file or folder")
+    if subset is not None and format != "mpii":
+        raise DataError(f"{source}#{subset}: format {format!r} has no subsets")
     root = Path(image_root) if image_root is not None else None
     result = ReadResult(format=format, source=source)
     collector = Collector(result, strict)
@@ -117,6 +143,8 @@ def read_annotations(
         read_dlib_xml(source, collector)
     elif format == "udacity_csv":
         read_udacity_csv(source, collector, root)
+    elif format == "mpii":
+        read_mpii(source, collector, subset or "all", root)
     _check_counts(result, collector)
     if check != "none":
         _check_images(result, collector, check)

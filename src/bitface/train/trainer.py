@@ -27,6 +27,7 @@ from tqdm import tqdm
 from ..data.cache import PatchCache
 from ..data.dataset import HeatmapSpec, LandmarkDataset, make_loader
 from ..data.pipeline import to_original
+from ..evaluate.protocol import reference_boxes
 from ..evaluate.report import evaluate
 from ..io import read_annotations
 from ..io.sample import Sample
@@ -293,21 +294,18 @@ class Trainer:
             return None
         self.network.eval()
         model = self.landmark_model()
-        predictions, truths, boxes = [], [], []
+        predictions, truths, scored = [], [], []
         loader = make_loader(self.val_set, 512, shuffle=False)
         for batch in loader:
             in_crop = model.decode(self.network(batch["image"]).numpy())
             for points, matrix, index in zip(in_crop, batch["matrix"].numpy(), batch["index"].tolist(), strict=True):
                 predictions.append(to_original(points, matrix))
-                sample = self.val_samples[index]
-                truths.append(sample.points)
-                boxes.append(sample.box)
-        have_boxes = all(b is not None for b in boxes)
-        report = evaluate(
-            np.stack(predictions),
-            np.stack(truths),
-            self.recipe.scheme,
-            self.recipe.data.normalizer,
-            boxes=np.stack(boxes) if have_boxes else None,
-        )
-        return {"nme": report.nme, "normalizer": report.normalizer, "faces": report.faces}
+                scored.append(self.val_samples[index])
+                truths.append(scored[-1].points)
+        normalizer = self.recipe.data.normalizer
+        boxes = reference_boxes(scored, normalizer)
+        report = evaluate(np.stack(predictions), np.stack(truths), self.recipe.scheme, normalizer, boxes=boxes)
+        row = {"nme": report.nme, "normalizer": report.normalizer, "faces": report.faces}
+        if "pckh" in report.extra:
+            row["pckh"] = report.extra["pckh"]["total"]
+        return row
