@@ -161,3 +161,39 @@ def write_mpii_set(
     path = folder / "mpii_human_pose_v1_u12_1.mat"
     savemat(path, {"RELEASE": release})
     return path, truth[: images - 1]
+
+
+def face68(cx: float = 64.0, cy: float = 60.0, a: float = 40.0, b: float = 50.0) -> np.ndarray:
+    """A plausible iBUG 68-point face (jaw, brows, nose, eyes, lips in their order) with the jaw an
+    ellipse of half-width a and half-height b around (cx, cy)."""
+
+    def ellipse(x, y, w, h, angles):
+        angles = np.asarray(angles, dtype=np.float64)
+        return np.stack([x + w * np.cos(angles), y - h * np.sin(angles)], 1)
+
+    jaw = ellipse(cx, cy, a, -b, np.pi - np.arange(17) * np.pi / 16)
+    brow = a * np.linspace(0.7, 0.15, 5)
+    brows = np.stack([np.concatenate([cx - brow, cx + brow[::-1]]), np.full(10, cy - 0.4 * b)], 1)
+    bridge = np.stack([np.full(4, cx), cy - b * np.linspace(0.25, -0.1, 4)], 1)
+    base = np.stack([cx + a * np.linspace(-0.2, 0.2, 5), np.full(5, cy + 0.2 * b)], 1)
+    eye_angles = [np.pi, 2 * np.pi / 3, np.pi / 3, 0, -np.pi / 3, -2 * np.pi / 3]
+    eyes = [ellipse(cx + s * 0.4 * a, cy - 0.15 * b, 0.15 * a, 0.08 * b, eye_angles) for s in (-1, 1)]
+    outer = ellipse(cx, cy + 0.55 * b, 0.4 * a, 0.18 * b, np.pi - np.arange(12) * np.pi / 6)
+    inner = ellipse(cx, cy + 0.55 * b, 0.3 * a, 0.06 * b, np.pi - np.arange(8) * np.pi / 4)
+    return np.concatenate([jaw, brows, bridge, base, *eyes, outer, inner])
+
+
+def write_pts_set(folder: Path, faces: int = 12, seed: int = 0) -> Path:
+    """A folder of 128 x 128 images with iBUG .pts beside them (1-based on disk): face68 jittered,
+    its parts painted in distinct grey levels so a network can learn them."""
+    from bitface.data.parts import part_labels
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(faces):
+        points = face68() + rng.uniform(-2, 2, (68, 2)) + rng.uniform(-4, 4, 2)
+        image = (part_labels(points, 128, 128) * 35 + rng.integers(0, 20, (128, 128))).astype(np.uint8)
+        write_image(folder / f"face{i}.png", image)
+        body = "\n".join(f"{x + 1:.3f} {y + 1:.3f}" for x, y in points)
+        (folder / f"face{i}.pts").write_text(f"version: 1\nn_points: 68\n{{\n{body}\n}}\n")
+    return folder

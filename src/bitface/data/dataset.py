@@ -1,7 +1,8 @@
 """torch Dataset glue (needs the `train` extra). Each item is a dict of tensors:
 
     image   float32 (C, S, S)  normalized network input
-    target  float32 (N, 2) points in the output space, or (N, H, W) heatmaps
+    target  float32 (N, 2) points in the output space, or (N, H, W) heatmaps, or int64 (H, W) part
+            classes (output "parts", see bitface.data.parts)
     points  float32 (N, 2) points in crop pixels
     matrix  float64 (3, 3) original image -> crop (for exact inverse mapping)
     index   int64         position in `samples`
@@ -25,6 +26,7 @@ from .cache import PatchCache
 from .crop import CropSpec
 from .geometry import OutputSpace
 from .heatmaps import gaussian_heatmaps
+from .parts import part_labels
 from .pipeline import InputSpec, load_for, make_example
 
 
@@ -54,7 +56,7 @@ class LandmarkDataset(Dataset):
             raise ValueError(
                 f"{len(bad)} samples do not have {scheme.num_points} points ({scheme.name}); first: {bad[0]}"
             )
-        if output == "heatmap":
+        if output in ("heatmap", "parts"):
             heatmap = heatmap or HeatmapSpec()
             if crop.size % heatmap.stride:
                 raise ValueError(f"crop size {crop.size} is not a multiple of the heatmap stride {heatmap.stride}")
@@ -63,6 +65,7 @@ class LandmarkDataset(Dataset):
             self.space = OutputSpace(output, crop.size)
         if cache is not None and len(cache.patches) != len(samples):
             raise ValueError(f"the patch cache holds {len(cache.patches)} faces but {len(samples)} samples were given")
+        self.output = output
         self.cache = cache
         # With a cache, faces whose image failed to decode are left out.
         self.indices = list(cache.kept) if cache is not None else list(range(len(samples)))
@@ -91,11 +94,13 @@ class LandmarkDataset(Dataset):
             image, source_matrix = load_for(sample, self.input_spec), None
         example = make_example(image, sample, self.crop, self.scheme, self.augment, rng, source_matrix)
         targets = self.space.from_crop(example.points)
-        if self.space.kind == "heatmap":
+        if self.output == "parts":
+            targets = part_labels(targets, self.space.size, self.space.size).astype(np.int64)
+        elif self.space.kind == "heatmap":
             targets = gaussian_heatmaps(targets, self.space.size, self.space.size, self.heatmap.sigma)
         return {
             "image": torch.from_numpy(self.input_spec.normalize(example.crop)),
-            "target": torch.from_numpy(np.asarray(targets, dtype=np.float32)),
+            "target": torch.from_numpy(targets if self.output == "parts" else np.asarray(targets, dtype=np.float32)),
             "points": torch.from_numpy(example.points.astype(np.float32)),
             "matrix": torch.from_numpy(example.matrix),
             "index": torch.tensor(index),

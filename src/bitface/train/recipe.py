@@ -46,18 +46,21 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class TargetSpec:
-    output: str = "normalized"  # normalized coordinates in [-1, 1] (regression), pixels, or heatmap
-    stride: int = 4  # heatmap: crop pixels per heatmap cell
+    # normalized coordinates in [-1, 1] (regression), pixels, heatmap, or parts: a map of facial part
+    # classes built from the 68 points (bitface.data.parts), one output channel per class
+    output: str = "normalized"
+    stride: int = 4  # heatmap and parts: crop pixels per output cell
     sigma: float = 1.5  # heatmap: Gaussian sigma in cells
 
     def __post_init__(self):
-        if self.output not in ("normalized", "pixels", "heatmap"):
-            raise ValueError(f"output must be normalized, pixels or heatmap, not {self.output!r}")
+        if self.output not in ("normalized", "pixels", "heatmap", "parts"):
+            raise ValueError(f"output must be normalized, pixels, heatmap or parts, not {self.output!r}")
         if self.stride < 1 or self.sigma <= 0:
             raise ValueError(f"need stride >= 1 and sigma > 0, got {self.stride} and {self.sigma}")
 
 
-LOSSES = ("l2", "l1", "smooth_l1", "bce")  # bce: pixel-wise sigmoid cross-entropy on heatmaps
+# bce: pixel-wise sigmoid cross-entropy on heatmaps; cross_entropy: log-softmax over part classes (parts)
+LOSSES = ("l2", "l1", "smooth_l1", "bce", "cross_entropy")
 SCHEDULES = ("constant", "cosine", "step")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 
@@ -120,6 +123,10 @@ class Recipe:
     def __post_init__(self):
         if self.train.loss == "bce" and self.target.output != "heatmap":
             raise ValueError("train.loss: bce (sigmoid cross-entropy) needs target.output: heatmap")
+        if (self.train.loss == "cross_entropy") != (self.target.output == "parts"):
+            raise ValueError("train.loss: cross_entropy and target.output: parts go together (part segmentation)")
+        if self.target.output == "parts" and self.scheme.num_points != 68:
+            raise ValueError("target.output: parts builds its masks from the 68 iBUG points; set data.scheme: 68pt")
 
     @property
     def scheme(self):

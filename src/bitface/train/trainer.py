@@ -26,9 +26,11 @@ from tqdm import tqdm
 
 from ..data.cache import PatchCache
 from ..data.dataset import HeatmapSpec, LandmarkDataset, make_loader
+from ..data.parts import PART_CLASSES, part_labels
 from ..data.pipeline import to_original
 from ..evaluate.protocol import reference_boxes
 from ..evaluate.report import evaluate
+from ..evaluate.segmentation import confusion, segmentation_scores
 from ..io import read_annotations
 from ..io.sample import Sample
 from ..models.model_file import LandmarkModel, calibrate_points_crop, load_model
@@ -77,6 +79,7 @@ def _loss_fn(name: str):
         "l1": torch.nn.functional.l1_loss,
         "smooth_l1": lambda a, b: torch.nn.functional.smooth_l1_loss(a, b, beta=0.02),
         "bce": torch.nn.functional.binary_cross_entropy_with_logits,
+        "cross_entropy": torch.nn.functional.cross_entropy,  # log-softmax + NLL over classes, per pixel
     }[name]
 
 
@@ -116,6 +119,22 @@ def start_from(network: torch.nn.Module, path: str | Path) -> list[str]:
             )
     network.load_state_dict(source, strict=False)
     return sorted(set(own) - set(source))
+
+
+@torch.no_grad()
+def score_parts(network: torch.nn.Module, dataset: LandmarkDataset) -> dict:
+    """Part segmentation scores at crop resolution: the class logits upsampled bilinearly to the crop
+    (cell centres sit where OutputSpace puts them, as align_corners=False assumes), against masks
+    drawn from the crop's points at full resolution."""
+    network.eval()
+    size = dataset.crop.size
+    matrix = np.zeros((len(PART_CLASSES), len(PART_CLASSES)), dtype=np.int64)
+    for batch in make_loader(dataset, 64, shuffle=False):
+        logits = torch.nn.functional.interpolate(network(batch["image"]), size=(size, size), mode="bilinear")
+        predicted = logits.argmax(1).numpy()
+        for points, labels in zip(batch["points"].numpy(), predicted, strict=True):
+            matrix += confusion(part_labels(points, size, size), labels, len(PART_CLASSES))
+    return segmentation_scores(matrix, PART_CLASSES)
 
 
 class Trainer:
@@ -250,7 +269,8 @@ class Trainer:
                 log.write(json.dumps(row) + "\n")
             if self.progress:
                 val = row["val"]
-                nme = f", val NME {val['nme']:.3f}% ({val['normalizer']})" if val else ""
+                nme = f", val NME {val['nme']:.3f}% ({val['normalizer']})" if val and "nme" in val else ""
+                nme += f", val mean IU {val['mean_iu']:.2f}%" if val and "mean_iu" in val else ""
                 tqdm.write(f"epoch {row['epoch']}/{spec.epochs}: loss {row['loss']:.5f}{nme}, {row['seconds']:.1f}s")
         return self.history
 
@@ -293,6 +313,11 @@ class Trainer:
         if self.val_set is None:
             return None
         self.network.eval()
+        if self.recipe.target.output == "parts":
+            scores = score_parts(self.network, self.val_set)
+            return {key: scores[key] for key in ("pixel_accuracy", "mean_accuracy", "mean_iu")} | {
+                "faces": len(self.val_set)
+            }
         model = self.landmark_model()
         predictions, truths, scored = [], [], []
         loader = make_loader(self.val_set, 512, shuffle=False)
