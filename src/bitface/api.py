@@ -60,6 +60,14 @@ def as_rgb(image, channel_order: str = "rgb", where: str = "image") -> np.ndarra
     return np.ascontiguousarray(rgb[:, :, ::-1] if channel_order == "bgr" else rgb)
 
 
+def _to_mode(crop: np.ndarray, mode: str) -> np.ndarray:
+    if mode == "gray" and crop.ndim == 3:
+        return cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+    if mode == "rgb" and crop.ndim == 2:
+        return cv2.cvtColor(crop, cv2.COLOR_GRAY2RGB)
+    return crop
+
+
 class Landmarker:
     """A bundled model name (see `bitface models`) or a .bitface path, and a detector name."""
 
@@ -91,16 +99,20 @@ class Landmarker:
         crops, matrices, owners, found = [], [], [], [[] for _ in images]
         for i, image in enumerate(images):
             rgb = as_rgb(image, channel_order, where=f"image {i}")
-            pixels = rgb if mode == "rgb" or rgb.ndim == 2 else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-            if mode == "rgb" and rgb.ndim == 2:
-                pixels = cv2.cvtColor(rgb, cv2.COLOR_GRAY2RGB)
+            gray = rgb if rgb.ndim == 2 else None
             if boxes is not None:
                 faces = [Face(np.asarray(b, dtype=np.float64).reshape(4), None) for b in boxes[i]]
             else:
-                faces = [Face(self.calibration.apply(d.box), None, d.score, d.box) for d in self.detect(rgb)]
+                if self.detector is None:
+                    raise ValueError("this Landmarker has no detector (detector='none'): pass boxes")
+                gray = gray if gray is not None else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+                faces = [Face(self.calibration.apply(d.box), None, d.score, d.box) for d in self.detector(gray)]
+            # a gray model reads the gray image where detection made one; otherwise only the small crop
+            # is converted, not the whole image
+            source = gray if mode == "gray" and gray is not None else rgb
             for face in faces:
                 matrix = self.model.crop.matrix(face.box)
-                crops.append(warp(pixels, matrix, self.model.crop.size))
+                crops.append(_to_mode(warp(source, matrix, self.model.crop.size), mode))
                 matrices.append(matrix)
                 owners.append((i, face))
         if crops:

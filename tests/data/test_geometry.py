@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -78,3 +79,25 @@ def test_bad_specs_are_refused_with_the_field_name():
             AugmentSpec(flip=1.0),
             np.random.default_rng(0),
         )
+
+
+@pytest.mark.parametrize("box", [(250, 200, 350, 300), (-60, -40, 90, 110), (450, 330, 650, 530), (0, 0, 200, 200)])
+def test_downscaling_only_the_covered_region_equals_downscaling_the_whole_image(box):
+    # 600 x 480 divides by 2, 3 and 4: the whole-image area resize is then by exactly the factor,
+    # the reference for the region the crop covers
+    rng = np.random.default_rng(0)
+    image = cv2.GaussianBlur(rng.integers(0, 255, (480, 600, 3)).astype(np.uint8), (0, 0), 2)
+    for size in (64,):  # factors 2, 3 and 4 for boxes 100, 150 and 200 px wide
+        matrix = geometry.crop_matrix(*geometry.square_from_box(np.array(box, float), 0.2), size)
+        factor = int(np.floor(1 / np.sqrt(abs(np.linalg.det(matrix[:2, :2])))))
+        assert 600 % factor == 0 and 480 % factor == 0
+        small = cv2.resize(image, (600 // factor, 480 // factor), interpolation=cv2.INTER_AREA)
+        s = 1 / factor
+        to_small = np.array([[s, 0, 0.5 * s - 0.5], [0, s, 0.5 * s - 0.5], [0, 0, 1]])
+        expected = cv2.warpAffine(small, (matrix @ geometry.invert(to_small))[:2], (size, size), flags=cv2.INTER_LINEAR)
+        np.testing.assert_array_equal(geometry.warp(image, matrix, size), expected)
+
+
+def test_a_crop_wholly_outside_the_image_is_black():
+    matrix = geometry.crop_matrix(np.array([-500.0, -500.0]), 300.0, 32)
+    assert not geometry.warp(np.full((100, 100), 255, np.uint8), matrix, 32).any()

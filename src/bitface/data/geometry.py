@@ -66,10 +66,23 @@ def warp(image: np.ndarray, matrix: np.ndarray, size: int, interpolation: int = 
     if scale < 0.5:
         factor = int(np.floor(1 / scale))
         h, w = image.shape[:2]
-        small = cv2.resize(image, (max(1, w // factor), max(1, h // factor)), interpolation=cv2.INTER_AREA)
-        # pixel-centre mapping of an integer-factor area resize: x_small = (x + 0.5) * (w_small / w) - 0.5
-        sx, sy = small.shape[1] / w, small.shape[0] / h
-        to_small = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1]])
+        # Only the part of the image the crop covers is downsampled (plus a border for the bilinear
+        # taps), its origin on the factor grid, so a small face in a big photo costs little.
+        corners = invert(matrix) @ np.array([[0, size - 1, 0, size - 1], [0, 0, size - 1, size - 1], [1, 1, 1, 1]])
+        lo = np.floor(corners[:2].min(1)).astype(int) - 2 * factor
+        hi = np.ceil(corners[:2].max(1)).astype(int) + 2 * factor + 1
+        if hi[0] <= 0 or hi[1] <= 0 or lo[0] >= w or lo[1] >= h:  # the crop lies wholly outside the image
+            return np.zeros((size, size, *image.shape[2:]), image.dtype)
+        x0, y0 = (max(0, v) // factor * factor for v in lo)
+        # ends rounded up to the factor grid too (or the image's end), so the area resize is by exactly `factor`
+        x1 = min(w, -(-max(hi[0], x0 + factor) // factor) * factor)
+        y1 = min(h, -(-max(hi[1], y0 + factor) // factor) * factor)
+        region = image[y0:y1, x0:x1]
+        rw, rh = x1 - x0, y1 - y0
+        small = cv2.resize(region, (max(1, rw // factor), max(1, rh // factor)), interpolation=cv2.INTER_AREA)
+        # pixel-centre mapping of an area resize of the region: x_small = (x - x0 + 0.5) * (w_small / rw) - 0.5
+        sx, sy = small.shape[1] / rw, small.shape[0] / rh
+        to_small = np.array([[sx, 0, (0.5 - x0) * sx - 0.5], [0, sy, (0.5 - y0) * sy - 0.5], [0, 0, 1]])
         image, matrix = small, matrix @ invert(to_small)
     return cv2.warpAffine(
         image, matrix[:2], (size, size), flags=interpolation, borderMode=cv2.BORDER_CONSTANT, borderValue=0

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <math.h>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define BF_X86 1
@@ -1166,11 +1167,114 @@ static PyObject *peak(PyObject *self, PyObject *arg) {
     return NULL;
 }
 
+/* ---- heatmap decoding ----------------------------------------------------------------------------
+ * The same decoding as bitface.data.heatmaps.decode_argmax (its numpy twin is the reference the
+ * tests compare against): the first argmax of each map, refined along each axis by the vertex of a
+ * parabola through the log of the activated peak and its two neighbours (exact for a Gaussian), the
+ * offset clipped to half a cell; a map that is not finite everywhere, or whose activated peak is not
+ * above min_peak and above its activated minimum, is invalid: centre of the map, confidence 0. The
+ * activation (sigmoid of logits, or none) is applied to the few values read, in double precision. */
+
+static inline double activate(double v, int sigmoid) { return sigmoid ? 0.5 * (1.0 + tanh(0.5 * v)) : v; }
+
+static double parabola_offset(double lo, double mid, double hi, int sigmoid) {
+    const double eps = 1e-10;
+    double llo = log(fmax(activate(lo, sigmoid), eps)), lmid = log(fmax(activate(mid, sigmoid), eps));
+    double lhi = log(fmax(activate(hi, sigmoid), eps));
+    double curvature = llo - 2.0 * lmid + lhi;
+    if (!(curvature < 0)) return 0.0;
+    double offset = 0.5 * (llo - lhi) / curvature;
+    return offset < -0.5 ? -0.5 : offset > 0.5 ? 0.5 : offset;
+}
+
+/* The extremes of a map and whether any value is inf or NaN (an exponent of all ones). */
+static void map_extremes(const float *map, int64_t n, float *top, float *bottom, int *special) {
+    int64_t i = 0;
+    float hi = map[0], lo = map[0];
+    uint32_t odd = 0;
+#if defined(BF_X86)
+    /* SSE2 is part of x86-64: four independent vector chains (a single running max is one long
+     * dependency chain, several times slower). */
+    const __m128i exponent = _mm_set1_epi32(0x7f800000);
+    __m128 h[4], l[4];
+    __m128i o = _mm_setzero_si128();
+    for (int k = 0; k < 4; k++) h[k] = l[k] = _mm_set1_ps(map[0]);
+    for (; i + 16 <= n; i += 16)
+        for (int k = 0; k < 4; k++) {
+            __m128 v = _mm_loadu_ps(map + i + 4 * k);
+            h[k] = _mm_max_ps(v, h[k]);
+            l[k] = _mm_min_ps(v, l[k]);
+            __m128i e = _mm_and_si128(_mm_castps_si128(v), exponent);
+            o = _mm_or_si128(o, _mm_cmpeq_epi32(e, exponent));
+        }
+    float lanes_hi[16], lanes_lo[16];
+    for (int k = 0; k < 4; k++) _mm_storeu_ps(lanes_hi + 4 * k, h[k]), _mm_storeu_ps(lanes_lo + 4 * k, l[k]);
+    for (int k = 0; k < 16; k++) {
+        hi = lanes_hi[k] > hi ? lanes_hi[k] : hi;
+        lo = lanes_lo[k] < lo ? lanes_lo[k] : lo;
+    }
+    odd = _mm_movemask_epi8(o) != 0;
+#endif
+    for (; i < n; i++) {
+        float v = map[i];
+        uint32_t bits;
+        memcpy(&bits, &v, 4);
+        odd |= (bits & 0x7f800000u) == 0x7f800000u;
+        hi = v > hi ? v : hi;
+        lo = v < lo ? v : lo;
+    }
+    *top = hi, *bottom = lo, *special = odd != 0;
+}
+
+static void decode_map(const float *map, int64_t h, int64_t w, int sigmoid, double min_peak, double *out) {
+    float top, bottom;
+    int special;
+    map_extremes(map, h * w, &top, &bottom, &special);
+    double peak = special ? 0.0 : activate(top, sigmoid);
+    if (special || !(peak > min_peak) || !(peak > activate(bottom, sigmoid))) {
+        out[0] = (w - 1) / 2.0, out[1] = (h - 1) / 2.0, out[2] = 0.0, out[3] = 0.0;
+        return;
+    }
+    int64_t best = 0;
+    while (map[best] != top) best++; /* the first maximum, as numpy's argmax */
+    int64_t y = best / w, x = best % w;
+    double px = (double)x, py = (double)y;
+    if (x > 0 && x < w - 1) px += parabola_offset(map[best - 1], map[best], map[best + 1], sigmoid);
+    if (y > 0 && y < h - 1) py += parabola_offset(map[best - w], map[best], map[best + w], sigmoid);
+    out[0] = px, out[1] = py, out[2] = peak, out[3] = 1.0;
+}
+
+/* decode_heatmaps(maps, h, w, sigmoid, min_peak, out): maps float32 (count, h, w) contiguous;
+ * out float64 (count, 4): x, y (cells), confidence, valid (0 or 1). */
+static PyObject *decode_heatmaps(PyObject *self, PyObject *args) {
+    Py_buffer maps, out;
+    long long h, w;
+    int sigmoid;
+    double min_peak;
+    if (!PyArg_ParseTuple(args, "y*LLpdw*", &maps, &h, &w, &sigmoid, &min_peak, &out)) return NULL;
+    int64_t count = h > 0 && w > 0 ? (int64_t)(maps.len / 4) / (h * w) : 0;
+    if (h <= 0 || w <= 0 || maps.len != 4 * count * h * w || out.len != 8 * 4 * count) {
+        PyErr_Format(PyExc_ValueError, "decode_heatmaps: %zd map bytes and %zd output bytes do not fit %lld x %lld maps",
+                     maps.len, out.len, h, w);
+        PyBuffer_Release(&maps);
+        PyBuffer_Release(&out);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (int64_t i = 0; i < count; i++)
+        decode_map((const float *)maps.buf + i * h * w, h, w, sigmoid, min_peak, (double *)out.buf + 4 * i);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&maps);
+    PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
     {"isa", get_isa, METH_NOARGS, "the binary kernel path in use: portable, avx2 or avx512"},
     {"available", available, METH_NOARGS, "kernel paths this CPU can run"},
     {"set_isa", set_isa, METH_O, "choose a kernel path (tests and benchmarks)"},
     {"peak", peak, METH_O, "peak(iterations) -> binary MACs of the XOR+popcount peak loop"},
+    {"decode_heatmaps", decode_heatmaps, METH_VARARGS, "decode_heatmaps(maps, h, w, sigmoid, min_peak, out)"},
     {NULL, NULL, 0, NULL},
 };
 

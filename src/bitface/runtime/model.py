@@ -9,7 +9,7 @@ import numpy as np
 from ..data.predictor import CroppedPredictor, settings_from
 from ..export.format import PackedModel, load_packed
 from ..io.sample import DataError
-from .native import Network
+from .native import Network, decode_heatmaps
 
 
 class PackedLandmarker(CroppedPredictor):
@@ -36,6 +36,11 @@ class PackedLandmarker(CroppedPredictor):
         if self.output in ("normalized", "pixels"):
             return out.reshape(len(x), self.scheme.num_points, 2)
         return out
+
+    def decode(self, output: np.ndarray) -> np.ndarray:
+        if self.output == "heatmap":  # the same decoding as the numpy one, in C
+            return self.space.to_crop(decode_heatmaps(output, self.heatmap_activation == "sigmoid").points)
+        return super().decode(output)
 
 
 def load_packed_model(path: str | Path) -> PackedLandmarker:

@@ -8,6 +8,8 @@ import warnings
 
 import numpy as np
 
+from ..data.heatmaps import Decoded, decode_argmax
+from ..data.heatmaps import sigmoid as sigmoid_function
 from ..export.format import PackedModel
 from . import reference
 from .plan import Unsupported, compile_plan
@@ -62,3 +64,18 @@ class Network:
         out = np.empty((len(x), *self.compiled.output_shape), np.float32)
         self.plan.run(x, out)
         return out
+
+
+def decode_heatmaps(maps: np.ndarray, sigmoid: bool, min_peak: float = 1e-6) -> Decoded:
+    """`bitface.data.heatmaps.decode_argmax` in C, for (..., N, H, W) maps (float32 as the runtime
+    writes them); the numpy decoder where the extension is not built or BITFACE_RUNTIME=reference."""
+    if kernel_path() == "reference":
+        return decode_argmax(maps, min_peak=min_peak, activation=sigmoid_function if sigmoid else None)
+    maps = np.ascontiguousarray(maps, dtype=np.float32)
+    if maps.ndim < 3:
+        raise ValueError(f"heatmaps must be (..., N, H, W), got shape {maps.shape}")
+    *lead, h, w = maps.shape
+    out = np.empty((int(np.prod(lead)), 4), np.float64)
+    _native.decode_heatmaps(maps, h, w, bool(sigmoid), float(min_peak), out)
+    valid = out[:, 3] > 0
+    return Decoded(points=out[:, :2].reshape(*lead, 2), confidence=out[:, 2].reshape(lead), valid=valid.reshape(lead))

@@ -1,0 +1,51 @@
+"""The C heatmap decoder against the numpy one (bitface.data.heatmaps.decode_argmax)."""
+
+import numpy as np
+import pytest
+
+from bitface.data.heatmaps import decode_argmax, gaussian_heatmaps, sigmoid
+from bitface.runtime import native
+
+pytestmark = pytest.mark.skipif(native._native is None, reason=f"{native.NATIVE_MISSING}")
+
+
+def maps_with_edge_cases(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    points = rng.uniform(-1, 32, (3, 40, 2))  # some on or just outside the border
+    maps = gaussian_heatmaps(points.reshape(-1, 2), 32, 32, 1.5).reshape(3, 40, 32, 32)
+    maps += rng.normal(0, 0.01, maps.shape).astype(np.float32)
+    maps[0, 0] = 0.25  # flat: invalid
+    maps[0, 1, 5, 7] = np.nan  # not finite: invalid
+    maps[0, 2] = 0
+    maps[0, 2, 10, 10] = maps[0, 2, 20, 3] = 1  # a tie: the first maximum wins
+    maps[0, 3] = -maps[0, 3]  # a dip, not a peak
+    return maps
+
+
+@pytest.mark.parametrize("as_logits", [False, True])
+def test_the_c_decoder_matches_numpy(as_logits):
+    maps = maps_with_edge_cases()
+    if as_logits:  # what a network trained with sigmoid cross-entropy outputs
+        maps = np.log(np.clip(maps, 1e-4, 1 - 1e-4) / (1 - np.clip(maps, 1e-4, 1 - 1e-4))).astype(np.float32)
+        maps[0, 1, 5, 7] = np.nan
+        maps[0, 0] = 0.25
+    expected = decode_argmax(maps, activation=sigmoid if as_logits else None)
+    got = native.decode_heatmaps(maps, sigmoid=as_logits)
+    np.testing.assert_array_equal(got.valid, expected.valid)
+    np.testing.assert_allclose(got.points, expected.points, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got.confidence, expected.confidence, rtol=1e-14, atol=0)
+    assert not got.valid[0, 0] and not got.valid[0, 1] and got.valid[0, 2]
+    np.testing.assert_array_equal(got.points[0, 0], [15.5, 15.5])  # an invalid map decodes to its centre
+    if not as_logits:
+        np.testing.assert_allclose(got.points[0, 2], [10, 10])
+
+
+def test_the_reference_runtime_decodes_with_numpy(monkeypatch):
+    maps = maps_with_edge_cases(1)
+    monkeypatch.setenv("BITFACE_RUNTIME", "reference")
+    np.testing.assert_array_equal(native.decode_heatmaps(maps, False).points, decode_argmax(maps).points)
+
+
+def test_maps_that_do_not_fit_are_refused():
+    with pytest.raises(ValueError, match="do not fit"):
+        native._native.decode_heatmaps(np.zeros(10, np.float32), 3, 3, False, 1e-6, np.zeros((1, 4)))
