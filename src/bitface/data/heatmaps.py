@@ -42,8 +42,11 @@ class Decoded:
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    """The logistic function, without overflow."""
-    return 0.5 * (1 + np.tanh(0.5 * np.asarray(x, np.float64)))
+    """The logistic function in float64, without overflow and without the cancellation of
+    0.5 * (1 + tanh(x / 2)) for very negative x (the C decoder computes it the same way)."""
+    x = np.asarray(x, np.float64)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
 def decode_argmax(heatmaps: np.ndarray, refine: bool = True, min_peak: float = 1e-6, activation=None) -> Decoded:

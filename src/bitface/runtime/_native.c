@@ -1175,7 +1175,11 @@ static PyObject *peak(PyObject *self, PyObject *arg) {
  * above min_peak and above its activated minimum, is invalid: centre of the map, confidence 0. The
  * activation (sigmoid of logits, or none) is applied to the few values read, in double precision. */
 
-static inline double activate(double v, int sigmoid) { return sigmoid ? 0.5 * (1.0 + tanh(0.5 * v)) : v; }
+static inline double activate(double v, int sigmoid) {
+    if (!sigmoid) return v;
+    double e = exp(-fabs(v)); /* as heatmaps.sigmoid: no overflow, no cancellation for very negative v */
+    return v >= 0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
+}
 
 static double parabola_offset(double lo, double mid, double hi, int sigmoid) {
     const double eps = 1e-10;
