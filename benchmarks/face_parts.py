@@ -13,9 +13,9 @@ as pending, never filled in.
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
+
+import trained_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "configs" / "parts"
@@ -24,13 +24,6 @@ DATA = ROOT.parent / "shared" / "data"
 TEST_SET = DATA / "300w_helen_68pt" / "testset"
 ROWS = ("bottleneck_real", "bottleneck_xnor", "hpm48_xnor")  # the paper's three networks, in its order
 COMMAND = "python benchmarks/face_parts.py train && python benchmarks/face_parts.py report"
-
-
-def train(rows: list[str], parallel: int) -> None:
-    from bitface.train.queue import pending_command, run_queue
-
-    jobs = [c for c in (pending_command(RECIPES / f"{r}.yaml", RUNS / r) for r in rows) if c]
-    run_queue(jobs, parallel)
 
 
 def score(row: str, test_samples: list) -> dict:
@@ -47,7 +40,7 @@ def score(row: str, test_samples: list) -> dict:
     test = LandmarkDataset(
         test_samples, recipe.scheme, recipe.crop, recipe.input, None, "parts", HeatmapSpec(recipe.target.stride)
     )
-    log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+    log = trained_rows.read_log(folder)
     return {
         "row": row,
         "block": recipe.model.options["block"],
@@ -115,28 +108,10 @@ def report() -> None:
         "HELEN testset (300-W, 330 faces), masks painted from the 68 ground-truth points; the last epoch of every "
         "run. Training: 300-W HELEN trainset (870) + YTF training (3,462), 128 px gray, one thread per run.\n\n"
         + (markdown_table(table, columns, formats) if table else "No row has finished training yet.\n")
-        + (
-            "\nPending (not yet trained to their last epoch): "
-            + ", ".join(f"{p['row']} ({p['epochs_done']}/{p['epochs']})" for p in pending)
-            + "\n"
-            if pending
-            else ""
-        )
+        + trained_rows.pending_note(pending)
     )
     write_results(ROOT / "benchmarks" / "results" / "face_parts", data, "Facial part segmentation (Table 15)", body)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=("train", "report"))
-    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS), help="train only these rows")
-    parser.add_argument("--parallel", type=int, default=2, help="rows trained at once (one thread each)")
-    args = parser.parse_args()
-    if args.stage == "train":
-        train(args.rows, args.parallel)
-    else:
-        report()
-
-
 if __name__ == "__main__":
-    main()
+    trained_rows.main(__doc__, ROWS, RECIPES, RUNS, report)

@@ -14,9 +14,9 @@ it is only a secondary check). Rows not yet trained are listed as pending, never
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
+
+import trained_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "configs" / "hourglass68"
@@ -66,17 +66,6 @@ def run_folder(row: str) -> Path:
     return RUNS / row
 
 
-def train(rows: list[str], parallel: int) -> None:
-    from bitface.train.queue import pending_command, run_queue
-
-    jobs = [c for c in (pending_command(recipe_path(r), run_folder(r)) for r in rows) if c]
-    run_queue(jobs, parallel)
-
-
-def read_log(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
-
-
 def score(row: str, test_samples: dict) -> tuple[dict, dict]:
     """The row's results and its per-face HELEN errors (for the CED plot)."""
     from bitface.evaluate.protocol import evaluate_model
@@ -87,7 +76,7 @@ def score(row: str, test_samples: dict) -> tuple[dict, dict]:
     folder = run_folder(row)
     model = load_model(folder / "model.safetensors")
     totals = summarize(model.network, (model.input.channels, model.crop.size, model.crop.size)).totals()
-    log = read_log(folder)
+    log = trained_rows.read_log(folder)
     recipe = load_recipe(recipe_path(row))
     init = recipe.train.init  # a row started from another row's weights
     result = {
@@ -242,29 +231,11 @@ def report() -> None:
         "HELEN testset (300-W, 330 faces), inter-ocular NME in percent, the last epoch of every run. "
         "Training: 300-W HELEN trainset (870) + YTF training (3,462), 128 px gray, one thread per run.\n\n"
         + (markdown_table(table, columns, formats) if table else "No row has finished training yet.\n")
-        + (
-            "\nPending (not yet trained to their last epoch): "
-            + ", ".join(f"{p['row']} ({p['epochs_done']}/{p['epochs']})" for p in pending)
-            + "\n"
-            if pending
-            else ""
-        )
+        + trained_rows.pending_note(pending)
         + (f"\n![CED]({plot.name})\n" if plot else "")
     )
     write_results(out, data, "Binary hourglass, 68 points: block, binarization, loss and augmentation", body)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=("train", "report"))
-    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS), help="train only these rows")
-    parser.add_argument("--parallel", type=int, default=2, help="rows trained at once (one thread each)")
-    args = parser.parse_args()
-    if args.stage == "train":
-        train(args.rows, args.parallel)
-    else:
-        report()
-
-
 if __name__ == "__main__":
-    main()
+    trained_rows.main(__doc__, ROWS, RECIPES, RUNS, report)

@@ -1,0 +1,41 @@
+"""What the table benchmarks that train one model per row share (hourglass_68.py, face_parts.py):
+the training queue over configs/<family>/<row>.yaml, the pending-rows note and the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+
+def train_rows(rows: list[str], recipes: Path, runs: Path, parallel: int) -> None:
+    """Train (or resume) every row not yet finished, `parallel` at a time with one thread each."""
+    from bitface.train.queue import pending_command, run_queue
+
+    jobs = [c for c in (pending_command(recipes / f"{r}.yaml", runs / r) for r in rows) if c]
+    run_queue(jobs, parallel)
+
+
+def read_log(folder: Path) -> list[dict]:
+    """A run's log.jsonl: one dict per finished epoch."""
+    return [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+
+
+def pending_note(pending: list[dict]) -> str:
+    if not pending:
+        return ""
+    listed = ", ".join(f"{p['row']} ({p['epochs_done']}/{p['epochs']})" for p in pending)
+    return f"\nPending (not yet trained to their last epoch): {listed}\n"
+
+
+def main(doc: str, rows: tuple[str, ...], recipes: Path, runs: Path, report: Callable[[], None]) -> None:
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("stage", choices=("train", "report"))
+    parser.add_argument("--rows", nargs="+", choices=list(rows), default=list(rows), help="train only these rows")
+    parser.add_argument("--parallel", type=int, default=2, help="rows trained at once (one thread each)")
+    args = parser.parse_args()
+    if args.stage == "train":
+        train_rows(args.rows, recipes, runs, args.parallel)
+    else:
+        report()
