@@ -17,6 +17,8 @@ import json
 import shutil
 from pathlib import Path
 
+import trained_rows
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "configs" / "acn_table2"
 RUNS = ROOT / "runs" / "acn_table2"
@@ -80,10 +82,6 @@ def main() -> None:
         report()
 
 
-def read_log(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
-
-
 def score(structure: str, method: str, test_samples: dict) -> dict:
     from bitface.evaluate.protocol import evaluate_model_under
     from bitface.models.model_file import load_model
@@ -92,7 +90,7 @@ def score(structure: str, method: str, test_samples: dict) -> dict:
     folder = run_folder(structure, method)
     model = load_model(folder / "model.safetensors")
     totals = summarize(model.network, (model.input.channels, model.crop.size, model.crop.size)).totals()
-    log = read_log(folder)
+    log = trained_rows.read_log(folder)
     row = {
         "structure": structure,
         "method": method,
@@ -128,7 +126,7 @@ def plot_curves(structure: str, path: Path) -> Path:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for method, label in (("cnn", "CNN"), ("acn", "ACN"), ("acn1bit", "1-bit ACN"), ("xnor", "XNOR-Net")):
-        log = read_log(run_folder(structure, method))
+        log = trained_rows.read_log(run_folder(structure, method))
         epochs = [r["epoch"] for r in log]
         left.plot(epochs, [r["loss"] for r in log], label=label)
         right.plot(epochs, [r["val"]["nme"] for r in log], label=label)
