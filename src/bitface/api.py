@@ -102,11 +102,9 @@ class Landmarker:
             gray = rgb if rgb.ndim == 2 else None
             if boxes is not None:
                 faces = [Face(np.asarray(b, dtype=np.float64).reshape(4), None) for b in boxes[i]]
-            else:
-                if self.detector is None:
-                    raise ValueError("this Landmarker has no detector (detector='none'): pass boxes")
+            else:  # detect on a gray image made once here, so a gray model can crop from it too
                 gray = gray if gray is not None else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-                faces = [Face(self.calibration.apply(d.box), None, d.score, d.box) for d in self.detector(gray)]
+                faces = [Face(self.calibration.apply(d.box), None, d.score, d.box) for d in self.detect(gray)]
             # a gray model reads the gray image where detection made one; otherwise only the small crop
             # is converted, not the whole image
             source = gray if mode == "gray" and gray is not None else rgb

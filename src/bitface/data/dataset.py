@@ -98,9 +98,11 @@ class LandmarkDataset(Dataset):
             targets = part_labels(targets, self.space.size, self.space.size).astype(np.int64)
         elif self.space.kind == "heatmap":
             targets = gaussian_heatmaps(targets, self.space.size, self.space.size, self.heatmap.sigma)
+        else:
+            targets = targets.astype(np.float32)
         return {
             "image": torch.from_numpy(self.input_spec.normalize(example.crop)),
-            "target": torch.from_numpy(targets if self.output == "parts" else np.asarray(targets, dtype=np.float32)),
+            "target": torch.from_numpy(targets),
             "points": torch.from_numpy(example.points.astype(np.float32)),
             "matrix": torch.from_numpy(example.matrix),
             "index": torch.tensor(index),

@@ -62,11 +62,16 @@ class CroppedPredictor:
 
     def decode(self, output: np.ndarray) -> np.ndarray:
         """Raw output (B, N, 2) coordinates or (B, N, H, W) heatmaps -> points (B, N, 2) in crop pixels."""
-        if self.output == "heatmap":  # the maps stay float32: the decoder reads few values in float64
-            activation = sigmoid if self.heatmap_activation == "sigmoid" else None
-            output = decode_argmax(output, activation=activation).points
+        if self.output == "heatmap":
+            output = self.heatmap_points(output)
         output = np.asarray(output, dtype=np.float64)
         return self.space.to_crop(output)
+
+    def heatmap_points(self, maps: np.ndarray) -> np.ndarray:
+        """Heatmaps (B, N, H, W) -> points (B, N, 2) in cells. The maps stay float32: the decoder reads
+        few values in float64. (The packed runtime does the same decoding in C.)"""
+        activation = sigmoid if self.heatmap_activation == "sigmoid" else None
+        return decode_argmax(maps, activation=activation).points
 
     def predict_crops(self, crops: np.ndarray) -> np.ndarray:
         """uint8 crops (B, S, S[, 3]) -> points (B, N, 2) in crop pixels."""

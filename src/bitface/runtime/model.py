@@ -37,10 +37,8 @@ class PackedLandmarker(CroppedPredictor):
             return out.reshape(len(x), self.scheme.num_points, 2)
         return out
 
-    def decode(self, output: np.ndarray) -> np.ndarray:
-        if self.output == "heatmap":  # the same decoding as the numpy one, in C
-            return self.space.to_crop(decode_heatmaps(output, self.heatmap_activation == "sigmoid").points)
-        return super().decode(output)
+    def heatmap_points(self, maps: np.ndarray) -> np.ndarray:
+        return decode_heatmaps(maps, self.heatmap_activation == "sigmoid").points  # the numpy decoding, in C
 
 
 def load_packed_model(path: str | Path) -> PackedLandmarker:
