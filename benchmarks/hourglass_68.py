@@ -3,6 +3,7 @@ Table 4), at our reduced scale: 128 px gray crops, 32 x 32 heatmaps, one hourgla
 
     python benchmarks/hourglass_68.py train [--rows NAME ...]   # trains configs/hourglass68/<row>.yaml (resumable)
     python benchmarks/hourglass_68.py report                    # scores them, writes benchmarks/results/hourglass_68.*
+    python benchmarks/hourglass_68.py bundle                    # re-exports the shipped models only
 
 `train` runs two rows at a time, one thread each, in runs/hourglass68/<row>/, in the order of ROWS
 (the rows the paper's claims rest on first); a stopped run resumes, a finished one is skipped.
@@ -14,6 +15,7 @@ it is only a secondary check). Rows not yet trained are listed as pending, never
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import trained_rows
@@ -132,8 +134,9 @@ def model_card(name: str, row: dict) -> str:
 """
 
 
-def bundle(rows: list[dict]) -> None:
-    """Commit the shipped rows' checkpoints to models/ and their packed files into the package."""
+def bundle(rows: list[dict], from_runs: bool = True) -> None:
+    """Commit the shipped rows' checkpoints to models/ (from their runs, unless `from_runs` is False:
+    then the committed checkpoints are re-exported) and their packed files into the package."""
     import shutil
 
     from bitface.export.bundle import bundle_model
@@ -144,7 +147,8 @@ def bundle(rows: list[dict]) -> None:
         if name is None:
             continue
         target = MODELS / f"{name}.safetensors"
-        shutil.copyfile(run_folder(row["row"]) / "model.safetensors", target)
+        if from_runs:
+            shutil.copyfile(run_folder(row["row"]) / "model.safetensors", target)
         row["checkpoint"] = str(target.relative_to(ROOT))
         card = model_card(name, row)
         (MODELS / f"{name}.md").write_text(card.replace("{file_bytes}", "(see the packed file's card)"))
@@ -238,4 +242,9 @@ def report() -> None:
 
 
 if __name__ == "__main__":
-    trained_rows.main(__doc__, ROWS, RECIPES, RUNS, report)
+    results = ROOT / "benchmarks" / "results" / "hourglass_68.json"
+
+    def rebundle() -> None:
+        bundle(json.loads(results.read_text())["rows"], from_runs=False)
+
+    trained_rows.main(__doc__, ROWS, RECIPES, RUNS, report, rebundle)

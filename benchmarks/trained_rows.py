@@ -29,13 +29,24 @@ def pending_note(pending: list[dict]) -> str:
     return f"\nPending (not yet trained to their last epoch): {listed}\n"
 
 
-def main(doc: str, rows: tuple[str, ...], recipes: Path, runs: Path, report: Callable[[], None]) -> None:
+def main(
+    doc: str,
+    rows: tuple[str, ...],
+    recipes: Path,
+    runs: Path,
+    report: Callable[[], None],
+    bundle: Callable[[], None] | None = None,
+) -> None:
+    """`train` the rows, `report` them, or (where the benchmark ships models) `bundle`: re-export the
+    shipped models from the committed results, e.g. after a change of the packed format."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument("stage", choices=("train", "report"))
+    parser.add_argument("stage", choices=("train", "report") + (("bundle",) if bundle else ()))
     parser.add_argument("--rows", nargs="+", choices=list(rows), default=list(rows), help="train only these rows")
     parser.add_argument("--parallel", type=int, default=2, help="rows trained at once (one thread each)")
     args = parser.parse_args()
     if args.stage == "train":
         train_rows(args.rows, recipes, runs, args.parallel)
+    elif args.stage == "bundle":
+        bundle()
     else:
         report()

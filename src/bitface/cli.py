@@ -76,12 +76,20 @@ def _parse_options(pairs: list[str]) -> dict:
 
 
 def _summary(args) -> int:
-    if Path(args.model).suffix == ".bitface":
-        from .export.format import load_packed
+    from .bundled import index
 
-        path = Path(args.model)
+    if Path(args.model).suffix == ".bitface" or args.model in index()["models"]:
+        from .bundled import model_path
+        from .export.format import header_bytes, load_packed
+
+        path = Path(args.model) if Path(args.model).suffix == ".bitface" else model_path(args.model)
         table = load_packed(path).layer_table()
-        totals = {"file_bytes": path.stat().st_size, "memory_bits": sum(r["memory_bits"] for r in table)}
+        totals = {
+            "file_bytes": path.stat().st_size,
+            "header_bytes": header_bytes(path),
+            "tensor_bytes": sum(r["stored_bytes"] for r in table),
+            "memory_bits": sum(r["memory_bits"] for r in table),
+        }
         if args.json:
             print(json.dumps({"model": str(path), "layers": table, "totals": totals}, indent=2))
         else:
@@ -90,8 +98,9 @@ def _summary(args) -> int:
                 shape = "" if r["shape"] is None else "x".join(map(str, r["shape"]))
                 print(f"{r['index']:>3}  {r['op']:<10}{shape:<22}{r['stored_bytes']:>13,}{r['memory_bits']:>12,}")
             print(
-                f"file {totals['file_bytes']:,} bytes on disk | paper-style memory "
-                f"{totals['memory_bits'] / 8:,.0f} bytes (1 bit per binary weight, 32 per real value)"
+                f"file {totals['file_bytes']:,} bytes on disk: tensors {totals['tensor_bytes']:,} + graph and "
+                f"metadata {totals['header_bytes']:,} | paper-style memory {totals['memory_bits'] / 8:,.0f} bytes "
+                "(1 bit per binary weight, 32 per real value)"
             )
         return 0
     try:
@@ -250,7 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     summary = commands.add_parser("summary", help="per-layer bits, memory and MACs of a model")
     summary.add_argument(
-        "model", help="registered architecture name (e.g. regression), a recipe (.yaml) or a model file (.safetensors)"
+        "model",
+        help="bundled model name (see `bitface models`), packed model file (.bitface), registered architecture "
+        "name (e.g. regression), recipe (.yaml) or training checkpoint (.safetensors)",
     )
     summary.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="architecture option (repeatable)"

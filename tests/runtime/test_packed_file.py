@@ -59,24 +59,91 @@ def write_raw(path, tensors, header):
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda t, h: h.update(version=99), "version 99; this bitface reads 1"),
+        (lambda t, h: h.update(version=99), "version 99; this bitface reads 1, 2, 3"),
         (lambda t, h: h.update(format="other"), "not a packed bitface model"),
         (lambda t, h: h["graph"][1].update(op="conv9"), "op 1 is 'conv9'"),
         (lambda t, h: h["graph"][1].pop("in_channels"), "lacks attribute 'in_channels'"),
         (lambda t, h: t.pop("1.scale"), "lacks tensor '1.scale'"),
-        (lambda t, h: t.update({"1.bits": np.zeros((10, 2), np.uint64)}), "64 input channels need 1 words"),
+        (lambda t, h: t.update({"1.bits": np.zeros((10, 2), np.uint64)}), r"has shape \(10, 2\).*needs \(10, 1\)"),
         (lambda t, h: t.update({"1.scale": np.zeros(10, np.float64)}), "is float64, expected"),
         (lambda t, h: t.update({"9.extra": np.zeros(1, np.float32)}), "tensors no op uses"),
         (lambda t, h: h.update(graph="x"), "no valid graph"),
     ],
 )
-def test_inconsistent_files_are_refused_by_name(tmp_path, mutate, message):
+def test_inconsistent_version_1_files_are_refused_by_name(tmp_path, mutate, message):
+    """Version 1 and 2 files stored one tensor per op tensor; they still load, with the same checks."""
     model = tiny_model()
     tensors = dict(model.tensors)
     header = {"format": "bitface-packed", "version": 1, "graph": [dict(op) for op in model.graph], **META}
     mutate(tensors, header)
     with pytest.raises(DataError, match=message):
         load_packed(write_raw(tmp_path / "m.bitface", tensors, header))
+
+
+def test_a_version_1_file_still_loads(tmp_path):
+    model = tiny_model()
+    header = {"format": "bitface-packed", "version": 1, "graph": [{"op": "flatten"}, *[
+        {k: v for k, v in model.graph[1].items() if k != "out_channels"}]], **META}  # fmt: skip
+    loaded = load_packed(write_raw(tmp_path / "m.bitface", dict(model.tensors), header))
+    assert loaded.graph[1]["out_channels"] == 10
+    assert all(np.array_equal(loaded.tensors[k], v) for k, v in model.tensors.items())
+
+
+def conv_model(in_channels: int) -> PackedModel:
+    """A real 1x1 conv, then a binary 3x3 conv whose input channels do not fill a 64-bit word."""
+    rng = np.random.default_rng(in_channels)
+    words = -(-in_channels // 64)
+    bits = rng.integers(0, 2**63, (5, 3, 3, words), dtype=np.uint64)
+    high = in_channels - 64 * (words - 1)  # channels in the last word; the rest of its bits are 0
+    bits[..., -1] &= np.uint64((1 << high) - 1) if high < 64 else np.uint64(2**64 - 1)
+    tensors = {
+        "0.weight": rng.normal(size=(in_channels, 1, 1, 1)).astype(np.float32),
+        "0.scale": np.ones(in_channels, np.float32),
+        "0.shift": np.zeros(in_channels, np.float32),
+        "1.bits": bits,
+        "1.scale": rng.random(5).astype(np.float32),
+        "1.shift": rng.random(5).astype(np.float32),
+    }
+    graph = [{"op": "conv"}, {"op": "binconv", "in_channels": in_channels, "kernel": [3, 3], "binary_input": True}]
+    return PackedModel(graph, tensors, dict(META, input_shape=[1, 8, 8]))
+
+
+@pytest.mark.parametrize("in_channels", [1, 16, 64, 70, 128])
+def test_binary_kernels_are_dense_bits_on_disk(tmp_path, in_channels):
+    """The file holds exactly the paper's count (1 bit per binary weight, 32 per real value) plus the
+    JSON header, and reads back to the same words."""
+    model = conv_model(in_channels)
+    path = model.save(tmp_path / "m.bitface")
+    loaded = load_packed(path)
+    assert all(np.array_equal(loaded.tensors[k], v) for k, v in model.tensors.items())
+    header_bytes = 8 + int.from_bytes(path.read_bytes()[:8], "little")
+    paper_bits = sum(r["memory_bits"] for r in model.layer_table())
+    assert paper_bits == 5 * 9 * in_channels + 32 * (3 * in_channels + 10)
+    assert path.stat().st_size - header_bytes == -(-5 * 9 * in_channels // 8) + 4 * (3 * in_channels + 10)
+    assert sum(r["stored_bytes"] for r in loaded.layer_table()) == path.stat().st_size - header_bytes
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda t, h: h["graph"][1].update(out_channels=6), "need 108 bytes of kernel bits and 60 float32 values"),
+        (lambda t, h: h["graph"][1].update(kernel=[3]), "kernel must be"),
+        (lambda t, h: h["graph"][0].update(in_channels="16"), "in_channels must be a positive integer"),
+        (lambda t, h: t.update(bits=t["bits"][:-1]), "the file holds 89 and 58"),
+        (lambda t, h: t.update(extra=t["bits"]), r"unknown tensors \['extra'\]"),
+        (lambda t, h: t.update(bits=t["bits"].astype(np.int16)), "1-d uint8"),
+    ],
+)
+def test_version_3_files_whose_graph_and_blobs_disagree_are_refused(tmp_path, mutate, message):
+    path = conv_model(16).save(tmp_path / "m.bitface")
+    from safetensors import safe_open
+
+    with safe_open(str(path), "numpy") as handle:
+        header = json.loads(handle.metadata()["bitface"])
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    mutate(tensors, header)
+    with pytest.raises(DataError, match=message):
+        load_packed(write_raw(tmp_path / "bad.bitface", tensors, header))
 
 
 def test_missing_metadata_and_truncation_are_refused(tmp_path):

@@ -2,12 +2,21 @@
 
 A file holds one network as a list of ops applied in order (`graph`), the tensors they name, and how
 faces are cropped, normalized and decoded (the same keys as a training checkpoint's metadata).
-Binary kernels are stored as bits: sign(W) >= 0 -> 1, packed along input channels, 64 per uint64
-word, as (out, kh, kw, words) (little-endian bit order: channel c is bit c % 64 of word c // 64).
+
+In memory (`PackedModel.tensors`) binary kernels are sign bits: sign(W) >= 0 -> 1, packed along input
+channels, 64 per uint64 word, as (out, kh, kw, words) (little-endian bit order: channel c is bit
+c % 64 of word c // 64), the layout the runtime's popcount kernels read. Tensors are named per op
+("3.bits").
+
+On disk (version 3) the tensors are two blobs, so that the file is as small as the papers count it:
+"bits", every binary op's kernel as dense bits (out * kh * kw * in_channels of them, in that order,
+little-endian within each byte, each op starting on a byte), and "float32", every real tensor
+flattened. Both follow the graph's op order and each op's tensor order below; the shape attributes
+(out_channels, in_channels, kernel, channels) say how long each piece is. Versions 1 and 2 stored
+one safetensors tensor per op tensor, in the in-memory layout, and still read.
 
 The graph is a DAG in topological order. An op reads the previous op's output (op 0: the network
 input) unless it lists `"inputs"`: op indices, -1 for the network input. The last op is the output.
-Tensors are named per op ("3.bits").
 
     pad          {"pad": [left, right, top, bottom]}      zero padding (before any sign: a padded 0
                                                            binarizes to +1, as in training)
@@ -29,6 +38,7 @@ Tensors are named per op ("3.bits").
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,18 +49,18 @@ from safetensors.numpy import save_file
 from ..io.sample import DataError
 
 FORMAT = "bitface-packed"
-VERSION = 2  # 2: DAG graphs (inputs), strides and zero-contribution padding; version 1 files still read
-READABLE_VERSIONS = (1, 2)
-OPS = {
+VERSION = 3  # 2: DAG graphs, strides and zero-contribution padding; 3: dense blobs on disk
+READABLE_VERSIONS = (1, 2, 3)
+OPS = {  # kind: (tensors in storage order, required attributes)
     "pad": ((), ("pad",)),
-    "conv": (("weight", "scale", "shift"), ()),
-    "binconv": (("bits", "scale", "shift"), ("in_channels", "kernel", "binary_input")),
-    "linear": (("weight", "scale", "shift"), ()),
-    "binlinear": (("bits", "scale", "shift"), ("in_channels", "binary_input")),
+    "conv": (("weight", "scale", "shift"), ("out_channels", "in_channels", "kernel")),
+    "binconv": (("bits", "scale", "shift"), ("out_channels", "in_channels", "kernel", "binary_input")),
+    "linear": (("weight", "scale", "shift"), ("out_channels", "in_channels")),
+    "binlinear": (("bits", "scale", "shift"), ("out_channels", "in_channels", "binary_input")),
     "relu": ((), ()),
     "maxpool": ((), ("size",)),
     "flatten": ((), ()),
-    "affine": (("scale", "shift"), ()),
+    "affine": (("scale", "shift"), ("channels",)),
     "upsample": ((), ("factor",)),
     "add": ((), ("inputs",)),
     "concat": ((), ("inputs",)),
@@ -64,6 +74,9 @@ class PackedModel:
     tensors: dict[str, np.ndarray]
     meta: dict = field(default_factory=dict)  # scheme, crop, fallback_crop, input, output, info
 
+    def __post_init__(self):
+        _shape_attributes_from_tensors(self.graph, self.tensors)
+
     def tensor(self, op_index: int, name: str) -> np.ndarray:
         return self.tensors[f"{op_index}.{name}"]
 
@@ -76,74 +89,155 @@ class PackedModel:
         self.validate(str(path))
         header = {"format": FORMAT, "version": VERSION, "graph": self.graph, **self.meta}
         tmp = path.with_name(path.name + ".tmp")
-        save_file(
-            {k: np.ascontiguousarray(v) for k, v in self.tensors.items()}, str(tmp), {"bitface": json.dumps(header)}
-        )
+        save_file(_to_blobs(self.graph, self.tensors), str(tmp), {"bitface": json.dumps(header, separators=(",", ":"))})
         tmp.chmod(0o644)  # a model file is for sharing (the temporary file was created private)
         tmp.replace(path)
         return path
 
     def layer_table(self) -> list[dict]:
-        """Per op: its main tensor's shape, bytes stored, and bits as the papers count them
+        """Per op: its main tensor's shape, bytes stored on disk, and bits as the papers count them
         (1 per binary weight, 32 per real weight, scale and shift)."""
         rows = []
         for i, op in enumerate(self.graph):
-            kind = op["op"]
-            names = OPS[kind][0]
-            stored = sum(self.tensors[f"{i}.{n}"].nbytes for n in names)
-            bits = 0
-            shape = None
-            for n in names:
-                t = self.tensors[f"{i}.{n}"]
-                if n == "bits":
-                    shape = [t.shape[0], int(op["in_channels"]), *op.get("kernel", [])]
-                    bits += int(np.prod(shape))
-                else:
-                    shape = shape or list(t.shape)
-                    bits += 32 * t.size
-            rows.append({"index": i, "op": kind, "shape": shape, "stored_bytes": stored, "memory_bits": bits})
+            shapes = tensor_shapes(op)
+            bits = sum(_disk_bits(op, name, shape) for name, shape in shapes.items())
+            dims = [op[a] for a in ("out_channels", "channels", "in_channels") if a in op]
+            shape = [*dims, *op.get("kernel", [])] if shapes else None
+            stored = sum(-(-_disk_bits(op, n, sh) // 8) for n, sh in shapes.items())
+            rows.append({"index": i, "op": op["op"], "shape": shape, "stored_bytes": stored, "memory_bits": bits})
         return rows
 
     def validate(self, where: str) -> None:
-        """Every op known, with its attributes and tensors of the right dtype and consistent shapes."""
+        """Every op known, with its attributes, and tensors of the dtypes and shapes they imply."""
         names = set()
         for i, op in enumerate(self.graph):
-            kind = op.get("op")
-            if kind not in OPS:
-                raise DataError(f"{where}: op {i} is {kind!r}, not one of {', '.join(OPS)}")
-            wanted, attrs = OPS[kind]
-            for attr in attrs:
-                if attr not in op:
-                    raise DataError(f"{where}: op {i} ({kind}) lacks attribute {attr!r}")
-            inputs = op.get("inputs", [i - 1])
-            if (
-                not isinstance(inputs, list)
-                or not inputs
-                or not all(isinstance(j, int) and -1 <= j < i for j in inputs)
-            ):
-                raise DataError(f"{where}: op {i} ({kind}): inputs must be earlier ops (or -1), got {inputs!r}")
-            for name in wanted:
+            _check_op(op, i, where)
+            for name, shape in tensor_shapes(op).items():
                 key = f"{i}.{name}"
                 if key not in self.tensors:
-                    raise DataError(f"{where}: op {i} ({kind}) lacks tensor {key!r}")
-                if self.tensors[key].dtype != DTYPES[name]:
-                    raise DataError(f"{where}: tensor {key!r} is {self.tensors[key].dtype}, expected {DTYPES[name]}")
+                    raise DataError(f"{where}: op {i} ({op['op']}) lacks tensor {key!r}")
+                tensor = self.tensors[key]
+                if tensor.dtype != DTYPES[name]:
+                    raise DataError(f"{where}: tensor {key!r} is {tensor.dtype}, expected {DTYPES[name]}")
+                if tensor.shape != shape:
+                    raise DataError(
+                        f"{where}: tensor {key!r} has shape {tensor.shape}, but op {i} ({op['op']}) "
+                        f"with {_shape_text(op)} needs {shape}"
+                    )
                 names.add(key)
-            if wanted and kind != "affine":
-                out = len(self.tensors[f"{i}.scale"])
-                main = self.tensors[f"{i}.{wanted[0]}"]
-                if main.shape[0] != out or self.tensors[f"{i}.shift"].shape != (out,):
-                    raise DataError(f"{where}: op {i} ({kind}): {out} scales but weights for {main.shape[0]} outputs")
-                if kind in ("binconv", "binlinear"):
-                    words = -(-int(op["in_channels"]) // 64)
-                    if main.shape[-1] != words:
-                        raise DataError(
-                            f"{where}: op {i} ({kind}): {op['in_channels']} input channels need {words} words "
-                            f"per position, the bits have {main.shape[-1]}"
-                        )
         extra = set(self.tensors) - names
         if extra:
             raise DataError(f"{where}: tensors no op uses: {sorted(extra)[:5]}")
+
+
+def _check_op(op: dict, i: int, where: str) -> None:
+    kind = op.get("op")
+    if kind not in OPS:
+        raise DataError(f"{where}: op {i} is {kind!r}, not one of {', '.join(OPS)}")
+    for attr in OPS[kind][1]:
+        if attr not in op:
+            raise DataError(f"{where}: op {i} ({kind}) lacks attribute {attr!r}")
+    for attr in ("out_channels", "in_channels", "channels"):
+        if attr in OPS[kind][1] and not (isinstance(op[attr], int) and op[attr] > 0):
+            raise DataError(f"{where}: op {i} ({kind}): {attr} must be a positive integer, got {op[attr]!r}")
+    kernel = op.get("kernel", [1])
+    if "kernel" in OPS[kind][1] and not (
+        isinstance(kernel, list) and len(kernel) == 2 and all(isinstance(k, int) and k > 0 for k in kernel)
+    ):
+        raise DataError(f"{where}: op {i} ({kind}): kernel must be [kh, kw] of positive integers, got {kernel!r}")
+    inputs = op.get("inputs", [i - 1])
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(j, int) and -1 <= j < i for j in inputs):
+        raise DataError(f"{where}: op {i} ({kind}): inputs must be earlier ops (or -1), got {inputs!r}")
+
+
+def tensor_shapes(op: dict) -> dict[str, tuple[int, ...]]:
+    """The in-memory shape of each tensor of an op (with valid attributes), in storage order."""
+    kind = op["op"]
+    if kind == "affine":
+        return {"scale": (op["channels"],), "shift": (op["channels"],)}
+    if not OPS[kind][0]:
+        return {}
+    out, cin, kernel = op["out_channels"], op["in_channels"], tuple(op.get("kernel", ()))
+    main = ("bits", (out, *kernel, -(-cin // 64))) if kind.startswith("bin") else ("weight", (out, cin, *kernel))
+    return dict([main, ("scale", (out,)), ("shift", (out,))])
+
+
+def _disk_bits(op: dict, name: str, shape: tuple[int, ...]) -> int:
+    """Bits a tensor takes on disk: one per binary weight (not the word padding), 32 per float."""
+    if name == "bits":
+        return math.prod(shape[:-1]) * op["in_channels"]
+    return 32 * math.prod(shape)
+
+
+def _shape_text(op: dict) -> str:
+    return ", ".join(f"{a}={op[a]}" for a in ("out_channels", "in_channels", "kernel", "channels") if a in op)
+
+
+def _shape_attributes_from_tensors(graph: list, tensors: dict) -> None:
+    """Fills the shape attributes an op lacks from its tensors: graphs built in memory and version 1
+    and 2 files carry the shapes only there. Anything malformed is left for `validate` to report."""
+    for i, op in enumerate(graph if isinstance(graph, list) else []):
+        if not isinstance(op, dict):
+            continue
+        kind = op.get("op")
+        main = tensors.get(f"{i}.weight", tensors.get(f"{i}.bits"))
+        if kind == "affine" and getattr(tensors.get(f"{i}.scale"), "ndim", 0) == 1:
+            op.setdefault("channels", int(tensors[f"{i}.scale"].shape[0]))
+        elif kind in ("conv", "linear", "binconv", "binlinear") and getattr(main, "ndim", 0) >= 2:
+            op.setdefault("out_channels", int(main.shape[0]))
+            if kind in ("conv", "linear"):
+                op.setdefault("in_channels", int(main.shape[1]))
+            if kind == "conv" and main.ndim == 4:
+                op.setdefault("kernel", [int(k) for k in main.shape[2:]])
+
+
+def _to_blobs(graph: list[dict], tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """In-memory tensors -> the two dense blobs of a version 3 file."""
+    bits, floats = [], []
+    for i, op in enumerate(graph):
+        for name in tensor_shapes(op):
+            tensor = tensors[f"{i}.{name}"]
+            if name == "bits":
+                planes = np.unpackbits(tensor.astype("<u8").view(np.uint8), axis=-1, bitorder="little")
+                bits.append(np.packbits(planes[..., : op["in_channels"]].ravel(), bitorder="little"))
+            else:
+                floats.append(tensor.ravel())
+    blobs = {"bits": np.concatenate(bits) if bits else None, "float32": np.concatenate(floats) if floats else None}
+    return {k: v for k, v in blobs.items() if v is not None}
+
+
+def _from_blobs(graph: list[dict], blobs: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
+    """The inverse of `_to_blobs`, checking that the graph's shapes account for every stored byte."""
+    unknown = set(blobs) - {"bits", "float32"}
+    if unknown:
+        raise DataError(f"{where}: unknown tensors {sorted(unknown)[:5]} (a version 3 file holds 'bits' and 'float32')")
+    bits = blobs.get("bits", np.zeros(0, np.uint8))
+    floats = blobs.get("float32", np.zeros(0, np.float32))
+    if bits.dtype != np.uint8 or bits.ndim != 1 or floats.dtype != np.float32 or floats.ndim != 1:
+        raise DataError(f"{where}: the blobs must be 1-d uint8 'bits' and float32 'float32'")
+    for i, op in enumerate(graph):
+        _check_op(op, i, where)
+    needed = [(i, n, sh) for i, op in enumerate(graph) for n, sh in tensor_shapes(op).items()]
+    bit_bytes = sum(-(-_disk_bits(graph[i], n, sh) // 8) for i, n, sh in needed if n == "bits")
+    float_count = sum(math.prod(sh) for i, n, sh in needed if n != "bits")
+    if (bits.size, floats.size) != (bit_bytes, float_count):
+        raise DataError(
+            f"{where}: the graph's ops need {bit_bytes} bytes of kernel bits and {float_count} float32 values, "
+            f"the file holds {bits.size} and {floats.size} (metadata and tensors disagree)"
+        )
+    tensors, bit_at, float_at = {}, 0, 0
+    for i, name, shape in needed:
+        if name == "bits":
+            cin, size = graph[i]["in_channels"], -(-_disk_bits(graph[i], name, shape) // 8)
+            flat = np.unpackbits(bits[bit_at : bit_at + size], bitorder="little")[: math.prod(shape[:-1]) * cin]
+            planes = np.zeros((*shape[:-1], shape[-1] * 64), np.uint8)
+            planes[..., :cin] = flat.reshape(*shape[:-1], cin)
+            words = np.packbits(planes, axis=-1, bitorder="little").view("<u8").astype(np.uint64)
+            tensors[f"{i}.bits"], bit_at = words.reshape(shape), bit_at + size
+        else:
+            size = math.prod(shape)
+            tensors[f"{i}.{name}"], float_at = floats[float_at : float_at + size].reshape(shape), float_at + size
+    return tensors
 
 
 def pack_signs(x: np.ndarray) -> np.ndarray:
@@ -162,6 +256,13 @@ def unpack_signs(bits: np.ndarray, channels: int) -> np.ndarray:
     flags = (bits[..., None] >> np.arange(64, dtype=np.uint64)) & np.uint64(1)
     flat = flags.reshape(bits.shape[:-1] + (-1,))[..., :channels].astype(np.float32)
     return np.moveaxis(flat * 2 - 1, -1, 1)
+
+
+def header_bytes(path: str | Path) -> int:
+    """Bytes of a safetensors file before its tensor data: the length field and the JSON header (here
+    the graph, metadata and tensor index)."""
+    with open(path, "rb") as handle:
+        return 8 + int.from_bytes(handle.read(8), "little")
 
 
 def load_packed(path: str | Path) -> PackedModel:
@@ -190,7 +291,10 @@ def load_packed(path: str | Path) -> PackedModel:
     graph = header.pop("graph", None)
     if not isinstance(graph, list) or not all(isinstance(op, dict) for op in graph):
         raise DataError(f"{path}: metadata has no valid graph")
-    header.pop("format"), header.pop("version")
+    version = header.pop("version")
+    header.pop("format")
+    if version >= 3:
+        tensors = _from_blobs(graph, tensors, str(path))
     model = PackedModel(graph, tensors, header)
     model.validate(str(path))
     return model
