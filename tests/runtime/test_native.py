@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
+from bitface.data.pipeline import InputSpec
 from bitface.export.format import PackedModel, pack_signs
 from bitface.runtime import native, reference
 from bitface.runtime.plan import ADD, BCONV, BPOOL, CONV, FIELDS, INPUT, POOL, Unsupported, compile_plan
@@ -73,18 +74,19 @@ def binary_chain(seed=0, channels=(70, 100, 130), size=(13, 11)) -> PackedModel:
     return PackedModel(graph, tensors, {"input_shape": [c0, *size]})
 
 
-def regression_like(seed=0, first=20) -> PackedModel:
+def regression_like(seed=0, first=20, kernel=4) -> PackedModel:
     """The 5-point networks' pattern: a real first conv, binary convs, real last layer."""
     rng = np.random.default_rng(seed)
     graph, tensors = [], {}
-    real(rng, graph, tensors, "conv", (first, 1, 4, 4))
+    real(rng, graph, tensors, "conv", (first, 1, kernel, kernel))
+    side = ((23 - kernel + 1) // 2 - 2) // 2 - 2
     graph.append({"op": "maxpool", "size": 2})
     binconv(rng, graph, tensors, first, 33, 3)
     graph.append({"op": "maxpool", "size": 2})
     binconv(rng, graph, tensors, 33, 17, 3, binary_input=False)  # ACN-style: real input
     graph.append({"op": "relu"})
     graph.append({"op": "flatten"})
-    binlinear(rng, graph, tensors, 17 * 2 * 2, 12, binary_input=False)
+    binlinear(rng, graph, tensors, 17 * side * side, 12, binary_input=False)
     graph.append({"op": "relu"})
     real(rng, graph, tensors, "linear", (10, 12))
     return PackedModel(graph, tensors, {"input_shape": [1, 23, 23]})
@@ -111,22 +113,40 @@ def test_widths_not_a_multiple_of_eight_pixels_or_sixteen_channels(kernel_path):
         np.testing.assert_array_equal(native.Network(model)(x), reference.run(model, x))
 
 
-@pytest.mark.parametrize("first", [10, 40])  # the gray first layer has two kernels, split at 32
-def test_real_layers_match_to_rounding(kernel_path, first):
-    model = regression_like(first=first)
+# the gray first layer has its own kernel up to 16 taps (any number of output words), the general one beyond
+@pytest.mark.parametrize("first, kernel", [(10, 4), (40, 4), (130, 4), (33, 3), (20, 5)])
+def test_real_layers_match_to_rounding(kernel_path, first, kernel):
+    model = regression_like(first=first, kernel=kernel)
     x = inputs(model, batch=4)
     np.testing.assert_allclose(native.Network(model)(x), reference.run(model, x), rtol=1e-4, atol=1e-4)
 
 
-def test_a_float_network_runs_natively_and_matches(kernel_path):
+def float_network() -> PackedModel:
     rng = np.random.default_rng(3)
     graph, tensors = [{"op": "pad", "pad": [1, 1, 1, 1]}], {}
     real(rng, graph, tensors, "conv", (24, 3, 3, 3))
     graph += [{"op": "relu"}, {"op": "maxpool", "size": 2}, {"op": "flatten"}]
     real(rng, graph, tensors, "linear", (6, 24 * 4 * 5))
-    model = PackedModel(graph, tensors, {"input_shape": [3, 8, 10]})
+    return PackedModel(graph, tensors, {"input_shape": [3, 8, 10]})
+
+
+def test_a_float_network_runs_natively_and_matches(kernel_path):
+    model = float_network()
     x = inputs(model)
     np.testing.assert_allclose(native.Network(model)(x), reference.run(model, x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("model", [regression_like(first=40), float_network()], ids=["gray", "rgb"])
+def test_uint8_crops_are_normalized_natively_with_the_same_result(kernel_path, model):
+    """run_crops normalizes in the input stage exactly as InputSpec.normalize does in numpy."""
+    channels, height, width = model.meta["input_shape"]
+    spec = InputSpec(channels=channels, mean=127.5, std=58.3)
+    shape = (4, height, width) if channels == 1 else (4, height, width, channels)
+    crops = np.random.default_rng(5).integers(0, 256, shape, dtype=np.uint8)
+    network = native.Network(model)
+    np.testing.assert_array_equal(network.run_crops(crops, spec.mean, spec.std), network(spec.normalize(crops)))
+    with pytest.raises(ValueError, match="run_crops"):
+        network.run_crops(crops[:, :-1], spec.mean, spec.std)
 
 
 def test_the_plan_fuses_signs_pools_and_padding():

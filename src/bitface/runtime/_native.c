@@ -523,48 +523,73 @@ __attribute__((target(AVX512), always_inline)) static inline void conv_f32_avx51
     }
 }
 
-/* One input channel (a gray image) to sign bits: 16 pixels per register, the kh x kw input vectors
- * of a row chunk loaded once and reused by every output channel, weights as embedded broadcasts.
- * Sign bits are gathered per pixel with one masked OR per channel. */
-__attribute__((target(AVX512))) static void conv1_bits_avx512(const Stage *s, const float *in, void *out) {
+/* One input channel (a gray image) to sign bits, 16 pixels per register. The kh x kw input vectors
+ * of a row chunk stay in registers (taps <= 16) and are reused by every output channel, two channels at
+ * a time; each channel's sign mask is ORed into the 16 pixels' output word, which stays in two
+ * registers for 64 channels. Loads are masked to the
+ * chunk's pixels, so nothing past a row's last output is read. */
+/* The sign mask of output channel o over 16 pixels: four FMA chains over the taps (weights wp[t * cout_pad],
+ * broadcast from memory), then scale, shift and ReLU. */
+static inline __attribute__((always_inline, target(AVX512))) __mmask16 conv1_sign(const Stage *s, const __m512 *v,
+                                                                                  const float *wp, int64_t o,
+                                                                                  const int64_t taps) {
+    const int64_t cp = s->cout_pad;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t t = 0;
+    for (; t + 4 <= taps; t += 4) {
+        a0 = _mm512_fmadd_ps(v[t], _mm512_set1_ps(wp[t * cp]), a0);
+        a1 = _mm512_fmadd_ps(v[t + 1], _mm512_set1_ps(wp[(t + 1) * cp]), a1);
+        a2 = _mm512_fmadd_ps(v[t + 2], _mm512_set1_ps(wp[(t + 2) * cp]), a2);
+        a3 = _mm512_fmadd_ps(v[t + 3], _mm512_set1_ps(wp[(t + 3) * cp]), a3);
+    }
+    for (; t < taps; t++) a0 = _mm512_fmadd_ps(v[t], _mm512_set1_ps(wp[t * cp]), a0);
+    /* the chains' sum differs from a sequential one only in rounding, as any real conv does */
+    __m512 r = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
+    r = _mm512_add_ps(_mm512_mul_ps(r, _mm512_set1_ps(s->scale[o])), _mm512_set1_ps(s->shift[o]));
+    if (s->relu) r = _mm512_max_ps(r, _mm512_setzero_ps());
+    return _mm512_cmp_ps_mask(r, _mm512_setzero_ps(), _CMP_GE_OQ);
+}
+
+static inline __attribute__((always_inline, target(AVX512))) void conv1_bits_taps(const Stage *s, const float *in,
+                                                                                  void *out, const int64_t taps) {
     const float *weight = (const float *)s->weight; /* [kh][kw][1][cout_pad] */
-    const int64_t taps = s->kh * s->kw, nwords = (s->cout + 63) / 64;
-    __m512 v[64];
-    __m512i bits[2 * MAXWORDS];
+    const int64_t nwords = (s->cout + 63) / 64;
+    __m512 v[16];
     for (int64_t y = 0; y < s->ho; y++)
         for (int64_t x0 = 0; x0 < s->wo; x0 += 16) {
             const int64_t np = s->wo - x0 < 16 ? s->wo - x0 : 16;
+            const __mmask16 valid = lanes16(np);
             for (int64_t ky = 0, t = 0; ky < s->kh; ky++)
                 for (int64_t kx = 0; kx < s->kw; kx++, t++)
-                    v[t] = _mm512_loadu_ps(in + s->in_off + (y + ky) * s->in_row + x0 + kx);
-            for (int64_t w = 0; w < 2 * nwords; w++) bits[w] = _mm512_setzero_si512();
-            for (int64_t o = 0; o < s->cout; o++) {
-                __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-                const float *wp = weight + o;
-                int64_t t = 0;
-                for (; t + 2 <= taps; t += 2) { /* two chains hide the FMA latency */
-                    a0 = _mm512_fmadd_ps(v[t], _mm512_set1_ps(wp[t * s->cout_pad]), a0);
-                    a1 = _mm512_fmadd_ps(v[t + 1], _mm512_set1_ps(wp[(t + 1) * s->cout_pad]), a1);
-                }
-                if (t < taps) a0 = _mm512_fmadd_ps(v[t], _mm512_set1_ps(wp[t * s->cout_pad]), a0);
-                /* (a0 + a1) differs from a sequential sum only in rounding, as any real conv does */
-                __m512 r = _mm512_add_ps(_mm512_mul_ps(_mm512_add_ps(a0, a1), _mm512_set1_ps(s->scale[o])),
-                                         _mm512_set1_ps(s->shift[o]));
-                if (s->relu) r = _mm512_max_ps(r, _mm512_setzero_ps());
-                const __mmask16 on = _mm512_cmp_ps_mask(r, _mm512_setzero_ps(), _CMP_GE_OQ);
-                const __m512i bit = _mm512_set1_epi64((long long)((uint64_t)1 << (o & 63)));
-                bits[2 * (o >> 6)] = _mm512_mask_or_epi64(bits[2 * (o >> 6)], (__mmask8)on, bits[2 * (o >> 6)], bit);
-                bits[2 * (o >> 6) + 1] =
-                    _mm512_mask_or_epi64(bits[2 * (o >> 6) + 1], (__mmask8)(on >> 8), bits[2 * (o >> 6) + 1], bit);
-            }
+                    v[t] = _mm512_maskz_loadu_ps(valid, in + s->in_off + (y + ky) * s->in_row + x0 + kx);
             uint64_t *dst = (uint64_t *)out + s->out_off + y * s->out_row + x0;
-            const __mmask8 lo = (__mmask8)(np >= 8 ? 0xff : (1u << np) - 1);
-            const __mmask8 hi = (__mmask8)(np <= 8 ? 0 : (1u << (np - 8)) - 1);
             for (int64_t w = 0; w < nwords; w++) {
-                _mm512_mask_storeu_epi64(dst + w * s->out_plane, lo, bits[2 * w]);
-                _mm512_mask_storeu_epi64(dst + w * s->out_plane + 8, hi, bits[2 * w + 1]);
+                __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+                const int64_t end = s->cout < 64 * (w + 1) ? s->cout : 64 * (w + 1);
+                int64_t o = 64 * w;
+                for (; o + 2 <= end; o += 2) { /* two channels in flight: eight independent FMA chains */
+                    const __mmask16 on0 = conv1_sign(s, v, weight + o, o, taps), on1 = conv1_sign(s, v, weight + o + 1, o + 1, taps);
+                    lo = _mm512_mask_or_epi64(lo, (__mmask8)on0, lo, _mm512_set1_epi64((long long)((uint64_t)1 << (o & 63))));
+                    hi = _mm512_mask_or_epi64(hi, (__mmask8)(on0 >> 8), hi, _mm512_set1_epi64((long long)((uint64_t)1 << (o & 63))));
+                    lo = _mm512_mask_or_epi64(lo, (__mmask8)on1, lo, _mm512_set1_epi64((long long)((uint64_t)1 << ((o + 1) & 63))));
+                    hi = _mm512_mask_or_epi64(hi, (__mmask8)(on1 >> 8), hi, _mm512_set1_epi64((long long)((uint64_t)1 << ((o + 1) & 63))));
+                }
+                if (o < end) {
+                    const __mmask16 on = conv1_sign(s, v, weight + o, o, taps);
+                    lo = _mm512_mask_or_epi64(lo, (__mmask8)on, lo, _mm512_set1_epi64((long long)((uint64_t)1 << (o & 63))));
+                    hi = _mm512_mask_or_epi64(hi, (__mmask8)(on >> 8), hi, _mm512_set1_epi64((long long)((uint64_t)1 << (o & 63))));
+                }
+                _mm512_mask_storeu_epi64(dst + w * s->out_plane, (__mmask8)valid, lo);
+                _mm512_mask_storeu_epi64(dst + w * s->out_plane + 8, (__mmask8)(valid >> 8), hi);
             }
         }
+}
+
+__attribute__((target(AVX512))) static void conv1_bits_avx512(const Stage *s, const float *in, void *out) {
+    const int64_t taps = s->kh * s->kw;
+    if (taps == 16) return conv1_bits_taps(s, in, out, 16); /* the 5-point networks' 4 x 4: constant taps */
+    if (taps == 9) return conv1_bits_taps(s, in, out, 9);
+    conv1_bits_taps(s, in, out, taps);
 }
 
 __attribute__((target(AVX512))) static void conv_f32_avx512(const Stage *s, const float *in, void *out) {
@@ -589,9 +614,9 @@ __attribute__((target(AVX512))) static void conv_f32_avx512(const Stage *s, cons
 
 static void conv_f32(const Stage *s, const float *in, void *out) {
 #if defined(BF_X86)
-    /* pixel-vectorized is faster up to about 32 channels here (measured), channel-vectorized beyond */
+    /* a gray image's first layer (taps in registers) */
     if (isa_current == ISA_AVX512 && s->cin == 1 && s->in_pix == 1 && s->stride == 1 && s->out_mode == OUT_BITS &&
-        s->kh * s->kw <= 64 && s->cout <= 32)
+        s->kh * s->kw <= 16)
         return conv1_bits_avx512(s, in, out);
     if (isa_current == ISA_AVX512) return conv_f32_avx512(s, in, out);
     if (isa_current == ISA_AVX2) return conv_f32_avx2(s, in, out);
@@ -812,6 +837,22 @@ static void take_input(const Stage *s, const float *image, float *out) {
                 out[s->out_off + y * s->out_row + x * s->out_pix + c] = image[(c * s->ho + y) * s->wo + x];
 }
 
+/* uint8 HWC crop -> HWC buffer interior, normalized as InputSpec.normalize does it in float32:
+ * (x - mean) / std, a division (not a multiplication by 1 / std) so that the values are the same. */
+static void take_crop(const Stage *s, const uint8_t *crop, float mean, float std, float *out) {
+    const int64_t row = s->wo * s->cin;
+    for (int64_t y = 0; y < s->ho; y++) {
+        float *dst = out + s->out_off + y * s->out_row;
+        const uint8_t *src = crop + y * row;
+        if (s->out_pix == s->cin) /* pixels packed in the row: one run of row values */
+            for (int64_t i = 0; i < row; i++) dst[i] = ((float)src[i] - mean) / std;
+        else
+            for (int64_t x = 0; x < s->wo; x++)
+                for (int64_t c = 0; c < s->cin; c++)
+                    dst[x * s->out_pix + c] = ((float)src[x * s->cin + c] - mean) / std;
+    }
+}
+
 /* ------------------------------------------------------------------------------------------- */
 /* The Plan type. */
 
@@ -989,12 +1030,24 @@ static int plan_init(Plan *self, PyObject *args, PyObject *kwds) {
     return 0;
 }
 
-static void run_stage(Plan *self, Py_ssize_t i, const float *image) {
+/* A network input: float32 NCHW image, or a uint8 HWC crop with its normalization. */
+typedef struct {
+    const float *image;
+    const uint8_t *crop;
+    float mean, std;
+} Input;
+
+static void run_stage(Plan *self, Py_ssize_t i, const Input *input) {
     {
         const Stage *s = &self->stages[i];
         void *in = s->in_buf >= 0 ? self->buffers[s->in_buf] : NULL, *out = self->buffers[s->out_buf];
         switch (s->kind) {
-        case ST_INPUT: take_input(s, image, out); break;
+        case ST_INPUT:
+            if (input->crop)
+                take_crop(s, input->crop, input->mean, input->std, out);
+            else
+                take_input(s, input->image, out);
+            break;
         case ST_CONV: conv_f32(s, in, out); break;
         case ST_BCONV: bconv(s, in, out); break;
         case ST_POOL: pool_f32(s, in, out); break;
@@ -1007,8 +1060,8 @@ static void run_stage(Plan *self, Py_ssize_t i, const float *image) {
     }
 }
 
-static void run_one(Plan *self, const float *image, float *result) {
-    for (Py_ssize_t i = 0; i < self->nstages; i++) run_stage(self, i, image);
+static void run_one(Plan *self, const Input *input, float *result) {
+    for (Py_ssize_t i = 0; i < self->nstages; i++) run_stage(self, i, input);
     const int64_t *o = self->output;
     const float *buf = self->buffers[o[0]];
     for (int64_t c = 0; c < o[1]; c++)
@@ -1030,8 +1083,37 @@ static PyObject *plan_run(Plan *self, PyObject *args) {
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-    for (int64_t b = 0; b < batch; b++)
-        run_one(self, (const float *)x.buf + b * self->input_size, (float *)y.buf + b * outsize);
+    for (int64_t b = 0; b < batch; b++) {
+        const Input input = {(const float *)x.buf + b * self->input_size, NULL, 0.0f, 1.0f};
+        run_one(self, &input, (float *)y.buf + b * outsize);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&y);
+    Py_RETURN_NONE;
+}
+
+/* plan.run_crops(crops, mean, std, out): crops uint8 (B, H, W[, C]) C-contiguous, normalized in the
+ * input stage; the same results as run() on InputSpec.normalize(crops), without the float copy. */
+static PyObject *plan_run_crops(Plan *self, PyObject *args) {
+    Py_buffer x, y;
+    float mean, std;
+    if (!PyArg_ParseTuple(args, "y*ffw*", &x, &mean, &std, &y)) return NULL;
+    const int64_t outsize = self->output[1] * self->output[2] * self->output[3];
+    const int64_t batch = self->input_size ? (int64_t)x.len / self->input_size : 0;
+    if (x.len % self->input_size || y.len != 4 * batch * outsize || self->nstages == 0 ||
+        self->stages[0].kind != ST_INPUT) {
+        PyErr_Format(PyExc_ValueError, "run_crops: %zd crop bytes and %zd output bytes do not fit %lld and %lld per image",
+                     x.len, y.len, (long long)self->input_size, (long long)(4 * outsize));
+        PyBuffer_Release(&x);
+        PyBuffer_Release(&y);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (int64_t b = 0; b < batch; b++) {
+        const Input input = {NULL, (const uint8_t *)x.buf + b * self->input_size, mean, std};
+        run_one(self, &input, (float *)y.buf + b * outsize);
+    }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&x);
     PyBuffer_Release(&y);
@@ -1056,11 +1138,12 @@ static PyObject *plan_profile(Plan *self, PyObject *args) {
         return NULL;
     }
     double *best = PyMem_Calloc(self->nstages + 1, sizeof(double));
+    const Input input = {x.buf, NULL, 0.0f, 1.0f};
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t r = 0; r < repeats; r++)
         for (Py_ssize_t i = 0; i < self->nstages; i++) {
             const double t0 = now();
-            run_stage(self, i, x.buf);
+            run_stage(self, i, &input);
             const double t = now() - t0;
             if (r == 0 || t < best[i]) best[i] = t;
         }
@@ -1085,6 +1168,8 @@ static PyObject *plan_buffer(Plan *self, PyObject *args) {
 
 static PyMethodDef plan_methods[] = {
     {"run", (PyCFunction)plan_run, METH_VARARGS, "run(images, out): the whole network on a batch"},
+    {"run_crops", (PyCFunction)plan_run_crops, METH_VARARGS,
+     "run_crops(crops, mean, std, out): the whole network on uint8 crops, normalized natively"},
     {"profile", (PyCFunction)plan_profile, METH_VARARGS, "profile(image, repeats) -> seconds per stage"},
     {"buffer", (PyCFunction)plan_buffer, METH_VARARGS, "buffer(index, nbytes) -> bytes"},
     {NULL, NULL, 0, NULL},

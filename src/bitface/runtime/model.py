@@ -32,9 +32,21 @@ class PackedLandmarker(CroppedPredictor):
                 f"input must be float32 of shape (batch, {', '.join(map(str, self.input_shape))}), "
                 f"got {x.dtype} {x.shape}"
             )
-        out = self.network(x)
+        return self._points_shape(self.network(x))
+
+    def predict_crops(self, crops: np.ndarray) -> np.ndarray:
+        """uint8 crops (B, S, S[, 3]) -> points (B, N, 2) in crop pixels; the native plan normalizes
+        them itself (no float copy in numpy), with the same result as `forward(input.normalize(..))`."""
+        crops = np.asarray(crops)
+        channels, size = self.input_shape[0], self.input_shape[1:]
+        shape = size if channels == 1 else (*size, channels)
+        if self.network.plan is None or crops.dtype != np.uint8 or crops.ndim < 1 or crops.shape[1:] != shape:
+            return super().predict_crops(crops)
+        return self.decode(self._points_shape(self.network.run_crops(crops, self.input.mean, self.input.std)))
+
+    def _points_shape(self, out: np.ndarray) -> np.ndarray:
         if self.output in ("normalized", "pixels"):
-            return out.reshape(len(x), self.scheme.num_points, 2)
+            return out.reshape(len(out), self.scheme.num_points, 2)
         return out
 
     def heatmap_points(self, maps: np.ndarray) -> np.ndarray:

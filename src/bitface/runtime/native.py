@@ -65,6 +65,21 @@ class Network:
         self.plan.run(x, out)
         return out
 
+    def run_crops(self, crops: np.ndarray, mean: float, std: float) -> np.ndarray:
+        """uint8 (B, H, W[, C]) crops, normalized to (x - mean) / std in the plan's input stage: the
+        same output as calling the network on the normalized float32 input, without that copy."""
+        channels, height, width = self.compiled.input_shape
+        shape = (height, width) if channels == 1 else (height, width, channels)
+        crops = np.asarray(crops)
+        if crops.dtype != np.uint8 or crops.shape[1:] != shape:
+            raise ValueError(
+                f"run_crops: crops must be uint8 (batch, {', '.join(map(str, shape))}), got {crops.dtype} {crops.shape}"
+            )
+        crops = np.ascontiguousarray(crops)
+        out = np.empty((len(crops), *self.compiled.output_shape), np.float32)
+        self.plan.run_crops(crops, mean, std, out)
+        return out
+
 
 def decode_heatmaps(maps: np.ndarray, sigmoid: bool, min_peak: float = 1e-6) -> Decoded:
     """`bitface.data.heatmaps.decode_argmax` in C, for (..., N, H, W) maps (float32 as the runtime
