@@ -524,30 +524,28 @@ __attribute__((target(AVX512), always_inline)) static inline void conv_f32_avx51
 }
 
 /* One input channel (a gray image) to sign bits, 16 pixels per register. The kh x kw input vectors
- * of a row chunk stay in registers (taps <= 16) and are reused by every output channel, two channels at
+ * of a row chunk stay in registers (taps <= 16) and are reused by every output channel, four channels at
  * a time; each channel's sign mask is ORed into the 16 pixels' output word, which stays in two
  * registers for 64 channels. Loads are masked to the
  * chunk's pixels, so nothing past a row's last output is read. */
-/* The sign mask of output channel o over 16 pixels: four FMA chains over the taps (weights wp[t * cout_pad],
- * broadcast from memory), then scale, shift and ReLU. */
-static inline __attribute__((always_inline, target(AVX512))) __mmask16 conv1_sign(const Stage *s, const __m512 *v,
-                                                                                  const float *wp, int64_t o,
-                                                                                  const int64_t taps) {
+/* The sign masks of output channels o..o+n-1 (n <= 4) over 16 pixels: per channel one FMA chain over
+ * the taps in order (weights wp[t * cout_pad] broadcast from memory), the summation order of a direct
+ * convolution, so that the sum rounds as PyTorch's does wherever it accumulates tap after tap; the n
+ * chains are independent. Then scale, shift and ReLU. */
+static inline __attribute__((always_inline, target(AVX512))) void conv1_signs(const Stage *s, const __m512 *v,
+                                                                               const float *weight, int64_t o,
+                                                                               const int64_t n, const int64_t taps,
+                                                                               __mmask16 *on) {
     const int64_t cp = s->cout_pad;
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    int64_t t = 0;
-    for (; t + 4 <= taps; t += 4) {
-        a0 = _mm512_fmadd_ps(v[t], _mm512_set1_ps(wp[t * cp]), a0);
-        a1 = _mm512_fmadd_ps(v[t + 1], _mm512_set1_ps(wp[(t + 1) * cp]), a1);
-        a2 = _mm512_fmadd_ps(v[t + 2], _mm512_set1_ps(wp[(t + 2) * cp]), a2);
-        a3 = _mm512_fmadd_ps(v[t + 3], _mm512_set1_ps(wp[(t + 3) * cp]), a3);
+    __m512 a[4];
+    for (int64_t j = 0; j < n; j++) a[j] = _mm512_mul_ps(v[0], _mm512_set1_ps(weight[o + j]));
+    for (int64_t t = 1; t < taps; t++)
+        for (int64_t j = 0; j < n; j++) a[j] = _mm512_fmadd_ps(v[t], _mm512_set1_ps(weight[t * cp + o + j]), a[j]);
+    for (int64_t j = 0; j < n; j++) {
+        __m512 r = _mm512_add_ps(_mm512_mul_ps(a[j], _mm512_set1_ps(s->scale[o + j])), _mm512_set1_ps(s->shift[o + j]));
+        if (s->relu) r = _mm512_max_ps(r, _mm512_setzero_ps());
+        on[j] = _mm512_cmp_ps_mask(r, _mm512_setzero_ps(), _CMP_GE_OQ);
     }
-    for (; t < taps; t++) a0 = _mm512_fmadd_ps(v[t], _mm512_set1_ps(wp[t * cp]), a0);
-    /* the chains' sum differs from a sequential one only in rounding, as any real conv does */
-    __m512 r = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
-    r = _mm512_add_ps(_mm512_mul_ps(r, _mm512_set1_ps(s->scale[o])), _mm512_set1_ps(s->shift[o]));
-    if (s->relu) r = _mm512_max_ps(r, _mm512_setzero_ps());
-    return _mm512_cmp_ps_mask(r, _mm512_setzero_ps(), _CMP_GE_OQ);
 }
 
 static inline __attribute__((always_inline, target(AVX512))) void conv1_bits_taps(const Stage *s, const float *in,
@@ -566,18 +564,18 @@ static inline __attribute__((always_inline, target(AVX512))) void conv1_bits_tap
             for (int64_t w = 0; w < nwords; w++) {
                 __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
                 const int64_t end = s->cout < 64 * (w + 1) ? s->cout : 64 * (w + 1);
-                int64_t o = 64 * w;
-                for (; o + 2 <= end; o += 2) { /* two channels in flight: eight independent FMA chains */
-                    const __mmask16 on0 = conv1_sign(s, v, weight + o, o, taps), on1 = conv1_sign(s, v, weight + o + 1, o + 1, taps);
-                    lo = _mm512_mask_or_epi64(lo, (__mmask8)on0, lo, _mm512_set1_epi64((long long)((uint64_t)1 << (o & 63))));
-                    hi = _mm512_mask_or_epi64(hi, (__mmask8)(on0 >> 8), hi, _mm512_set1_epi64((long long)((uint64_t)1 << (o & 63))));
-                    lo = _mm512_mask_or_epi64(lo, (__mmask8)on1, lo, _mm512_set1_epi64((long long)((uint64_t)1 << ((o + 1) & 63))));
-                    hi = _mm512_mask_or_epi64(hi, (__mmask8)(on1 >> 8), hi, _mm512_set1_epi64((long long)((uint64_t)1 << ((o + 1) & 63))));
-                }
-                if (o < end) {
-                    const __mmask16 on = conv1_sign(s, v, weight + o, o, taps);
-                    lo = _mm512_mask_or_epi64(lo, (__mmask8)on, lo, _mm512_set1_epi64((long long)((uint64_t)1 << (o & 63))));
-                    hi = _mm512_mask_or_epi64(hi, (__mmask8)(on >> 8), hi, _mm512_set1_epi64((long long)((uint64_t)1 << (o & 63))));
+                for (int64_t o = 64 * w; o < end; o += 4) { /* four channels in flight: four independent chains */
+                    const int64_t n = end - o < 4 ? end - o : 4;
+                    __mmask16 on[4];
+                    if (n == 4)
+                        conv1_signs(s, v, weight, o, 4, taps, on);
+                    else
+                        conv1_signs(s, v, weight, o, n, taps, on);
+                    for (int64_t j = 0; j < n; j++) {
+                        const __m512i bit = _mm512_set1_epi64((long long)((uint64_t)1 << ((o + j) & 63)));
+                        lo = _mm512_mask_or_epi64(lo, (__mmask8)on[j], lo, bit);
+                        hi = _mm512_mask_or_epi64(hi, (__mmask8)(on[j] >> 8), hi, bit);
+                    }
                 }
                 _mm512_mask_storeu_epi64(dst + w * s->out_plane, (__mmask8)valid, lo);
                 _mm512_mask_storeu_epi64(dst + w * s->out_plane + 8, (__mmask8)(valid >> 8), hi);
