@@ -55,6 +55,15 @@ typedef struct {
     const float *in2, *aff_scale, *aff_shift;
     uint64_t *aff_out;
     uint32_t *weight32; /* binary convs of at most 32 input channels: the weights' low words (owned) */
+    /* binary convs to sign bits (owned): each channel's output range as integers the popcount kernel
+     * compares directly, for mismatches m: on <=> (uint64)(m - base) <= span; and where padding
+     * corrections apply, for t = 2m + fix: on <=> (uint64)(t - tbase) <= tspan. Laid out
+     * [base | span | tbase | tspan] x cout_pad. */
+    int64_t *range;
+    /* the padding correction transposed to [row class][cout_pad][fix_w] int64 (8 pixels per load), and
+     * per row class and block of PX pixels whether any correction is nonzero (owned) */
+    int64_t *fix_t;
+    uint8_t *fix_block;
 } Stage;
 
 static inline const int32_t *padding_fix_row(const Stage *s, int64_t y, int64_t x) {
@@ -207,19 +216,23 @@ __attribute__((target(AVX512))) static inline __mmask16 affine_sign16(const Stag
 }
 
 /* The fast path: 16 accumulators of 8 pixels; each input load is reused by 16 output channels and
- * each weight word is an embedded broadcast of the XOR. Outputs are thresholded and packed in
- * registers with one masked OR per channel. Only for sign-bit outputs without built-in padding (see
- * bconv): float outputs and padding corrections go to the channel-vectorized kernel. */
+ * each weight word is an embedded broadcast of the XOR. Outputs are thresholded on the mismatch
+ * counts themselves (see Stage.range) and packed in registers with one masked OR per channel; blocks
+ * that touch the padding add their correction first. Only for sign-bit outputs (see bconv). */
 __attribute__((target(AVX512))) static void bconv_avx512_bits(const Stage *s, const uint64_t *in, void *out) {
     const uint64_t *weight = (const uint64_t *)s->weight;
-    const int64_t nblocks = s->cout_pad / BLOCK, taps = s->kh * s->kw * s->words;
-    const int64_t k = s->cin * s->kh * s->kw, nwords = (s->cout + 63) / 64;
-    const __m512i kk = _mm512_set1_epi64(k);
+    const int64_t nblocks = s->cout_pad / BLOCK, taps = s->kh * s->kw * s->words, nwords = (s->cout + 63) / 64;
+    const int64_t *base = s->range, *span = base + s->cout_pad, *tbase = span + s->cout_pad,
+                  *tspan = tbase + s->cout_pad;
+    const int64_t nxblocks = (s->wo + PX - 1) / PX;
     __m512i packed[MAXWORDS];
     for (int64_t y = 0; y < s->ho; y++)
         for (int64_t x0 = 0; x0 < s->wo; x0 += PX) {
             const int64_t np = s->wo - x0 < PX ? s->wo - x0 : PX;
             const __mmask8 valid = (__mmask8)((1u << np) - 1);
+            const int64_t *fix = NULL; /* this block's corrections, [cout_pad][fix_w] from x0 */
+            if (s->fix_t && s->fix_block[s->row_class[y] * nxblocks + x0 / PX])
+                fix = s->fix_t + s->row_class[y] * s->cout_pad * s->fix_w + x0;
             for (int64_t w = 0; w < nwords; w++) packed[w] = _mm512_setzero_si512();
             for (int64_t ob = 0; ob < nblocks; ob++) {
                 __m512i acc[BLOCK];
@@ -237,15 +250,29 @@ __attribute__((target(AVX512))) static void bconv_avx512_bits(const Stage *s, co
                                     acc[j], _mm512_popcnt_epi64(_mm512_xor_si512(v, _mm512_set1_epi64((long long)wp[j]))));
                         }
                 }
-                const int nj = s->cout - ob * BLOCK < BLOCK ? (int)(s->cout - ob * BLOCK) : BLOCK;
-                for (int j = 0; j < nj; j++) {
-                    const int64_t o = ob * BLOCK + j;
-                    const __m512i dot = _mm512_sub_epi64(kk, _mm512_slli_epi64(acc[j], 1));
-                    const __mmask8 on = _mm512_cmpge_epi64_mask(dot, _mm512_set1_epi64(s->lo[o])) &
-                                        _mm512_cmple_epi64_mask(dot, _mm512_set1_epi64(s->hi[o]));
-                    packed[o >> 6] = _mm512_mask_or_epi64(packed[o >> 6], on, packed[o >> 6],
-                                                          _mm512_set1_epi64((long long)((uint64_t)1 << (o & 63))));
+                /* unrolled over all 16 channels (padding channels are never on), so acc stays in
+                 * registers; bit j of `word` is channel ob*16 + j, shifted into place once */
+                const int64_t o0 = ob * BLOCK;
+                __m512i word = _mm512_setzero_si512();
+                if (fix) {
+#pragma GCC unroll 16
+                    for (int j = 0; j < BLOCK; j++) {
+                        const __m512i t = _mm512_add_epi64(_mm512_slli_epi64(acc[j], 1),
+                                                           _mm512_loadu_si512((const void *)(fix + (o0 + j) * s->fix_w)));
+                        const __mmask8 on = _mm512_cmple_epu64_mask(_mm512_sub_epi64(t, _mm512_set1_epi64(tbase[o0 + j])),
+                                                                    _mm512_set1_epi64(tspan[o0 + j]));
+                        word = _mm512_mask_or_epi64(word, on, word, _mm512_set1_epi64(1ll << j));
+                    }
+                } else {
+#pragma GCC unroll 16
+                    for (int j = 0; j < BLOCK; j++) {
+                        const __mmask8 on = _mm512_cmple_epu64_mask(
+                            _mm512_sub_epi64(acc[j], _mm512_set1_epi64(base[o0 + j])), _mm512_set1_epi64(span[o0 + j]));
+                        word = _mm512_mask_or_epi64(word, on, word, _mm512_set1_epi64(1ll << j));
+                    }
                 }
+                word = _mm512_slli_epi64(word, o0 & 63);
+                packed[ob * BLOCK / 64] = _mm512_or_si512(packed[ob * BLOCK / 64], word);
             }
             uint64_t *o = (uint64_t *)out + s->out_off + y * s->out_row + x0;
             for (int64_t w = 0; w < nwords; w++) _mm512_mask_storeu_epi64(o + w * s->out_plane, valid, packed[w]);
@@ -348,8 +375,8 @@ __attribute__((target(AVX512), always_inline)) static inline void mismatches_nar
         }
 }
 
-/* Channel-vectorized: registers hold 16 output channels of one pixel, for float outputs and padding
- * corrections (see bconv); narrow inputs take the 32-bit lanes. */
+/* Channel-vectorized: registers hold 16 output channels of one pixel, for float outputs and narrow
+ * inputs (see bconv); narrow inputs take the 32-bit lanes. */
 __attribute__((target(AVX512))) static void bconv_avx512_channels(const Stage *s, const uint64_t *in, void *out) {
     const int64_t nblocks = s->cout_pad / BLOCK;
     uint64_t bits[PX][MAXWORDS];
@@ -373,7 +400,7 @@ __attribute__((target(AVX512))) static void bconv_avx512_channels(const Stage *s
 
 static void bconv(const Stage *s, const uint64_t *in, void *out) {
 #if defined(BF_X86)
-    if (isa_current == ISA_AVX512 && (s->out_mode == OUT_FLOAT || s->fix || s->weight32))
+    if (isa_current == ISA_AVX512 && (s->out_mode == OUT_FLOAT || s->weight32))
         return bconv_avx512_channels(s, in, out);
     if (isa_current == ISA_AVX512) return bconv_avx512_bits(s, in, out);
     if (isa_current == ISA_AVX2) return bconv_blocks(s, in, out, mismatches_avx2);
@@ -484,7 +511,7 @@ __attribute__((target(AVX512), always_inline)) static inline void conv_f32_avx51
     const float *weight = (const float *)s->weight;
     const int merged = s->in_pix == s->cin; /* dense HWC: the taps (kx, c) of a kernel row are one run */
     const int64_t run = merged ? s->kw * s->cin : s->cin, parts = merged ? 1 : s->kw;
-    const int64_t step = unit ? 1 : s->stride * s->in_pix; /* unit: one input channel, stride 1 */
+    const int64_t step = unit ? unit : s->stride * s->in_pix; /* unit: the pixel step as a constant */
     __m512 a[2][PX];
     for (int b = 0; b < nb; b++)
         for (int p = 0; p < PX; p++) a[b][p] = _mm512_setzero_ps();
@@ -598,13 +625,19 @@ __attribute__((target(AVX512))) static void conv_f32_avx512(const Stage *s, cons
             const int64_t np = s->wo - x0 < PX ? s->wo - x0 : PX;
             if (s->out_mode == OUT_BITS || s->aff_out) clear_bits(bits, s->cout);
             int64_t ob = 0;
-            if (s->in_pix == 1 && s->stride == 1) { /* constant offsets between pixels: no index registers */
-                for (; ob + 2 <= nblocks; ob += 2) conv_f32_avx512_blocks(s, in, out, y, x0, np, ob, 2, 1, bits);
-                if (ob < nblocks) conv_f32_avx512_blocks(s, in, out, y, x0, np, ob, 1, 1, bits);
-            } else {
-                for (; ob + 2 <= nblocks; ob += 2) conv_f32_avx512_blocks(s, in, out, y, x0, np, ob, 2, 0, bits);
-                if (ob < nblocks) conv_f32_avx512_blocks(s, in, out, y, x0, np, ob, 1, 0, bits);
+            /* common pixel steps as constants, so that pixel offsets are immediates (no index registers) */
+#define CONV_F32_BLOCKS(step)                                                                                  \
+    do {                                                                                                       \
+        for (; ob + 2 <= nblocks; ob += 2) conv_f32_avx512_blocks(s, in, out, y, x0, np, ob, 2, step, bits); \
+        if (ob < nblocks) conv_f32_avx512_blocks(s, in, out, y, x0, np, ob, 1, step, bits);                  \
+    } while (0)
+            switch (s->in_pix * s->stride) {
+            case 1: CONV_F32_BLOCKS(1); break; /* gray, stride 1 */
+            case 2: CONV_F32_BLOCKS(2); break; /* gray, stride 2: the hourglass stem */
+            case 64: CONV_F32_BLOCKS(64); break; /* 64 channels: the hourglass head */
+            default: CONV_F32_BLOCKS(0);
             }
+#undef CONV_F32_BLOCKS
             finish_bits(s, bits, np, y, x0, out);
         }
 }
@@ -713,8 +746,63 @@ __attribute__((target(AVX512))) static inline uint64_t affine_bits16(const Stage
                        affine_sign16(s, v, c, m), word);
 }
 
+/* An affine's sign test on at most 64 channels with its constants in registers: each pixel's signs
+ * are one word (no per-chunk stores or branches). */
+typedef struct {
+    int64_t chunks;
+    int relu;
+    __mmask16 valid[4];
+    __m512 scale[4], shift[4];
+} Signs64;
+
+__attribute__((target(AVX512))) static inline Signs64 signs64(int64_t channels, const float *scale, const float *shift,
+                                                             int relu) {
+    Signs64 g;
+    g.chunks = (channels + 15) / 16;
+    g.relu = relu;
+    for (int64_t c = 0; c < g.chunks; c++) {
+        g.valid[c] = lanes16(channels - 16 * c);
+        g.scale[c] = _mm512_maskz_loadu_ps(g.valid[c], scale + 16 * c);
+        g.shift[c] = _mm512_maskz_loadu_ps(g.valid[c], shift + 16 * c);
+    }
+    return g;
+}
+
+/* The signs of chunk c (channels 16c...) of values v, placed in the pixel's word. */
+__attribute__((target(AVX512))) static inline uint64_t signs64_chunk(const Signs64 *g, int64_t c, __m512 v) {
+    if (g->relu) return (uint64_t)g->valid[c] << (16 * c); /* sign(relu(a)) is +1 */
+    const __m512 a = _mm512_add_ps(_mm512_mul_ps(v, g->scale[c]), g->shift[c]);
+    return (uint64_t)(_mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GE_OQ) & g->valid[c]) << (16 * c);
+}
+
+/* A stage's fused affine as Signs64 (its output has at most 64 channels). */
+__attribute__((target(AVX512))) static inline Signs64 fused_signs64(const Stage *s) {
+    return signs64(s->cout, s->aff_scale, s->aff_shift, (int)s->aff_relu);
+}
+
+/* An affine stage to sign bits of at most 64 channels. */
+__attribute__((target(AVX512))) static void affine_avx512_word(const Stage *s, const float *in, uint64_t *out) {
+    Signs64 g = signs64(s->cout, s->scale, s->shift, 0);
+    const __m512 zero = _mm512_setzero_ps();
+    for (int64_t y = 0; y < s->ho; y++) {
+        const float *ip = in + s->in_off + y * s->in_row;
+        uint64_t *o = out + s->out_off + y * s->out_row;
+        for (int64_t x = 0; x < s->wo; x++, ip += s->in_pix) {
+            uint64_t word = 0;
+            for (int64_t c = 0; c < g.chunks; c++) {
+                __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(g.valid[c], ip + 16 * c), g.scale[c]),
+                                         g.shift[c]);
+                if (s->relu) v = _mm512_max_ps(v, zero);
+                word |= (uint64_t)(_mm512_cmp_ps_mask(v, zero, _CMP_GE_OQ) & g.valid[c]) << (16 * c);
+            }
+            o[x] = word;
+        }
+    }
+}
+
 __attribute__((target(AVX512))) static void affine_avx512(const Stage *s, const float *in, void *out) {
     const __m512 zero = _mm512_setzero_ps();
+    if (s->out_mode == OUT_BITS && s->cout <= 64) return affine_avx512_word(s, in, out);
     for (int64_t y = 0; y < s->ho; y++)
         for (int64_t x = 0; x < s->wo; x++) {
             const float *ip = in + s->in_off + y * s->in_row + x * s->in_pix;
@@ -745,6 +833,24 @@ static void affine(const Stage *s, const float *in, void *out) {
 
 #if defined(BF_X86)
 __attribute__((target(AVX512))) static void add_avx512(const Stage *s, const float *a, const float *b, float *out) {
+    if (s->aff_out && s->cout <= 64) {
+        const Signs64 g = fused_signs64(s);
+        for (int64_t y = 0; y < s->ho; y++)
+            for (int64_t x = 0; x < s->wo; x++) {
+                const float *pa = a + s->in_off + y * s->in_row + x * s->in_pix;
+                const float *pb = b + s->in2_off + y * s->in2_row + x * s->in2_pix;
+                float *o = out + s->out_off + y * s->out_row + x * s->out_pix;
+                uint64_t word = 0;
+                for (int64_t c = 0; c < g.chunks; c++) {
+                    const __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(g.valid[c], pa + 16 * c),
+                                                   _mm512_maskz_loadu_ps(g.valid[c], pb + 16 * c));
+                    _mm512_mask_storeu_ps(o + 16 * c, g.valid[c], v);
+                    word |= signs64_chunk(&g, c, v);
+                }
+                s->aff_out[s->aff_off + y * s->aff_row + x] = word;
+            }
+        return;
+    }
     for (int64_t y = 0; y < s->ho; y++)
         for (int64_t x = 0; x < s->wo; x++) {
             const float *pa = a + s->in_off + y * s->in_row + x * s->in_pix;
@@ -763,6 +869,26 @@ __attribute__((target(AVX512))) static void add_avx512(const Stage *s, const flo
 
 /* max over each window, 16 channels per register (a -inf border never wins) */
 __attribute__((target(AVX512))) static void pool_avx512(const Stage *s, const float *in, float *out) {
+    if (s->aff_out && s->cout <= 64) {
+        const Signs64 g = fused_signs64(s);
+        for (int64_t y = 0; y < s->ho; y++)
+            for (int64_t x = 0; x < s->wo; x++) {
+                const float *first = in + s->in_off + y * s->stride * s->in_row + x * s->stride * s->in_pix;
+                float *o = out + s->out_off + y * s->out_row + x * s->out_pix;
+                uint64_t word = 0;
+                for (int64_t c = 0; c < g.chunks; c++) {
+                    __m512 v = _mm512_maskz_loadu_ps(g.valid[c], first + 16 * c);
+                    for (int64_t dy = 0; dy < s->size; dy++)
+                        for (int64_t dx = 0; dx < s->size; dx++)
+                            v = _mm512_max_ps(
+                                _mm512_maskz_loadu_ps(g.valid[c], first + dy * s->in_row + dx * s->in_pix + 16 * c), v);
+                    _mm512_mask_storeu_ps(o + 16 * c, g.valid[c], v);
+                    word |= signs64_chunk(&g, c, v);
+                }
+                s->aff_out[s->aff_off + y * s->aff_row + x] = word;
+            }
+        return;
+    }
     for (int64_t y = 0; y < s->ho; y++)
         for (int64_t x = 0; x < s->wo; x++) {
             const float *first = in + s->in_off + y * s->stride * s->in_row + x * s->stride * s->in_pix;
@@ -868,7 +994,12 @@ typedef struct {
 static void plan_dealloc(Plan *self) {
     for (Py_ssize_t i = 0; i < self->nviews; i++) PyBuffer_Release(&self->views[i]);
     for (Py_ssize_t i = 0; i < self->nbuffers; i++) free(self->buffers[i]);
-    for (Py_ssize_t i = 0; self->stages && i < self->nstages; i++) PyMem_Free(self->stages[i].weight32);
+    for (Py_ssize_t i = 0; self->stages && i < self->nstages; i++) {
+        PyMem_Free(self->stages[i].weight32);
+        PyMem_Free(self->stages[i].range);
+        PyMem_Free(self->stages[i].fix_t);
+        PyMem_Free(self->stages[i].fix_block);
+    }
     PyMem_Free(self->views);
     PyMem_Free(self->buffers);
     PyMem_Free(self->stages);
@@ -890,6 +1021,46 @@ static const void *borrow(Plan *self, PyObject *obj, Py_ssize_t itemsize, Py_ssi
         return NULL;
     }
     return view->buf;
+}
+
+static int64_t floor_div2(int64_t v) { return v >= 0 ? v / 2 : -((1 - v) / 2); }
+
+/* Stage.range from the thresholds lo <= dot <= hi, where dot = k - 2m - fix. */
+static int output_ranges(Stage *s) {
+    if (!(s->range = PyMem_Calloc(4 * s->cout_pad, sizeof(int64_t)))) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    const int64_t k = s->cin * s->kh * s->kw, never = (int64_t)1 << 40;
+    int64_t *base = s->range, *span = base + s->cout_pad, *tbase = span + s->cout_pad, *tspan = tbase + s->cout_pad;
+    for (int64_t o = 0; o < s->cout_pad; o++) {
+        const int64_t lo = o < s->cout ? s->lo[o] : 1, hi = o < s->cout ? s->hi[o] : 0;
+        const int64_t mlo = -floor_div2(hi - k), mhi = floor_div2(k - lo); /* ceil((k-hi)/2), floor((k-lo)/2) */
+        base[o] = mlo <= mhi ? mlo : never;
+        span[o] = mlo <= mhi ? mhi - mlo : 0;
+        tbase[o] = lo <= hi ? k - hi : never;
+        tspan[o] = lo <= hi ? hi - lo : 0;
+    }
+    return 0;
+}
+
+/* Stage.fix_t and fix_block from the padding table fix [class][x][cout_pad] (int32). */
+static int transpose_fix(Stage *s, int64_t classes) {
+    const int64_t nxblocks = (s->wo + PX - 1) / PX;
+    s->fix_t = PyMem_Calloc(classes * s->cout_pad * s->fix_w, sizeof(int64_t));
+    s->fix_block = PyMem_Calloc(classes * nxblocks, 1);
+    if (!s->fix_t || !s->fix_block) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (int64_t c = 0; c < classes; c++)
+        for (int64_t x = 0; x < s->fix_w; x++)
+            for (int64_t o = 0; o < s->cout_pad; o++) {
+                const int32_t v = s->fix[(c * s->fix_w + x) * s->cout_pad + o];
+                s->fix_t[(c * s->cout_pad + o) * s->fix_w + x] = v;
+                if (v && x < s->wo) s->fix_block[c * nxblocks + x / PX] = 1;
+            }
+    return 0;
 }
 
 /* Plan(stages, buffers, output, input_size)
@@ -1001,7 +1172,9 @@ static int plan_init(Plan *self, PyObject *args, PyObject *kwds) {
                 }
                 s->fix = borrow(self, fix, 4, classes * s->cout_pad * s->fix_w, "fix", i);
                 if (!s->fix) return -1;
+                if (s->out_mode == OUT_BITS && transpose_fix(s, classes) < 0) return -1;
             }
+            if (bin && s->out_mode == OUT_BITS && output_ranges(s) < 0) return -1;
         }
         if (s->in2_buf >= 0) s->in2 = self->buffers[s->in2_buf]; /* an ADD's other side, or a fused sum */
         if (s->aff_buf >= 0 && (s->kind == ST_BCONV || s->kind == ST_CONV || s->kind == ST_ADD || s->kind == ST_POOL) &&
