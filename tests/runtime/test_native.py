@@ -151,9 +151,12 @@ def test_uint8_crops_are_normalized_natively_with_the_same_result(kernel_path, m
 
 def test_the_plan_fuses_signs_pools_and_padding():
     plan = compile_plan(regression_like())
-    # input, conv (to bits), pool as OR, binary conv (to float), pool, conv, binary linear, linear
-    assert plan.kinds == [INPUT, CONV, BPOOL, BCONV, POOL, CONV, CONV, CONV]
+    # input, conv (to bits), pool as OR, binary conv (to float) with the max-pool in its epilogue, conv,
+    # binary linear, linear
+    assert plan.kinds == [INPUT, CONV, BPOOL, BCONV, CONV, CONV, CONV]
     assert plan.layout[1].bits and not plan.layout[3].bits
+    pooled = dict(zip(FIELDS, plan.stages[3][0], strict=True))
+    assert (pooled["pool"], pooled["ho"], pooled["wo"]) == (2, 8, 8)  # the conv's size; it writes 4 x 4
 
 
 def test_thresholds_reproduce_the_float_sign_for_every_dot():
@@ -300,6 +303,35 @@ def test_hourglass_graphs_run_natively_and_exactly(kernel_path, size):
     tensors = {k: v for k, v in model.tensors.items() if int(k.split(".")[0]) < head}
     trunk = PackedModel(model.graph[:head], tensors, model.meta)
     np.testing.assert_array_equal(native.Network(trunk)(x), reference.run(trunk, x))
+
+
+@pytest.mark.parametrize("size", [(8, 8), (10, 14), (7, 9)])
+def test_a_pool_after_a_projected_block_runs_in_the_convs_epilogue(kernel_path, size):
+    """The hourglass's first block: its 1x1 projection's epilogue adds the concat, max-pools 2x2 and
+    writes the next block's input signs; at odd sizes the pool stays a stage of its own."""
+    rng = np.random.default_rng(3)
+    graph, tensors = [], {}
+    real(rng, graph, tensors, "conv", (6, 5, 3, 3))
+    graph[-1]["padding"] = 1
+    block = residual_block(rng, graph, tensors, 0, 6, (20, 10, 10))
+    graph.append({"op": "maxpool", "size": 2, "inputs": [block]})
+    residual_block(rng, graph, tensors, len(graph) - 1, 40, (20, 10, 10))
+    real(rng, graph, tensors, "conv", (3, 40, 1, 1))
+    model = PackedModel(graph, tensors, {"input_shape": [5, *size]})
+    network = native.Network(model)
+    params = [dict(zip(FIELDS, p, strict=True)) for p, *_ in network.compiled.stages]
+    pooled = [p for p in params if p["pool"]]
+    even = size[0] % 2 == 0 and size[1] % 2 == 0
+    assert len(pooled) == even and (POOL in network.compiled.kinds) != even
+    if even:
+        assert pooled[0]["kind"] == BCONV and pooled[0]["in2_buf"] >= 0 and pooled[0]["aff_buf"] >= 0
+    x = inputs(model, batch=2)
+    head = len(model.graph) - 1
+    trunk = PackedModel(
+        model.graph[:head], {k: v for k, v in model.tensors.items() if int(k.split(".")[0]) < head}, model.meta
+    )
+    np.testing.assert_array_equal(native.Network(trunk)(x), reference.run(trunk, x))
+    np.testing.assert_allclose(network(x), reference.run(model, x), rtol=1e-4, atol=1e-4)
 
 
 def test_a_strided_padded_real_conv_feeds_binary_layers(kernel_path):

@@ -34,7 +34,7 @@ static int isa_best = ISA_PORTABLE, isa_current = ISA_PORTABLE;
 
 enum { ST_INPUT, ST_CONV, ST_BCONV, ST_POOL, ST_BPOOL, ST_SIGN, ST_AFFINE, ST_ADD, ST_UPSAMPLE, ST_KINDS };
 enum { OUT_FLOAT = 0, OUT_BITS = 1 };
-#define NPARAMS 33
+#define NPARAMS 34
 #define NTENSORS 9
 #define BLOCK 16 /* output channels per block (weights are stored in blocks of 16) */
 #define PX 8     /* output pixels per block */
@@ -43,15 +43,16 @@ enum { OUT_FLOAT = 0, OUT_BITS = 1 };
 typedef struct {
     int64_t kind, in_buf, out_buf, ho, wo, kh, kw, cin, words, in_off, in_row, in_pix, in_plane, cout,
         cout_pad, out_mode, out_off, out_row, out_pix, out_plane, relu, size, stride, in2_buf, in2_off, in2_row,
-        in2_pix, fix_w, aff_buf, aff_off, aff_row, aff_plane, aff_relu;
+        in2_pix, fix_w, aff_buf, aff_off, aff_row, aff_plane, aff_relu, pool;
     const void *weight;
     const float *scale, *shift;
     const int32_t *lo, *hi;
     /* binary convs with built-in padding: what the +1 border adds to dot products, as
      * fix[row_class[y]][x][o] (x < fix_w, o < cout_pad; the padding must contribute 0) */
     const int32_t *fix, *row_class;
-    /* fused into a binary conv's float epilogue: a residual sum (out = in2 + value), and the sign of
-     * a following affine (a BatchNorm before the next binary layer) written as bits to aff_out */
+    /* fused into a binary conv's float epilogue: a residual sum (out = in2 + value), a 2x2 max-pool
+     * (pool = 2: out and aff_out are the pooled maps; ho, wo the conv's), and the sign of a following
+     * affine (a BatchNorm before the next binary layer) written as bits to aff_out */
     const float *in2, *aff_scale, *aff_shift;
     uint64_t *aff_out;
     uint32_t *weight32; /* binary convs of at most 32 input channels: the weights' low words (owned) */
@@ -90,15 +91,23 @@ static void bin_epilogue(const Stage *s, const int64_t mism[BLOCK][PX], int64_t 
             if (s->out_mode == OUT_BITS) {
                 if (dot >= s->lo[o] && dot <= s->hi[o]) bits[p][o >> 6] |= (uint64_t)1 << (o & 63);
             } else {
+                const int64_t x = x0 + p;
                 float v = (float)dot * s->scale[o];
                 v = v + s->shift[o];
                 if (s->relu && v < 0) v = 0;
-                if (s->in2) v = s->in2[s->in2_off + y * s->in2_row + (x0 + p) * s->in2_pix + o] + v;
-                ((float *)out)[s->out_off + y * s->out_row + (x0 + p) * s->out_pix + o] = v;
+                if (s->in2) v = s->in2[s->in2_off + y * s->in2_row + x * s->in2_pix + o] + v;
+                if (s->pool) { /* the window's first pixel stores, the others keep the max */
+                    float *dst = (float *)out + s->out_off + (y >> 1) * s->out_row + (x >> 1) * s->out_pix + o;
+                    if ((y | x) & 1) v = v > *dst ? v : *dst;
+                    *dst = v;
+                    if (!(y & x & 1)) continue; /* the window's signs once it is complete */
+                } else {
+                    ((float *)out)[s->out_off + y * s->out_row + x * s->out_pix + o] = v;
+                }
                 if (s->aff_out) {
                     float a = v * s->aff_scale[o];
                     a = a + s->aff_shift[o];
-                    if (a >= 0 || s->aff_relu) bits[p][o >> 6] |= (uint64_t)1 << (o & 63);
+                    if (a >= 0 || s->aff_relu) bits[s->pool ? p >> 1 : p][o >> 6] |= (uint64_t)1 << (o & 63);
                 }
             }
         }
@@ -116,10 +125,15 @@ static void store_bits(const Stage *s, uint64_t bits[PX][MAXWORDS], int64_t np, 
         for (int64_t p = 0; p < np; p++) o[w * s->out_plane + p] = bits[p][w];
 }
 
-/* After a block of pixels of a binary conv: its sign bits (bits out), or its fused affine's. */
+/* After a block of pixels of a binary conv: its sign bits (bits out), or its fused affine's (of the
+ * pooled pixels, once a fused pool's windows are complete). */
 static void finish_bits(const Stage *s, uint64_t bits[PX][MAXWORDS], int64_t np, int64_t y, int64_t x0, void *out) {
     if (s->out_mode == OUT_BITS) return store_bits(s, bits, np, y, x0, out);
     if (!s->aff_out) return;
+    if (s->pool) {
+        if (!(y & 1)) return;
+        np >>= 1, y >>= 1, x0 >>= 1;
+    }
     uint64_t *o = s->aff_out + s->aff_off + y * s->aff_row + x0;
     for (int64_t w = 0; w < (s->cout + 63) / 64; w++)
         for (int64_t p = 0; p < np; p++) o[w * s->aff_plane + p] = bits[p][w];
@@ -319,7 +333,14 @@ __attribute__((target(AVX512))) static inline void epilogue16(const Stage *s, co
     if (s->relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
     if (s->in2)
         v = _mm512_add_ps(_mm512_maskz_loadu_ps(b->valid, s->in2 + s->in2_off + y * s->in2_row + x * s->in2_pix + o0), v);
-    _mm512_mask_storeu_ps((float *)out + s->out_off + y * s->out_row + x * s->out_pix + o0, b->valid, v);
+    if (s->pool) { /* the window's first pixel stores, the others keep the max; signs once it is complete */
+        float *dst = (float *)out + s->out_off + (y >> 1) * s->out_row + (x >> 1) * s->out_pix + o0;
+        if ((y | x) & 1) v = _mm512_max_ps(_mm512_maskz_loadu_ps(b->valid, dst), v);
+        _mm512_mask_storeu_ps(dst, b->valid, v);
+        if (!(y & x & 1)) return;
+    } else {
+        _mm512_mask_storeu_ps((float *)out + s->out_off + y * s->out_row + x * s->out_pix + o0, b->valid, v);
+    }
     if (s->aff_out) {
         const __m512 a = _mm512_add_ps(_mm512_mul_ps(v, b->aff_scale), b->aff_shift);
         const __mmask16 on = s->aff_relu ? b->valid : _mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GE_OQ) & b->valid;
@@ -391,7 +412,7 @@ __attribute__((target(AVX512))) static void bconv_avx512_channels(const Stage *s
                 else
                     mismatches_wide(s, in, y, x0, ob, mism);
                 const Block16 b = block16(s, ob * BLOCK);
-                for (int64_t p = 0; p < np; p++) epilogue16(s, &b, mism[p], y, x0 + p, out, bits[p]);
+                for (int64_t p = 0; p < np; p++) epilogue16(s, &b, mism[p], y, x0 + p, out, bits[s->pool ? p >> 1 : p]);
             }
             finish_bits(s, bits, np, y, x0, out);
         }
@@ -1127,7 +1148,8 @@ static int plan_init(Plan *self, PyObject *args, PyObject *kwds) {
             s->in2_buf < -1 || s->in2_buf >= self->nbuffers || s->aff_buf >= self->nbuffers ||
             (s->kind != ST_INPUT && s->in_buf < 0) ||
             (s->kind == ST_ADD && s->in2_buf < 0) || s->out_buf < 0 || s->out_buf >= self->nbuffers ||
-            s->cout_pad % BLOCK || (s->cout + 63) / 64 > MAXWORDS || s->stride < 1 || s->size < 1) {
+            s->cout_pad % BLOCK || (s->cout + 63) / 64 > MAXWORDS || s->stride < 1 || s->size < 1 ||
+            (s->pool && (s->pool != 2 || s->kind != ST_BCONV || s->out_mode != OUT_FLOAT || s->ho % 2 || s->wo % 2))) {
             PyErr_Format(PyExc_ValueError, "stage %zd: inconsistent parameters", i);
             return -1;
         }

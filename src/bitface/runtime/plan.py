@@ -32,7 +32,7 @@ INPUT, CONV, BCONV, POOL, BPOOL, SIGN, AFFINE, ADD, UPSAMPLE = range(9)
 FIELDS = (
     "kind in_buf out_buf ho wo kh kw cin words in_off in_row in_pix in_plane cout cout_pad out_mode "
     "out_off out_row out_pix out_plane relu size stride in2_buf in2_off in2_row in2_pix fix_w "
-    "aff_buf aff_off aff_row aff_plane aff_relu"
+    "aff_buf aff_off aff_row aff_plane aff_relu pool"
 ).split()
 BLOCK = 16  # output channels per weight block (the kernels' register blocking)
 PX = 8  # output pixels per vector: rows are read up to PX pixels past their end
@@ -377,6 +377,8 @@ class _Compiler:
             if only_bits and source_is_bits:
                 source = self.read(self.bits(self.inputs[i][0]).padded((p,) * 4), "zeros", where)
                 stage = Stage(BPOOL, self._output(i, True), source)
+            elif (k, s, p) == (2, 2, 0) and self._fuse_pool(i):
+                return
             else:
                 source = self.read(self.floats(self.inputs[i][0]).padded((p,) * 4), "-inf", where)
                 stage = Stage(POOL, self._output(i, False), source)
@@ -431,6 +433,25 @@ class _Compiler:
             np.ascontiguousarray(self.model.tensor(i, "scale"), np.float32),
             np.ascontiguousarray(self.model.tensor(i, "shift"), np.float32),
         ]
+        self.done_at[i] = self.stages.index(stage)
+        return True
+
+    def _fuse_pool(self, i: int) -> bool:
+        """A 2x2 max-pool of a binary conv's float output (or fused sum) read only here: the conv's
+        epilogue writes the pooled map, so the full-resolution one is never stored."""
+        v = self._resolve(self.inputs[i][0])
+        stage = self.producer.get(v)
+        if stage is None or stage.kind != BCONV or stage.affine_out is not None or "pool" in stage.params:
+            return False
+        if self.readers[v] != [i] or v in self.placed or self.layout[stage.out.buf].bits:
+            return False
+        height, width = stage.out.height, stage.out.width
+        if height % 2 or width % 2:
+            return False
+        stage.out = self._output(i, False)
+        stage.params.update(pool=2, ho=height, wo=width)
+        del self.producer[v], self.stored[v]
+        self.producer[i] = stage
         self.done_at[i] = self.stages.index(stage)
         return True
 
