@@ -112,11 +112,16 @@ class OutputSpace:
         raise ValueError(f"unknown output space {self.kind!r}")
 
     def to_crop(self, values: np.ndarray) -> np.ndarray:
-        values = np.asarray(values, dtype=np.float64)
+        """values * scale + offset in float64 (in place on one copy: this runs once per face)."""
+        points = np.array(values, dtype=np.float64)
         if self.kind == "pixels":
-            return values.copy()
-        if self.kind == "normalized":
-            return (values + 1.0) * (self.size / 2.0) - 0.5
-        if self.kind == "heatmap":
-            return (values + 0.5) * self.stride - 0.5
-        raise ValueError(f"unknown output space {self.kind!r}")
+            return points
+        if self.kind == "normalized":  # (values + 1) * size / 2 - 0.5
+            scale, offset = self.size / 2.0, self.size / 2.0 - 0.5
+        elif self.kind == "heatmap":  # (values + 0.5) * stride - 0.5
+            scale, offset = float(self.stride), self.stride / 2.0 - 0.5
+        else:
+            raise ValueError(f"unknown output space {self.kind!r}")
+        points *= scale
+        points += offset
+        return points

@@ -5,6 +5,7 @@ to points in the original image. Subclasses supply `forward(x)`: (B, C, S, S) fl
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,9 +51,7 @@ class CroppedPredictor:
 
     @property
     def space(self) -> OutputSpace:
-        if self.output == "heatmap":
-            return OutputSpace("heatmap", self.crop.size // self.heatmap_stride, self.heatmap_stride)
-        return OutputSpace(self.output, self.crop.size)
+        return _output_space(self.output, self.crop.size, self.heatmap_stride)
 
     def crop_for(self, sample: Sample) -> CropSpec:
         """The annotated box's crop, or for a face without a box the calibrated crop from its points."""
@@ -127,3 +126,11 @@ def _activation(name: str) -> str:
     if name not in ("none", "sigmoid"):
         raise ValueError(f"heatmap_activation must be 'none' or 'sigmoid', not {name!r}")
     return name
+
+
+@functools.lru_cache(maxsize=64)
+def _output_space(output: str, crop_size: int, heatmap_stride: int) -> OutputSpace:
+    """One OutputSpace per setting (decoding runs once per face; building it each time showed up)."""
+    if output == "heatmap":
+        return OutputSpace("heatmap", crop_size // heatmap_stride, heatmap_stride)
+    return OutputSpace(output, crop_size)

@@ -576,7 +576,8 @@ __attribute__((target(AVX512), always_inline)) static inline void conv_f32_avx51
  * a time; each channel's sign mask is ORed into the 16 pixels' output word, which stays in two
  * registers for 64 channels. Loads are masked to the
  * chunk's pixels, so nothing past a row's last output is read. */
-/* The sign masks of output channels o..o+n-1 (n <= 4) over 16 pixels: per channel one FMA chain over
+#define CONV1_FLIGHT 12
+/* The sign masks of output channels o..o+n-1 (n <= CONV1_FLIGHT) over 16 pixels: per channel one FMA chain over
  * the taps in order (weights wp[t * cout_pad] broadcast from memory), the summation order of a direct
  * convolution, so that the sum rounds as PyTorch's does wherever it accumulates tap after tap; the n
  * chains are independent. Then scale, shift and ReLU. */
@@ -585,7 +586,7 @@ static inline __attribute__((always_inline, target(AVX512))) void conv1_signs(co
                                                                                const int64_t n, const int64_t taps,
                                                                                __mmask16 *on) {
     const int64_t cp = s->cout_pad;
-    __m512 a[4];
+    __m512 a[CONV1_FLIGHT];
     for (int64_t j = 0; j < n; j++) a[j] = _mm512_mul_ps(v[0], _mm512_set1_ps(weight[o + j]));
     for (int64_t t = 1; t < taps; t++)
         for (int64_t j = 0; j < n; j++) a[j] = _mm512_fmadd_ps(v[t], _mm512_set1_ps(weight[t * cp + o + j]), a[j]);
@@ -612,13 +613,18 @@ static inline __attribute__((always_inline, target(AVX512))) void conv1_bits_tap
             for (int64_t w = 0; w < nwords; w++) {
                 __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
                 const int64_t end = s->cout < 64 * (w + 1) ? s->cout : 64 * (w + 1);
-                for (int64_t o = 64 * w; o < end; o += 4) { /* four channels in flight: four independent chains */
-                    const int64_t n = end - o < 4 ? end - o : 4;
-                    __mmask16 on[4];
-                    if (n == 4)
-                        conv1_signs(s, v, weight, o, 4, taps, on);
-                    else
-                        conv1_signs(s, v, weight, o, n, taps, on);
+                /* up to CONV1_FLIGHT channels in flight, as independent chains: an FMA's latency is
+                 * 4 cycles and two issue per cycle, so fewer than 8 chains leave the core waiting */
+                for (int64_t o = 64 * w; o < end; o += CONV1_FLIGHT) {
+                    const int64_t n = end - o < CONV1_FLIGHT ? end - o : CONV1_FLIGHT;
+                    __mmask16 on[CONV1_FLIGHT];
+                    switch (n) { /* constant chain counts, so that the chains stay in registers */
+#define CONV1_CASE(k) \
+    case k: conv1_signs(s, v, weight, o, k, taps, on); break;
+                        CONV1_CASE(1) CONV1_CASE(2) CONV1_CASE(3) CONV1_CASE(4) CONV1_CASE(5) CONV1_CASE(6)
+                        CONV1_CASE(7) CONV1_CASE(8) CONV1_CASE(9) CONV1_CASE(10) CONV1_CASE(11) CONV1_CASE(12)
+#undef CONV1_CASE
+                    }
                     for (int64_t j = 0; j < n; j++) {
                         const __m512i bit = _mm512_set1_epi64((long long)((uint64_t)1 << ((o + j) & 63)));
                         lo = _mm512_mask_or_epi64(lo, (__mmask8)on[j], lo, bit);
