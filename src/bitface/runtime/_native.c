@@ -318,34 +318,25 @@ __attribute__((target(AVX512))) static inline Block16 block16(const Stage *s, in
     return b;
 }
 
-/* mism: 16 x int32 popcount mismatches of pixel (y, x); sign bits go to `bits` (that pixel's words). */
-__attribute__((target(AVX512))) static inline void epilogue16(const Stage *s, const Block16 *b, __m512i mism,
-                                                              int64_t y, int64_t x, void *out, uint64_t *bits) {
-    const int64_t o0 = b->o0;
+/* The integer dot products of 16 channels of one pixel from their mismatch counts (fix: that
+ * pixel's padding corrections, or NULL). */
+__attribute__((target(AVX512))) static inline __m512i dot16(const Block16 *b, __m512i mism, const int32_t *fix) {
     __m512i dot = _mm512_sub_epi32(b->k, _mm512_slli_epi32(mism, 1));
-    if (s->fix) dot = _mm512_sub_epi32(dot, _mm512_loadu_si512(padding_fix_row(s, y, x) + o0));
-    if (b->bits_out) {
-        const __mmask16 on = _mm512_cmpge_epi32_mask(dot, b->lo) & _mm512_cmple_epi32_mask(dot, b->hi) & b->valid;
-        bits[o0 >> 6] |= (uint64_t)on << (o0 & 63);
-        return;
-    }
+    return fix ? _mm512_sub_epi32(dot, _mm512_loadu_si512((const void *)fix)) : dot;
+}
+
+/* The float value of 16 channels: dot * scale + shift, ReLU, plus the fused residual (in2 or NULL). */
+__attribute__((target(AVX512))) static inline __m512 value16(const Block16 *b, __m512i dot, int relu, const float *in2) {
     __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), b->scale), b->shift);
-    if (s->relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
-    if (s->in2)
-        v = _mm512_add_ps(_mm512_maskz_loadu_ps(b->valid, s->in2 + s->in2_off + y * s->in2_row + x * s->in2_pix + o0), v);
-    if (s->pool) { /* the window's first pixel stores, the others keep the max; signs once it is complete */
-        float *dst = (float *)out + s->out_off + (y >> 1) * s->out_row + (x >> 1) * s->out_pix + o0;
-        if ((y | x) & 1) v = _mm512_max_ps(_mm512_maskz_loadu_ps(b->valid, dst), v);
-        _mm512_mask_storeu_ps(dst, b->valid, v);
-        if (!(y & x & 1)) return;
-    } else {
-        _mm512_mask_storeu_ps((float *)out + s->out_off + y * s->out_row + x * s->out_pix + o0, b->valid, v);
-    }
-    if (s->aff_out) {
-        const __m512 a = _mm512_add_ps(_mm512_mul_ps(v, b->aff_scale), b->aff_shift);
-        const __mmask16 on = s->aff_relu ? b->valid : _mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GE_OQ) & b->valid;
-        bits[o0 >> 6] |= (uint64_t)on << (o0 & 63);
-    }
+    if (relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
+    return in2 ? _mm512_add_ps(_mm512_maskz_loadu_ps(b->valid, in2), v) : v;
+}
+
+/* The fused affine's sign bits of 16 channels' values. */
+__attribute__((target(AVX512))) static inline __mmask16 aff_signs16(const Block16 *b, __m512 v, int aff_relu) {
+    if (aff_relu) return b->valid;
+    const __m512 a = _mm512_add_ps(_mm512_mul_ps(v, b->aff_scale), b->aff_shift);
+    return _mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GE_OQ) & b->valid;
 }
 
 /* The popcount mismatches of PX pixels x 16 channels (block ob) at (y, x0), 64-bit words: two 8 x int64
@@ -397,25 +388,79 @@ __attribute__((target(AVX512), always_inline)) static inline void mismatches_nar
 }
 
 /* Channel-vectorized: registers hold 16 output channels of one pixel, for float outputs and narrow
- * inputs (see bconv); narrow inputs take the 32-bit lanes. */
-__attribute__((target(AVX512))) static void bconv_avx512_channels(const Stage *s, const uint64_t *in, void *out) {
-    const int64_t nblocks = s->cout_pad / BLOCK;
+ * inputs (see bconv); narrow inputs take the 32-bit lanes. The stage's fields are read once (stores
+ * through `out` could alias them otherwise) and the fusions (residual sum, 2x2 max-pool, following
+ * sign) are constants of each instance, so the per-pixel epilogue is vector work and pointer steps. */
+__attribute__((target(AVX512), always_inline)) static inline void bconv_channels_body(const Stage *s, const uint64_t *in,
+                                                                                     void *out, const int has_in2,
+                                                                                     const int pool, const int aff) {
+    const int64_t nblocks = s->cout_pad / BLOCK, ho = s->ho, wo = s->wo, cout_pad = s->cout_pad;
+    const int64_t out_row = s->out_row, out_pix = s->out_pix, in2_row = s->in2_row, in2_pix = s->in2_pix;
+    const int relu = (int)s->relu, aff_relu = (int)s->aff_relu, bits_out = s->out_mode == OUT_BITS;
+    const int32_t *fix_table = s->fix;
+    float *const fout = (float *)out + s->out_off;
+    const float *const in2 = has_in2 ? s->in2 + s->in2_off : NULL;
     uint64_t bits[PX][MAXWORDS];
-    for (int64_t y = 0; y < s->ho; y++)
-        for (int64_t x0 = 0; x0 < s->wo; x0 += PX) {
-            const int64_t np = s->wo - x0 < PX ? s->wo - x0 : PX;
-            clear_bits(bits, s->cout);
+    for (int64_t y = 0; y < ho; y++)
+        for (int64_t x0 = 0; x0 < wo; x0 += PX) {
+            const int64_t np = wo - x0 < PX ? wo - x0 : PX;
+            if (bits_out || aff) clear_bits(bits, s->cout);
             for (int64_t ob = 0; ob < nblocks; ob++) {
+                const int64_t o0 = ob * BLOCK, word = o0 >> 6, shift = o0 & 63;
                 __m512i mism[PX];
                 if (s->weight32)
                     mismatches_narrow(s, in, y, x0, ob, mism);
                 else
                     mismatches_wide(s, in, y, x0, ob, mism);
-                const Block16 b = block16(s, ob * BLOCK);
-                for (int64_t p = 0; p < np; p++) epilogue16(s, &b, mism[p], y, x0 + p, out, bits[s->pool ? p >> 1 : p]);
+                const Block16 b = block16(s, o0);
+                const int32_t *fix = fix_table ? padding_fix_row(s, y, x0) + o0 : NULL; /* pixels cout_pad apart */
+                if (bits_out) {
+                    for (int64_t p = 0; p < np; p++) {
+                        const __m512i dot = dot16(&b, mism[p], fix ? fix + p * cout_pad : NULL);
+                        const __mmask16 on = _mm512_cmpge_epi32_mask(dot, b.lo) & _mm512_cmple_epi32_mask(dot, b.hi) & b.valid;
+                        bits[p][word] |= (uint64_t)on << shift;
+                    }
+                    continue;
+                }
+                const float *r2 = has_in2 ? in2 + y * in2_row + x0 * in2_pix + o0 : NULL;
+                if (pool) { /* pixel pairs in registers, then the window's other row in memory */
+                    float *dst = fout + (y >> 1) * out_row + (x0 >> 1) * out_pix + o0;
+                    for (int64_t p = 0; p < np; p += 2, dst += out_pix) {
+                        const __m512 v0 = value16(&b, dot16(&b, mism[p], fix ? fix + p * cout_pad : NULL), relu,
+                                                  has_in2 ? r2 + p * in2_pix : NULL);
+                        const __m512 v1 = value16(&b, dot16(&b, mism[p + 1], fix ? fix + (p + 1) * cout_pad : NULL),
+                                                  relu, has_in2 ? r2 + (p + 1) * in2_pix : NULL);
+                        __m512 v = _mm512_max_ps(v1, v0);
+                        if (y & 1) v = _mm512_max_ps(_mm512_maskz_loadu_ps(b.valid, dst), v);
+                        _mm512_mask_storeu_ps(dst, b.valid, v);
+                        if (aff && (y & 1)) bits[p >> 1][word] |= (uint64_t)aff_signs16(&b, v, aff_relu) << shift;
+                    }
+                    continue;
+                }
+                float *dst = fout + y * out_row + x0 * out_pix + o0;
+                for (int64_t p = 0; p < np; p++, dst += out_pix) {
+                    const __m512 v = value16(&b, dot16(&b, mism[p], fix ? fix + p * cout_pad : NULL), relu,
+                                             has_in2 ? r2 + p * in2_pix : NULL);
+                    _mm512_mask_storeu_ps(dst, b.valid, v);
+                    if (aff) bits[p][word] |= (uint64_t)aff_signs16(&b, v, aff_relu) << shift;
+                }
             }
             finish_bits(s, bits, np, y, x0, out);
         }
+}
+
+__attribute__((target(AVX512))) static void bconv_avx512_channels(const Stage *s, const uint64_t *in, void *out) {
+    const int in2 = s->in2 != NULL, aff = s->aff_out != NULL;
+    switch ((s->pool ? 4 : 0) | (in2 ? 2 : 0) | aff) {
+    case 0: return bconv_channels_body(s, in, out, 0, 0, 0);
+    case 1: return bconv_channels_body(s, in, out, 0, 0, 1);
+    case 2: return bconv_channels_body(s, in, out, 1, 0, 0);
+    case 3: return bconv_channels_body(s, in, out, 1, 0, 1);
+    case 4: return bconv_channels_body(s, in, out, 0, 1, 0);
+    case 5: return bconv_channels_body(s, in, out, 0, 1, 1);
+    case 6: return bconv_channels_body(s, in, out, 1, 1, 0);
+    default: return bconv_channels_body(s, in, out, 1, 1, 1);
+    }
 }
 #endif
 
