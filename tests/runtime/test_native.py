@@ -154,9 +154,29 @@ def test_the_plan_fuses_signs_pools_and_padding():
     # input, conv (to bits), pool as OR, binary conv (to float) with the max-pool in its epilogue, conv,
     # binary linear, linear
     assert plan.kinds == [INPUT, CONV, BPOOL, BCONV, CONV, CONV, CONV]
-    assert plan.layout[1].bits and not plan.layout[3].bits
-    pooled = dict(zip(FIELDS, plan.stages[3][0], strict=True))
+    conv, pooled = (dict(zip(FIELDS, plan.stages[k][0], strict=True)) for k in (1, 3))
+    assert plan.layout[conv["out_buf"]].bits and not plan.layout[pooled["out_buf"]].bits
     assert (pooled["pool"], pooled["ho"], pooled["wo"]) == (2, 8, 8)  # the conv's size; it writes 4 x 4
+
+
+def test_values_whose_lifetimes_do_not_overlap_share_a_buffer():
+    """The blocks reuse a few buffers instead of one per value (the hourglass's working set then fits
+    the cache); a stage never writes a buffer it reads, except a sum written over one of its terms or
+    another channel slice of a concat."""
+    model = hourglass_graph(channels=24, size=(8, 8))
+    plan = compile_plan(model)
+    params = [dict(zip(FIELDS, p, strict=True)) for p, *_ in plan.stages]
+    written = sum((p["out_buf"] >= 0) + (p["aff_buf"] >= 0) for p in params)
+    assert len(plan.buffers) < written - 10
+    for k, p in enumerate(params):
+        reads = {p["in_buf"], p["in2_buf"]} - {-1}
+        assert p["aff_buf"] not in reads, f"stage {k}"
+        if p["out_buf"] == p["in_buf"] and p["kind"] != ADD:
+            assert p["out_off"] != p["in_off"], f"stage {k}"  # the pool writing beside its input in a concat
+        if p["out_buf"] == p["in2_buf"]:
+            assert p["kind"] in (ADD, BCONV), f"stage {k}"
+    x = inputs(model, batch=2)
+    np.testing.assert_allclose(native.Network(model)(x), reference.run(model, x), rtol=1e-4, atol=1e-4)
 
 
 def test_thresholds_reproduce_the_float_sign_for_every_dot():
