@@ -1520,10 +1520,11 @@ static inline double activate(double v, int sigmoid) {
     return v >= 0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
 }
 
-static double parabola_offset(double lo, double mid, double hi, int sigmoid) {
-    const double eps = 1e-10;
-    double llo = log(fmax(activate(lo, sigmoid), eps)), lmid = log(fmax(activate(mid, sigmoid), eps));
-    double lhi = log(fmax(activate(hi, sigmoid), eps));
+#define PARABOLA_EPS 1e-10
+
+/* lmid: log(max(activate(mid), eps)), shared by both axes */
+static double parabola_offset(double lo, double lmid, double hi, int sigmoid) {
+    double llo = log(fmax(activate(lo, sigmoid), PARABOLA_EPS)), lhi = log(fmax(activate(hi, sigmoid), PARABOLA_EPS));
     double curvature = llo - 2.0 * lmid + lhi;
     if (!(curvature < 0)) return 0.0;
     double offset = 0.5 * (llo - lhi) / curvature;
@@ -1582,8 +1583,9 @@ static void decode_map(const float *map, int64_t h, int64_t w, int sigmoid, doub
     while (map[best] != top) best++; /* the first maximum, as numpy's argmax */
     int64_t y = best / w, x = best % w;
     double px = (double)x, py = (double)y;
-    if (x > 0 && x < w - 1) px += parabola_offset(map[best - 1], map[best], map[best + 1], sigmoid);
-    if (y > 0 && y < h - 1) py += parabola_offset(map[best - w], map[best], map[best + w], sigmoid);
+    const double lmid = log(fmax(peak, PARABOLA_EPS)); /* peak is activate(map[best]) */
+    if (x > 0 && x < w - 1) px += parabola_offset(map[best - 1], lmid, map[best + 1], sigmoid);
+    if (y > 0 && y < h - 1) py += parabola_offset(map[best - w], lmid, map[best + w], sigmoid);
     out[0] = px, out[1] = py, out[2] = peak, out[3] = 1.0;
 }
 
