@@ -51,7 +51,11 @@ ROWS = (
 )
 THRESHOLDS = {"0.08": "08", "0.1": "10"}  # report key: field suffix (auc_08, fr_10, ...)
 MODELS = ROOT / "models"  # committed checkpoints (with model cards) of the shipped rows
-SHIPPED = {"hpm_real": "landmarks68-hourglass-real", "hpm_xnor": "landmarks68-hourglass-xnor"}
+SHIPPED = {
+    "hpm_real": "landmarks68-hourglass-real",
+    "hpm_xnor": "landmarks68-hourglass-xnor",
+    "hpm_acn1bit": "landmarks68-hourglass-acn1bit",  # 1-bit too, and more accurate than XNOR
+}
 KINDS = {
     "real": "real (FP32)",
     "xnor": "binary (1-bit weights and activations, XNOR-Net)",

@@ -365,11 +365,14 @@ def _models(args) -> int:
         print(json.dumps({"default": bundled.default_model(), "models": rows}, indent=1))
         return 0
     default = bundled.default_model()
-    print(f"{'name':28} {'scheme':6} {'kind':50} {'bytes':>9}  test NME (%)")
-    for row in rows:
-        mark = " (default)" if row["name"] == default else ""
+    names = [row["name"] + (" (default)" if row["name"] == default else "") for row in rows]
+    width, kind_width = max(map(len, names + ["name"])), max(len(row["kind"]) for row in rows)
+    print(f"{'name':{width}} {'scheme':6} {'kind':{kind_width}} {'bytes':>9}  test NME (%)")
+    for name, row in zip(names, rows, strict=True):
         test, nme = next(iter(row["nme"].items()))
-        print(f"{row['name'] + mark:28} {row['scheme']:6} {row['kind']:50} {row['file_bytes']:>9,}  {nme:.3f} ({test})")
+        print(
+            f"{name:{width}} {row['scheme']:6} {row['kind']:{kind_width}} {row['file_bytes']:>9,}  {nme:.3f} ({test})"
+        )
     return 0
 
 
