@@ -905,14 +905,16 @@ static void affine(const Stage *s, const float *in, void *out) {
 
 #if defined(BF_X86)
 __attribute__((target(AVX512))) static void add_avx512(const Stage *s, const float *a, const float *b, float *out) {
-    if (s->aff_out && s->cout <= 64) {
-        const Signs64 g = fused_signs64(s);
-        for (int64_t y = 0; y < s->ho; y++)
-            for (int64_t x = 0; x < s->wo; x++) {
-                const float *pa = a + s->in_off + y * s->in_row + x * s->in_pix;
-                const float *pb = b + s->in2_off + y * s->in2_row + x * s->in2_pix;
-                float *o = out + s->out_off + y * s->out_row + x * s->out_pix;
-                uint64_t word = 0;
+    const int word_signs = s->aff_out && s->cout <= 64; /* the fused signs' constants in registers */
+    Signs64 g = {0};
+    if (word_signs) g = fused_signs64(s);
+    for (int64_t y = 0; y < s->ho; y++)
+        for (int64_t x = 0; x < s->wo; x++) {
+            const float *pa = a + s->in_off + y * s->in_row + x * s->in_pix;
+            const float *pb = b + s->in2_off + y * s->in2_row + x * s->in2_pix;
+            float *o = out + s->out_off + y * s->out_row + x * s->out_pix;
+            uint64_t word = 0;
+            if (word_signs) {
                 for (int64_t c = 0; c < g.chunks; c++) {
                     const __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(g.valid[c], pa + 16 * c),
                                                    _mm512_maskz_loadu_ps(g.valid[c], pb + 16 * c));
@@ -920,15 +922,8 @@ __attribute__((target(AVX512))) static void add_avx512(const Stage *s, const flo
                     word |= signs64_chunk(&g, c, v);
                 }
                 s->aff_out[s->aff_off + y * s->aff_row + x] = word;
+                continue;
             }
-        return;
-    }
-    for (int64_t y = 0; y < s->ho; y++)
-        for (int64_t x = 0; x < s->wo; x++) {
-            const float *pa = a + s->in_off + y * s->in_row + x * s->in_pix;
-            const float *pb = b + s->in2_off + y * s->in2_row + x * s->in2_pix;
-            float *o = out + s->out_off + y * s->out_row + x * s->out_pix;
-            uint64_t word = 0;
             for (int64_t c = 0; c < s->cout; c += 16) {
                 const __mmask16 m = lanes16(s->cout - c);
                 const __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, pa + c), _mm512_maskz_loadu_ps(m, pb + c));
@@ -939,39 +934,37 @@ __attribute__((target(AVX512))) static void add_avx512(const Stage *s, const flo
         }
 }
 
-/* max over each window, 16 channels per register (a -inf border never wins) */
+/* The max over one window of 16 channels from c (a -inf border never wins). */
+__attribute__((target(AVX512))) static inline __m512 window_max16(const Stage *s, const float *first, int64_t c,
+                                                                   __mmask16 m) {
+    __m512 v = _mm512_maskz_loadu_ps(m, first + c);
+    for (int64_t dy = 0; dy < s->size; dy++)
+        for (int64_t dx = 0; dx < s->size; dx++)
+            v = _mm512_max_ps(_mm512_maskz_loadu_ps(m, first + dy * s->in_row + dx * s->in_pix + c), v);
+    return v;
+}
+
 __attribute__((target(AVX512))) static void pool_avx512(const Stage *s, const float *in, float *out) {
-    if (s->aff_out && s->cout <= 64) {
-        const Signs64 g = fused_signs64(s);
-        for (int64_t y = 0; y < s->ho; y++)
-            for (int64_t x = 0; x < s->wo; x++) {
-                const float *first = in + s->in_off + y * s->stride * s->in_row + x * s->stride * s->in_pix;
-                float *o = out + s->out_off + y * s->out_row + x * s->out_pix;
-                uint64_t word = 0;
-                for (int64_t c = 0; c < g.chunks; c++) {
-                    __m512 v = _mm512_maskz_loadu_ps(g.valid[c], first + 16 * c);
-                    for (int64_t dy = 0; dy < s->size; dy++)
-                        for (int64_t dx = 0; dx < s->size; dx++)
-                            v = _mm512_max_ps(
-                                _mm512_maskz_loadu_ps(g.valid[c], first + dy * s->in_row + dx * s->in_pix + 16 * c), v);
-                    _mm512_mask_storeu_ps(o + 16 * c, g.valid[c], v);
-                    word |= signs64_chunk(&g, c, v);
-                }
-                s->aff_out[s->aff_off + y * s->aff_row + x] = word;
-            }
-        return;
-    }
+    const int word_signs = s->aff_out && s->cout <= 64; /* the fused signs' constants in registers */
+    Signs64 g = {0};
+    if (word_signs) g = fused_signs64(s);
     for (int64_t y = 0; y < s->ho; y++)
         for (int64_t x = 0; x < s->wo; x++) {
             const float *first = in + s->in_off + y * s->stride * s->in_row + x * s->stride * s->in_pix;
             float *o = out + s->out_off + y * s->out_row + x * s->out_pix;
             uint64_t word = 0;
+            if (word_signs) {
+                for (int64_t c = 0; c < g.chunks; c++) {
+                    const __m512 v = window_max16(s, first, 16 * c, g.valid[c]);
+                    _mm512_mask_storeu_ps(o + 16 * c, g.valid[c], v);
+                    word |= signs64_chunk(&g, c, v);
+                }
+                s->aff_out[s->aff_off + y * s->aff_row + x] = word;
+                continue;
+            }
             for (int64_t c = 0; c < s->cout; c += 16) {
                 const __mmask16 m = lanes16(s->cout - c);
-                __m512 v = _mm512_maskz_loadu_ps(m, first + c);
-                for (int64_t dy = 0; dy < s->size; dy++)
-                    for (int64_t dx = 0; dx < s->size; dx++)
-                        v = _mm512_max_ps(_mm512_maskz_loadu_ps(m, first + dy * s->in_row + dx * s->in_pix + c), v);
+                const __m512 v = window_max16(s, first, c, m);
                 _mm512_mask_storeu_ps(o + c, m, v);
                 if (!s->aff_out) continue;
                 word = affine_bits16(s, v, c, m, y, x, word);
