@@ -283,7 +283,7 @@ def hourglass_graph(seed=0, channels=24, size=(10, 14)) -> PackedModel:
     padded with -inf), nearest upsampling, a ReLU on a sum, a real 1x1 head."""
     rng = np.random.default_rng(seed)
     graph, tensors = [], {}
-    real(rng, graph, tensors, "conv", (6, 5, 3, 3))  # a real stem read by two affines (one fuses)
+    real(rng, graph, tensors, "conv", (6, 5, 3, 3))  # a real stem read by two affines (both fuse)
     graph[-1]["padding"] = 1
     a = residual_block(rng, graph, tensors, 0, 6, (channels // 2, channels // 4, channels // 4))
     for _ in range(2):  # identity skips: adds that the next block's affine fuses into
@@ -311,6 +311,8 @@ def test_hourglass_graphs_run_natively_and_exactly(kernel_path, size):
     assert network.path == kernel_path
     fused = {params[0] for params, *_ in network.compiled.stages if params[FIELDS.index("aff_buf")] >= 0}
     assert fused == {CONV, BCONV, ADD, POOL}  # every kind of epilogue that writes a following sign
+    stem = dict(zip(FIELDS, network.compiled.stages[1][0], strict=True))
+    assert stem["aff2_buf"] >= 0 and stem["no_store"] == 1  # read by two BatchNorms: two signs, no floats
     out, in1, in2 = (FIELDS.index(f) for f in ("out_buf", "in_buf", "in2_buf"))
     assert any(p[out] in (p[in1], p[in2]) for p, *_ in network.compiled.stages)  # sums written in place
     x = inputs(model, batch=2)

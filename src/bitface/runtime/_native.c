@@ -34,8 +34,8 @@ static int isa_best = ISA_PORTABLE, isa_current = ISA_PORTABLE;
 
 enum { ST_INPUT, ST_CONV, ST_BCONV, ST_POOL, ST_BPOOL, ST_SIGN, ST_AFFINE, ST_ADD, ST_UPSAMPLE, ST_KINDS };
 enum { OUT_FLOAT = 0, OUT_BITS = 1 };
-#define NPARAMS 34
-#define NTENSORS 9
+#define NPARAMS 40
+#define NTENSORS 11
 #define BLOCK 16 /* output channels per block (weights are stored in blocks of 16) */
 #define PX 8     /* output pixels per block */
 #define MAXWORDS 64 /* output words per pixel (4096 channels) */
@@ -43,7 +43,8 @@ enum { OUT_FLOAT = 0, OUT_BITS = 1 };
 typedef struct {
     int64_t kind, in_buf, out_buf, ho, wo, kh, kw, cin, words, in_off, in_row, in_pix, in_plane, cout,
         cout_pad, out_mode, out_off, out_row, out_pix, out_plane, relu, size, stride, in2_buf, in2_off, in2_row,
-        in2_pix, fix_w, aff_buf, aff_off, aff_row, aff_plane, aff_relu, pool;
+        in2_pix, fix_w, aff_buf, aff_off, aff_row, aff_plane, aff_relu, pool, aff2_buf, aff2_off, aff2_row, aff2_plane,
+        aff2_relu, no_store;
     const void *weight;
     const float *scale, *shift;
     const int32_t *lo, *hi;
@@ -55,6 +56,11 @@ typedef struct {
      * affine (a BatchNorm before the next binary layer) written as bits to aff_out */
     const float *in2, *aff_scale, *aff_shift;
     uint64_t *aff_out;
+    /* real convs: a second following sign (a value read by two BatchNorms before binary layers), in
+     * the words after the first one's in the epilogue's bits; no_store: the float value has no other
+     * reader, so only its signs are written */
+    const float *aff2_scale, *aff2_shift;
+    uint64_t *aff2_out;
     uint32_t *weight32; /* binary convs of at most 32 input channels: the weights' low words (owned) */
     /* binary convs to sign bits (owned): each channel's output range as integers the popcount kernel
      * compares directly, for mismatches m: on <=> (uint64)(m - base) <= span; and where padding
@@ -114,8 +120,11 @@ static void bin_epilogue(const Stage *s, const int64_t mism[BLOCK][PX], int64_t 
     }
 }
 
-static void clear_bits(uint64_t bits[PX][MAXWORDS], int64_t cout) {
-    for (int p = 0; p < PX; p++) memset(bits[p], 0, 8 * (size_t)((cout + 63) / 64));
+/* The words of sign bits a stage's epilogue assembles per pixel: its output's or fused affines'. */
+static int64_t sign_words(const Stage *s) { return (s->cout + 63) / 64 * (s->aff2_out ? 2 : 1); }
+
+static void clear_bits(const Stage *s, uint64_t bits[PX][MAXWORDS]) {
+    for (int p = 0; p < PX; p++) memset(bits[p], 0, 8 * (size_t)sign_words(s));
 }
 
 static void store_bits(const Stage *s, uint64_t bits[PX][MAXWORDS], int64_t np, int64_t y, int64_t x0, void *out) {
@@ -134,9 +143,14 @@ static void finish_bits(const Stage *s, uint64_t bits[PX][MAXWORDS], int64_t np,
         if (!(y & 1)) return;
         np >>= 1, y >>= 1, x0 >>= 1;
     }
+    const int64_t nw = (s->cout + 63) / 64;
     uint64_t *o = s->aff_out + s->aff_off + y * s->aff_row + x0;
-    for (int64_t w = 0; w < (s->cout + 63) / 64; w++)
+    for (int64_t w = 0; w < nw; w++)
         for (int64_t p = 0; p < np; p++) o[w * s->aff_plane + p] = bits[p][w];
+    if (!s->aff2_out) return;
+    o = s->aff2_out + s->aff2_off + y * s->aff2_row + x0;
+    for (int64_t w = 0; w < nw; w++)
+        for (int64_t p = 0; p < np; p++) o[w * s->aff2_plane + p] = bits[p][nw + w];
 }
 
 /* ------------------------------------------------------------------------------------------- */
@@ -171,7 +185,7 @@ static void bconv_blocks(const Stage *s, const uint64_t *in, void *out, Mismatch
     for (int64_t y = 0; y < s->ho; y++)
         for (int64_t x0 = 0; x0 < s->wo; x0 += PX) {
             const int64_t np = s->wo - x0 < PX ? s->wo - x0 : PX;
-            clear_bits(bits, s->cout);
+            clear_bits(s, bits);
             for (int64_t ob = 0; ob < nblocks; ob++) {
                 count(s, in, y, x0, np, ob, mism);
                 bin_epilogue(s, (const int64_t(*)[PX])mism, ob, np, y, x0, out, bits);
@@ -220,13 +234,19 @@ __attribute__((target("avx2"))) static void mismatches_avx2(const Stage *s, cons
 /* The lanes of a 16-wide step that hold one of the n remaining channels. */
 static inline __mmask16 lanes16(int64_t n) { return n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1); }
 
-/* The sign of a fused affine (BatchNorm before a binary layer) of 16 channels' values from o0. */
+/* The signs of an affine (a BatchNorm before a binary layer) of 16 channels' values from o0. */
+__attribute__((target(AVX512))) static inline __mmask16 signs16(const float *scale, const float *shift, int64_t relu,
+                                                                __m512 v, int64_t o0, __mmask16 valid) {
+    if (relu) return valid;
+    const __m512 a = _mm512_add_ps(_mm512_mul_ps(v, _mm512_maskz_loadu_ps(valid, scale + o0)),
+                                   _mm512_maskz_loadu_ps(valid, shift + o0));
+    return _mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GE_OQ) & valid;
+}
+
+/* The same for a stage's fused affine. */
 __attribute__((target(AVX512))) static inline __mmask16 affine_sign16(const Stage *s, __m512 v, int64_t o0,
                                                                       __mmask16 valid) {
-    if (s->aff_relu) return valid;
-    const __m512 a = _mm512_add_ps(_mm512_mul_ps(v, _mm512_maskz_loadu_ps(valid, s->aff_scale + o0)),
-                                   _mm512_maskz_loadu_ps(valid, s->aff_shift + o0));
-    return _mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GE_OQ) & valid;
+    return signs16(s->aff_scale, s->aff_shift, s->aff_relu, v, o0, valid);
 }
 
 /* The fast path: 16 accumulators of 8 pixels; each input load is reused by 16 output channels and
@@ -404,7 +424,7 @@ __attribute__((target(AVX512), always_inline)) static inline void bconv_channels
     for (int64_t y = 0; y < ho; y++)
         for (int64_t x0 = 0; x0 < wo; x0 += PX) {
             const int64_t np = wo - x0 < PX ? wo - x0 : PX;
-            if (bits_out || aff) clear_bits(bits, s->cout);
+            if (bits_out || aff) clear_bits(s, bits);
             for (int64_t ob = 0; ob < nblocks; ob++) {
                 const int64_t o0 = ob * BLOCK, word = o0 >> 6, shift = o0 & 63;
                 __m512i mism[PX];
@@ -492,11 +512,16 @@ static void conv_epilogue(const Stage *s, float acc[PX][BLOCK], int64_t ob, int6
                 if (v >= 0) bits[p][o >> 6] |= (uint64_t)1 << (o & 63);
                 continue;
             }
-            ((float *)out)[s->out_off + y * s->out_row + (x0 + p) * s->out_pix + o] = v;
+            if (!s->no_store) ((float *)out)[s->out_off + y * s->out_row + (x0 + p) * s->out_pix + o] = v;
             if (s->aff_out) {
                 float a = v * s->aff_scale[o];
                 a = a + s->aff_shift[o];
                 if (a >= 0 || s->aff_relu) bits[p][o >> 6] |= (uint64_t)1 << (o & 63);
+            }
+            if (s->aff2_out) {
+                float a = v * s->aff2_scale[o];
+                a = a + s->aff2_shift[o];
+                if (a >= 0 || s->aff2_relu) bits[p][(s->cout + 63) / 64 + (o >> 6)] |= (uint64_t)1 << (o & 63);
             }
         }
 }
@@ -508,7 +533,7 @@ static void conv_f32_portable(const Stage *s, const float *in, void *out) {
     for (int64_t y = 0; y < s->ho; y++)
         for (int64_t x0 = 0; x0 < s->wo; x0 += PX) {
             const int64_t np = s->wo - x0 < PX ? s->wo - x0 : PX;
-            if (s->out_mode == OUT_BITS || s->aff_out) clear_bits(bits, s->cout);
+            if (s->out_mode == OUT_BITS || s->aff_out) clear_bits(s, bits);
             for (int64_t ob = 0; ob < nblocks; ob++) {
                 float acc[PX][BLOCK];
                 memset(acc, 0, sizeof acc);
@@ -543,7 +568,7 @@ __attribute__((target("avx2,fma"))) static void conv_f32_avx2(const Stage *s, co
     for (int64_t y = 0; y < s->ho; y++)
         for (int64_t x0 = 0; x0 < s->wo; x0 += PX) {
             const int64_t np = s->wo - x0 < PX ? s->wo - x0 : PX;
-            if (s->out_mode == OUT_BITS || s->aff_out) clear_bits(bits, s->cout);
+            if (s->out_mode == OUT_BITS || s->aff_out) clear_bits(s, bits);
             for (int64_t ob = 0; ob < nblocks; ob++) {
                 for (int half = 0; half < BLOCK; half += 8) {
                     __m256 a[PX];
@@ -610,8 +635,12 @@ __attribute__((target(AVX512), always_inline)) static inline void conv_f32_avx51
                 bits[p][o0 >> 6] |= (uint64_t)on << (o0 & 63);
                 continue;
             }
-            _mm512_mask_storeu_ps((float *)out + s->out_off + y * s->out_row + (x0 + p) * s->out_pix + o0, chans, v);
+            if (!s->no_store)
+                _mm512_mask_storeu_ps((float *)out + s->out_off + y * s->out_row + (x0 + p) * s->out_pix + o0, chans, v);
             if (s->aff_out) bits[p][o0 >> 6] |= (uint64_t)affine_sign16(s, v, o0, chans) << (o0 & 63);
+            if (s->aff2_out)
+                bits[p][(s->cout + 63) / 64 + (o0 >> 6)] |=
+                    (uint64_t)signs16(s->aff2_scale, s->aff2_shift, s->aff2_relu, v, o0, chans) << (o0 & 63);
         }
     }
 }
@@ -658,8 +687,8 @@ static inline __attribute__((always_inline, target(AVX512))) void conv1_bits_tap
             for (int64_t w = 0; w < nwords; w++) {
                 __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
                 const int64_t end = s->cout < 64 * (w + 1) ? s->cout : 64 * (w + 1);
-                /* up to CONV1_FLIGHT channels in flight, as independent chains: an FMA's latency is
-                 * 4 cycles and two issue per cycle, so fewer than 8 chains leave the core waiting */
+                /* up to CONV1_FLIGHT channels in flight, as independent chains: a chain waits 4 cycles
+                 * for each FMA, and fewer chains than the core issues in that time leave it idle */
                 for (int64_t o = 64 * w; o < end; o += CONV1_FLIGHT) {
                     const int64_t n = end - o < CONV1_FLIGHT ? end - o : CONV1_FLIGHT;
                     __mmask16 on[CONV1_FLIGHT];
@@ -695,7 +724,7 @@ __attribute__((target(AVX512))) static void conv_f32_avx512(const Stage *s, cons
     for (int64_t y = 0; y < s->ho; y++)
         for (int64_t x0 = 0; x0 < s->wo; x0 += PX) {
             const int64_t np = s->wo - x0 < PX ? s->wo - x0 : PX;
-            if (s->out_mode == OUT_BITS || s->aff_out) clear_bits(bits, s->cout);
+            if (s->out_mode == OUT_BITS || s->aff_out) clear_bits(s, bits);
             int64_t ob = 0;
             /* common pixel steps as constants, so that pixel offsets are immediates (no index registers) */
 #define CONV_F32_BLOCKS(step)                                                                                  \
@@ -1171,13 +1200,13 @@ static int plan_init(Plan *self, PyObject *args, PyObject *kwds) {
     }
     for (Py_ssize_t i = 0; i < self->nstages; i++) {
         PyObject *item = PyList_GET_ITEM(stages, i), *params;
-        PyObject *weight, *scale, *shift, *lo, *hi, *fix, *row_class, *aff_scale, *aff_shift;
-        if (!PyArg_ParseTuple(item, "O!OOOOOOOOO", &PyTuple_Type, &params, &weight, &scale, &shift, &lo, &hi, &fix,
-                              &row_class, &aff_scale, &aff_shift) ||
+        PyObject *weight, *scale, *shift, *lo, *hi, *fix, *row_class, *aff_scale, *aff_shift, *aff2_scale, *aff2_shift;
+        if (!PyArg_ParseTuple(item, "O!OOOOOOOOOOO", &PyTuple_Type, &params, &weight, &scale, &shift, &lo, &hi, &fix,
+                              &row_class, &aff_scale, &aff_shift, &aff2_scale, &aff2_shift) ||
             PyTuple_GET_SIZE(params) != NPARAMS) {
             PyErr_Format(PyExc_ValueError,
                          "stage %zd: expected (params[%d], weight, scale, shift, lo, hi, fix, row_class, aff_scale, "
-                         "aff_shift)", i, NPARAMS);
+                         "aff_shift, aff2_scale, aff2_shift)", i, NPARAMS);
             return -1;
         }
         Stage *s = &self->stages[i];
@@ -1249,6 +1278,17 @@ static int plan_init(Plan *self, PyObject *args, PyObject *kwds) {
             s->aff_scale = borrow(self, aff_scale, 4, s->cout, "aff_scale", i);
             s->aff_shift = borrow(self, aff_shift, 4, s->cout, "aff_shift", i);
             if (!s->aff_scale || !s->aff_shift) return -1;
+        }
+        if (s->aff2_buf >= 0 || s->no_store) { /* a real conv's second sign; its float value not stored */
+            if (s->kind != ST_CONV || !s->aff_out || s->aff2_buf < 0 || s->aff2_buf >= self->nbuffers ||
+                2 * ((s->cout + 63) / 64) > MAXWORDS) {
+                PyErr_Format(PyExc_ValueError, "stage %zd: a second fused sign needs a real conv with a first", i);
+                return -1;
+            }
+            s->aff2_out = self->buffers[s->aff2_buf];
+            s->aff2_scale = borrow(self, aff2_scale, 4, s->cout, "aff2_scale", i);
+            s->aff2_shift = borrow(self, aff2_shift, 4, s->cout, "aff2_shift", i);
+            if (!s->aff2_scale || !s->aff2_shift) return -1;
         }
         if (s->kind == ST_AFFINE) {
             s->scale = borrow(self, scale, 4, s->cout, "scale", i);

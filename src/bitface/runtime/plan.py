@@ -32,7 +32,7 @@ INPUT, CONV, BCONV, POOL, BPOOL, SIGN, AFFINE, ADD, UPSAMPLE = range(9)
 FIELDS = (
     "kind in_buf out_buf ho wo kh kw cin words in_off in_row in_pix in_plane cout cout_pad out_mode "
     "out_off out_row out_pix out_plane relu size stride in2_buf in2_off in2_row in2_pix fix_w "
-    "aff_buf aff_off aff_row aff_plane aff_relu pool"
+    "aff_buf aff_off aff_row aff_plane aff_relu pool aff2_buf aff2_off aff2_row aff2_plane aff2_relu no_store"
 ).split()
 BLOCK = 16  # output channels per weight block (the kernels' register blocking)
 PX = 8  # output pixels per vector: rows are read up to PX pixels past their end
@@ -125,9 +125,11 @@ class Stage:
     source: View | None = None
     source2: View | None = None
     params: dict = field(default_factory=dict)
-    # weight scale shift lo hi fix row_class aff_scale aff_shift
-    tensors: list = field(default_factory=lambda: [None] * 9)
+    # weight scale shift lo hi fix row_class aff_scale aff_shift aff2_scale aff2_shift
+    tensors: list = field(default_factory=lambda: [None] * 11)
     affine_out: View | None = None  # a binary conv's fused affine -> sign (the next layer's input bits)
+    affine2_out: View | None = None  # a real conv's second one (its value read by two BatchNorms)
+    fused: list = field(default_factory=list)  # the affine ops fused into this stage
 
 
 @dataclass
@@ -425,14 +427,25 @@ class _Compiler:
         stage's epilogue writes the sign bits (the float test in the same order as the reference's)."""
         v = self._resolve(self.inputs[i][0])
         stage = self.producer.get(v)
-        if stage is None or stage.affine_out is not None or self.floats(v) != stage.out:
+        if stage is None or self.floats(v) != stage.out:
             return False
-        stage.affine_out = self._output(i, True)
-        stage.params["aff_relu"] = int(self.relu[i])
-        stage.tensors[7:9] = [
+        tensors = [
             np.ascontiguousarray(self.model.tensor(i, "scale"), np.float32),
             np.ascontiguousarray(self.model.tensor(i, "shift"), np.float32),
         ]
+        if stage.affine_out is None:
+            stage.affine_out = self._output(i, True)
+            stage.params["aff_relu"] = int(self.relu[i])
+            stage.tensors[7:9] = tensors
+        elif stage.kind == CONV and stage.affine2_out is None:  # a stem read by two blocks' BatchNorms
+            stage.affine2_out = self._output(i, True)
+            stage.params["aff2_relu"] = int(self.relu[i])
+            stage.tensors[9:11] = tensors
+        else:
+            return False
+        stage.fused.append(i)
+        if stage.kind == CONV and sorted(self.readers[v]) == sorted(stage.fused) and v != self.n - 1:
+            stage.params["no_store"] = 1  # nothing reads the floats themselves: only their signs are written
         self.done_at[i] = self.stages.index(stage)
         return True
 
@@ -584,7 +597,7 @@ class _Compiler:
         stages = []
         for s in self.stages:
             p = dict.fromkeys(FIELDS, 0)
-            p.update(size=1, stride=1, in_buf=-1, in2_buf=-1, aff_buf=-1)
+            p.update(size=1, stride=1, in_buf=-1, in2_buf=-1, aff_buf=-1, aff2_buf=-1)
             p.update(kind=s.kind, out_buf=s.out.buf, ho=s.out.height, wo=s.out.width, cout=s.out.channels)
             out = self.layout[s.out.buf]
             p["out_mode"] = OUT_BITS if out.bits else OUT_FLOAT
@@ -601,8 +614,11 @@ class _Compiler:
             if s.affine_out is not None:
                 p["aff_buf"] = s.affine_out.buf
                 p["aff_off"], p["aff_row"], _, p["aff_plane"] = place(s.affine_out)
+            if s.affine2_out is not None:
+                p["aff2_buf"] = s.affine2_out.buf
+                p["aff2_off"], p["aff2_row"], _, p["aff2_plane"] = place(s.affine2_out)
             p.update(s.params)
-            for name in ("in_buf", "out_buf", "in2_buf", "aff_buf"):
+            for name in ("in_buf", "out_buf", "in2_buf", "aff_buf", "aff2_buf"):
                 p[name] = share.get(p[name], p[name])
             stages.append((tuple(int(p[f]) for f in FIELDS), *s.tensors))
         row, pix, _ = self.layout[result.buf].strides()
@@ -632,7 +648,7 @@ class _Compiler:
         first: dict[int, int] = {}
         last: dict[int, int] = {}
         for k, stage in enumerate(self.stages):
-            for view in (stage.out, stage.source, stage.source2, stage.affine_out):
+            for view in (stage.out, stage.source, stage.source2, stage.affine_out, stage.affine2_out):
                 if view is not None:
                     first.setdefault(view.buf, k)
                     last[view.buf] = k
