@@ -49,3 +49,29 @@ def test_bad_bench_arguments_are_refused(capsys):
     assert main(["bench", "--rounds", "0"]) != 0
     assert main(["bench", "--models", "no-such-model", "--rounds", "1"]) != 0
     assert "unknown bundled model" in capsys.readouterr().err
+
+
+def test_recorded_latencies_are_listed_by_bitface_models(tmp_path, monkeypatch, capsys):
+    """`bitface bench --record` stores each bundled model's latency in the index (peers are left out),
+    and `bitface models` lists it with where it was measured."""
+    from bitface.export import bundle
+
+    package = Path(bundled.__file__).parent
+    (tmp_path / "models.json").write_text((package / "models.json").read_text())
+    for entry in bundled.index()["models"].values():
+        (tmp_path / entry["file"]).symlink_to(package / entry["file"])
+    monkeypatch.setattr(bundle, "PACKAGE", tmp_path)
+    monkeypatch.setattr(bundled, "_folder", lambda: tmp_path)
+    rows = [
+        {"model": "regression5-acn1bit", "latency_us_median": 25.04, "latency_us_min": 24.2},
+        {"model": "dlib-ert68 (peer)", "latency_us_median": 800.0, "latency_us_min": 700.0},
+    ]
+    provenance = {"cpu": "Test CPU", "date": "2026-11-22T17:00:00+00:00", "git_revision": "abc"}
+    assert bundle.record_latency(rows, provenance) == ["regression5-acn1bit"]
+    listed = {m["name"]: m for m in bundled.list_models()}
+    assert listed["regression5-acn1bit"]["latency_us"]["median"] == 25.0
+    assert "latency_us" not in listed["regression5-cnn"]
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    line = next(row for row in out.splitlines() if row.startswith("regression5-acn1bit "))
+    assert " 25.0 " in line and "measured on Test CPU, 2026-11-22" in out

@@ -326,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rounds", type=int, default=30, help="interleaved timing rounds")
     bench.add_argument("--max-faces", type=int, help="score only the first N test faces (a quick look)")
     bench.add_argument("--no-peers", dest="peers", action="store_false", help="skip dlib even when installed")
+    bench.add_argument(
+        "--record", action="store_true", help="maintainers: store the latencies in the bundled index (`bitface models`)"
+    )
     bench.set_defaults(run=_bench)
     return parser
 
@@ -354,6 +357,11 @@ def _bench(args) -> int:
     for note in result["notes"]:
         print(note)
     print(f"wrote {args.out.with_suffix('.md')}, {args.out.with_suffix('.json')} and {args.out}.png")
+    if args.record:
+        from .export.bundle import record_latency
+
+        recorded = record_latency(result["rows"], result["provenance"])
+        print(f"recorded the latency of {', '.join(recorded)} in the bundled index")
     return 0
 
 
@@ -367,12 +375,18 @@ def _models(args) -> int:
     default = bundled.default_model()
     names = [row["name"] + (" (default)" if row["name"] == default else "") for row in rows]
     width, kind_width = max(map(len, names + ["name"])), max(len(row["kind"]) for row in rows)
-    print(f"{'name':{width}} {'scheme':6} {'kind':{kind_width}} {'bytes':>9}  test NME (%)")
+    print(f"{'name':{width}} {'scheme':6} {'kind':{kind_width}} {'bytes':>9} {'us/face':>8}  test NME (%)")
+    timed = []
     for name, row in zip(names, rows, strict=True):
         test, nme = next(iter(row["nme"].items()))
-        print(
-            f"{name:{width}} {row['scheme']:6} {row['kind']:{kind_width}} {row['file_bytes']:>9,}  {nme:.3f} ({test})"
-        )
+        latency = row.get("latency_us")
+        timed += [latency] if latency else []
+        speed = f"{latency['median']:8.1f}" if latency else f"{'-':>8}"
+        size = f"{row['file_bytes']:>9,}"
+        print(f"{name:{width}} {row['scheme']:6} {row['kind']:{kind_width}} {size} {speed}  {nme:.3f} ({test})")
+    if timed:
+        where = sorted({f"{t['cpu']}, {t['date'][:10]}" for t in timed})
+        print(f"us/face: median per face ({timed[0]['what']}), measured on {'; '.join(where)}")
     return 0
 
 

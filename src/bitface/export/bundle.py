@@ -31,3 +31,27 @@ def bundle_model(checkpoint: Path, name: str, entry: dict, card: str, default: s
         index["default"] = default
     index_path.write_text(json.dumps(index, indent=2) + "\n")
     return path
+
+
+def record_latency(rows: list[dict], provenance: dict) -> list[str]:
+    """Store each bundled model's latency from a `bitface bench` run (its result rows and provenance)
+    in models.json, where `bitface models` lists it. Returns the names recorded. Re-bundling a model
+    drops its figure: it belongs to the file that was timed."""
+    index_path = PACKAGE / "models.json"
+    index = json.loads(index_path.read_text())
+    recorded = []
+    for row in rows:
+        entry = index["models"].get(row["model"])
+        if entry is None or row.get("latency_us_median") is None:
+            continue  # a peer (dlib), or a model this index does not ship
+        entry["latency_us"] = {
+            "median": round(row["latency_us_median"], 1),
+            "min": round(row["latency_us_min"], 1),
+            "what": "one face, uint8 crop to points, one thread pinned (bitface bench)",
+            "cpu": provenance.get("cpu"),
+            "date": provenance.get("date"),
+            "git_revision": provenance.get("git_revision"),
+        }
+        recorded.append(row["model"])
+    index_path.write_text(json.dumps(index, indent=2) + "\n")
+    return recorded
