@@ -386,7 +386,7 @@ def _models(args) -> int:
         print(f"{name:{width}} {row['scheme']:6} {row['kind']:{kind_width}} {size} {speed}  {nme:.3f} ({test})")
     if timed:
         where = sorted({f"{t['cpu']}, {t['date'][:10]}" for t in timed})
-        print(f"us/face: median per face ({timed[0]['what']}), measured on {'; '.join(where)}")
+        print(f"us/face: median of bitface bench ({timed[0]['what']}), measured on {'; '.join(where)}")
     return 0
 
 

@@ -47,7 +47,7 @@ def record_latency(rows: list[dict], provenance: dict) -> list[str]:
         entry["latency_us"] = {
             "median": round(row["latency_us_median"], 1),
             "min": round(row["latency_us_min"], 1),
-            "what": "one face, uint8 crop to points, one thread pinned (bitface bench)",
+            "what": "one face, uint8 crop to points, one thread pinned",
             "cpu": provenance.get("cpu"),
             "date": provenance.get("date"),
             "git_revision": provenance.get("git_revision"),
