@@ -671,13 +671,44 @@ static inline __attribute__((always_inline, target(AVX512))) void conv1_signs(co
     }
 }
 
+/* The sign words (output word w) of the 16 pixels whose tap inputs are v: pixels 0-7 in lo, 8-15 in hi. */
+static inline __attribute__((always_inline, target(AVX512))) void conv1_words(const Stage *s, const __m512 *v,
+                                                                              const int64_t taps, int64_t w,
+                                                                              __m512i *lo_out, __m512i *hi_out) {
+    const float *weight = (const float *)s->weight; /* [kh][kw][1][cout_pad] */
+    __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+    const int64_t end = s->cout < 64 * (w + 1) ? s->cout : 64 * (w + 1);
+    /* up to CONV1_FLIGHT channels in flight, as independent chains: a chain waits 4 cycles
+     * for each FMA, and fewer chains than the core issues in that time leave it idle */
+    for (int64_t o = 64 * w; o < end; o += CONV1_FLIGHT) {
+        const int64_t n = end - o < CONV1_FLIGHT ? end - o : CONV1_FLIGHT;
+        __mmask16 on[CONV1_FLIGHT];
+        switch (n) { /* constant chain counts, so that the chains stay in registers */
+#define CONV1_CASE(k) \
+    case k: conv1_signs(s, v, weight, o, k, taps, on); break;
+            CONV1_CASE(1) CONV1_CASE(2) CONV1_CASE(3) CONV1_CASE(4) CONV1_CASE(5) CONV1_CASE(6)
+            CONV1_CASE(7) CONV1_CASE(8) CONV1_CASE(9) CONV1_CASE(10) CONV1_CASE(11) CONV1_CASE(12)
+#undef CONV1_CASE
+        }
+        for (int64_t j = 0; j < n; j++) {
+            const __m512i bit = _mm512_set1_epi64((long long)((uint64_t)1 << ((o + j) & 63)));
+            lo = _mm512_mask_or_epi64(lo, (__mmask8)on[j], lo, bit);
+            hi = _mm512_mask_or_epi64(hi, (__mmask8)(on[j] >> 8), hi, bit);
+        }
+    }
+    *lo_out = lo, *hi_out = hi;
+}
+
 static inline __attribute__((always_inline, target(AVX512))) void conv1_bits_taps(const Stage *s, const float *in,
                                                                                   void *out, const int64_t taps) {
-    const float *weight = (const float *)s->weight; /* [kh][kw][1][cout_pad] */
-    const int64_t nwords = (s->cout + 63) / 64;
+    const int64_t nwords = (s->cout + 63) / 64, full = s->wo / 16 * 16, tail = s->wo - full;
+    /* a row's last pixels share a chunk with the next rows' (`rows` rows of `cap` lanes each): the
+     * 5-point networks' 36-pixel rows are 16 + 16 + 4, so four rows' tails make one chunk, not four */
+    const int64_t cap = tail <= 4 ? 4 : tail <= 8 ? 8 : 16, rows = 16 / cap;
     __m512 v[16];
+    __m512i lo, hi;
     for (int64_t y = 0; y < s->ho; y++)
-        for (int64_t x0 = 0; x0 < s->wo; x0 += 16) {
+        for (int64_t x0 = 0; x0 < (rows > 1 ? full : s->wo); x0 += 16) {
             const int64_t np = s->wo - x0 < 16 ? s->wo - x0 : 16;
             const __mmask16 valid = lanes16(np);
             for (int64_t ky = 0, t = 0; ky < s->kh; ky++)
@@ -685,30 +716,32 @@ static inline __attribute__((always_inline, target(AVX512))) void conv1_bits_tap
                     v[t] = _mm512_maskz_loadu_ps(valid, in + s->in_off + (y + ky) * s->in_row + x0 + kx);
             uint64_t *dst = (uint64_t *)out + s->out_off + y * s->out_row + x0;
             for (int64_t w = 0; w < nwords; w++) {
-                __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
-                const int64_t end = s->cout < 64 * (w + 1) ? s->cout : 64 * (w + 1);
-                /* up to CONV1_FLIGHT channels in flight, as independent chains: a chain waits 4 cycles
-                 * for each FMA, and fewer chains than the core issues in that time leave it idle */
-                for (int64_t o = 64 * w; o < end; o += CONV1_FLIGHT) {
-                    const int64_t n = end - o < CONV1_FLIGHT ? end - o : CONV1_FLIGHT;
-                    __mmask16 on[CONV1_FLIGHT];
-                    switch (n) { /* constant chain counts, so that the chains stay in registers */
-#define CONV1_CASE(k) \
-    case k: conv1_signs(s, v, weight, o, k, taps, on); break;
-                        CONV1_CASE(1) CONV1_CASE(2) CONV1_CASE(3) CONV1_CASE(4) CONV1_CASE(5) CONV1_CASE(6)
-                        CONV1_CASE(7) CONV1_CASE(8) CONV1_CASE(9) CONV1_CASE(10) CONV1_CASE(11) CONV1_CASE(12)
-#undef CONV1_CASE
-                    }
-                    for (int64_t j = 0; j < n; j++) {
-                        const __m512i bit = _mm512_set1_epi64((long long)((uint64_t)1 << ((o + j) & 63)));
-                        lo = _mm512_mask_or_epi64(lo, (__mmask8)on[j], lo, bit);
-                        hi = _mm512_mask_or_epi64(hi, (__mmask8)(on[j] >> 8), hi, bit);
-                    }
-                }
+                conv1_words(s, v, taps, w, &lo, &hi);
                 _mm512_mask_storeu_epi64(dst + w * s->out_plane, (__mmask8)valid, lo);
                 _mm512_mask_storeu_epi64(dst + w * s->out_plane + 8, (__mmask8)(valid >> 8), hi);
             }
         }
+    if (!tail || rows == 1) return;
+    for (int64_t y0 = 0; y0 < s->ho; y0 += rows) {
+        const int64_t nr = s->ho - y0 < rows ? s->ho - y0 : rows;
+        /* row i's tail in lanes [i * cap, i * cap + tail): masked loads from i * cap floats before it */
+        for (int64_t ky = 0, t = 0; ky < s->kh; ky++)
+            for (int64_t kx = 0; kx < s->kw; kx++, t++) {
+                v[t] = _mm512_setzero_ps();
+                for (int64_t i = 0; i < nr; i++)
+                    v[t] = _mm512_mask_loadu_ps(v[t], (__mmask16)(lanes16(tail) << (i * cap)),
+                                                in + s->in_off + (y0 + i + ky) * s->in_row + full + kx - i * cap);
+            }
+        for (int64_t w = 0; w < nwords; w++) {
+            conv1_words(s, v, taps, w, &lo, &hi);
+            for (int64_t i = 0; i < nr; i++) { /* lane i * cap + l to pixel full + l of row y0 + i */
+                uint64_t *dst = (uint64_t *)out + s->out_off + (y0 + i) * s->out_row + full + w * s->out_plane - i * cap;
+                const __mmask16 mine = (__mmask16)(lanes16(tail) << (i * cap));
+                _mm512_mask_storeu_epi64(dst, (__mmask8)mine, lo);
+                _mm512_mask_storeu_epi64(dst + 8, (__mmask8)(mine >> 8), hi);
+            }
+        }
+    }
 }
 
 __attribute__((target(AVX512))) static void conv1_bits_avx512(const Stage *s, const float *in, void *out) {
