@@ -113,6 +113,40 @@ def test_widths_not_a_multiple_of_eight_pixels_or_sixteen_channels(kernel_path):
         np.testing.assert_array_equal(native.Network(model)(x), reference.run(model, x))
 
 
+@pytest.mark.parametrize("cin", [21, 71])  # odd: the border corrections are odd, so their halves round
+def test_padded_thresholds_hold_at_equality_on_the_border(kernel_path, cin):
+    """Each channel's threshold is the dot product of one border or corner pixel, or one more or less
+    (dots there have the parity of the corrected range, not the interior's), in either direction: an
+    off-by-one in the border's corrected ranges flips a sign there."""
+    rng = np.random.default_rng(cin)
+    h, w, cout = 9, 19, 48
+    x = rng.normal(size=(1, cin, h, w)).astype(np.float32)
+    weights = rng.normal(size=(cout, cin, 3, 3))
+    signs = np.pad(np.where(x[0] >= 0, 1, -1), ((0, 0), (1, 1), (1, 1)))  # zero padding contributes 0
+    kernel = np.where(weights >= 0, 1, -1)
+    dots = np.zeros((cout, h, w))
+    for dy in range(3):
+        for dx in range(3):
+            dots += np.einsum("oc,chw->ohw", kernel[:, :, dy, dx], signs[:, dy : dy + h, dx : dx + w])
+    border = [(y, x_) for y in range(h) for x_ in range(w) if y in (0, h - 1) or x_ in (0, w - 1)]
+    picks = [border[i] for i in rng.choice(len(border), cout)]
+    targets = np.array([dots[o, y, x_] for o, (y, x_) in enumerate(picks)], np.float32)
+    targets += rng.integers(-1, 2, cout)
+    scale = np.where(np.arange(cout) % 2, -1.0, 1.0).astype(np.float32)  # dot >= t, or dot <= t
+    scale[0] = 0.0  # a constant channel
+    graph = [
+        {"op": "binconv", "in_channels": cin, "kernel": [3, 3], "binary_input": True, "padding": 1},
+        {"op": "binconv", "in_channels": cout, "kernel": [1, 1], "binary_input": True},
+    ]
+    tensors = {"0.bits": pack_signs(weights), "0.scale": scale, "0.shift": -scale * targets}
+    tensors["1.bits"] = pack_signs(rng.normal(size=(7, cout, 1, 1)))
+    tensors["1.scale"], tensors["1.shift"] = rng.normal(size=7).astype(np.float32), np.zeros(7, np.float32)
+    model = PackedModel(graph, tensors, {"input_shape": [cin, h, w]})
+    params = dict(zip(FIELDS, compile_plan(model).stages[2][0], strict=True))
+    assert params["out_mode"] == 1 and params["fix_w"] > 0  # sign bits out, with border corrections
+    np.testing.assert_array_equal(native.Network(model)(x), reference.run(model, x))
+
+
 # the gray first layer has its own kernel up to 16 taps (any number of output words), the general one beyond
 @pytest.mark.parametrize("first, kernel", [(10, 4), (40, 4), (130, 4), (33, 3), (20, 5)])
 def test_real_layers_match_to_rounding(kernel_path, first, kernel):

@@ -63,13 +63,13 @@ typedef struct {
     uint64_t *aff2_out;
     uint32_t *weight32; /* binary convs of at most 32 input channels: the weights' low words (owned) */
     /* binary convs to sign bits (owned): each channel's output range as integers the popcount kernel
-     * compares directly, for mismatches m: on <=> (uint64)(m - base) <= span; and where padding
-     * corrections apply, for t = 2m + fix: on <=> (uint64)(t - tbase) <= tspan. Laid out
-     * [base | span | tbase | tspan] x cout_pad. */
+     * compares directly: accumulators start at -base and count mismatches m, and the output is on
+     * <=> (uint64)(m - base) <= span. Laid out [-base | span] x cout_pad. */
     int64_t *range;
-    /* the padding correction transposed to [row class][cout_pad][fix_w] int64 (8 pixels per load), and
-     * per row class and block of PX pixels whether any correction is nonzero (owned) */
-    int64_t *fix_t;
+    /* the same where padding corrections apply, per pixel: [row class][cout_pad][-base | span][fix_w]
+     * (8 pixels per load), and per row class and block of PX pixels whether any correction is nonzero
+     * (owned) */
+    int64_t *fix_range, fix_classes;
     uint8_t *fix_block;
 } Stage;
 
@@ -250,60 +250,61 @@ __attribute__((target(AVX512))) static inline __mmask16 affine_sign16(const Stag
 }
 
 /* The fast path: 16 accumulators of 8 pixels; each input load is reused by 16 output channels and
- * each weight word is an embedded broadcast of the XOR. Outputs are thresholded on the mismatch
- * counts themselves (see Stage.range) and packed in registers with one masked OR per channel; blocks
- * that touch the padding add their correction first. Only for sign-bit outputs (see bconv). */
-__attribute__((target(AVX512))) static void bconv_avx512_bits(const Stage *s, const uint64_t *in, void *out) {
+ * each weight word is an embedded broadcast of the XOR. The accumulators start at -base (per pixel
+ * in blocks that touch the padding, see Stage.fix_range), so each channel's output is one unsigned
+ * compare of its count with span, packed in registers with one masked OR. Only for sign-bit outputs
+ * (see bconv). KH, KW and WORDS are the stage's, or 0 where they are read at run time: the common
+ * shapes get their tap loops unrolled. */
+__attribute__((target(AVX512), always_inline)) static inline void bconv_bits_body(const Stage *s, const uint64_t *in,
+                                                                                  void *out, const int64_t KH,
+                                                                                  const int64_t KW, const int64_t WORDS) {
+    const int64_t kh = KH ? KH : s->kh, kw = KW ? KW : s->kw, words = WORDS ? WORDS : s->words;
     const uint64_t *weight = (const uint64_t *)s->weight;
-    const int64_t nblocks = s->cout_pad / BLOCK, taps = s->kh * s->kw * s->words, nwords = (s->cout + 63) / 64;
-    const int64_t *base = s->range, *span = base + s->cout_pad, *tbase = span + s->cout_pad,
-                  *tspan = tbase + s->cout_pad;
+    const int64_t nblocks = s->cout_pad / BLOCK, taps = kh * kw * words, nwords = (s->cout + 63) / 64;
+    const int64_t cp = s->cout_pad, fix_w = s->fix_w, in_row = s->in_row, in_plane = s->in_plane;
+    const int64_t *nbase = s->range, *span = nbase + cp;
     const int64_t nxblocks = (s->wo + PX - 1) / PX;
     __m512i packed[MAXWORDS];
     for (int64_t y = 0; y < s->ho; y++)
         for (int64_t x0 = 0; x0 < s->wo; x0 += PX) {
             const int64_t np = s->wo - x0 < PX ? s->wo - x0 : PX;
             const __mmask8 valid = (__mmask8)((1u << np) - 1);
-            const int64_t *fix = NULL; /* this block's corrections, [cout_pad][fix_w] from x0 */
-            if (s->fix_t && s->fix_block[s->row_class[y] * nxblocks + x0 / PX])
-                fix = s->fix_t + s->row_class[y] * s->cout_pad * s->fix_w + x0;
+            const int64_t *fix = NULL; /* this block's ranges, [cout_pad][-base | span][fix_w] from x0 */
+            if (s->fix_range && s->fix_block[s->row_class[y] * nxblocks + x0 / PX])
+                fix = s->fix_range + s->row_class[y] * cp * 2 * fix_w + x0;
             for (int64_t w = 0; w < nwords; w++) packed[w] = _mm512_setzero_si512();
             for (int64_t ob = 0; ob < nblocks; ob++) {
+                const int64_t o0 = ob * BLOCK;
                 __m512i acc[BLOCK];
+                if (fix) {
 #pragma GCC unroll 16
-                for (int j = 0; j < BLOCK; j++) acc[j] = _mm512_setzero_si512();
+                    for (int j = 0; j < BLOCK; j++)
+                        acc[j] = _mm512_loadu_si512((const void *)(fix + (o0 + j) * 2 * fix_w));
+                } else {
+#pragma GCC unroll 16
+                    for (int j = 0; j < BLOCK; j++) acc[j] = _mm512_set1_epi64(nbase[o0 + j]);
+                }
                 const uint64_t *wp = weight + ob * taps * BLOCK;
-                for (int64_t ky = 0; ky < s->kh; ky++) {
-                    const uint64_t *row = in + s->in_off + (y + ky) * s->in_row + x0;
-                    for (int64_t kx = 0; kx < s->kw; kx++)
-                        for (int64_t w = 0; w < s->words; w++, wp += BLOCK) {
-                            const __m512i v = _mm512_loadu_si512((const void *)(row + w * s->in_plane + kx));
+                for (int64_t ky = 0; ky < kh; ky++) {
+                    const uint64_t *row = in + s->in_off + (y + ky) * in_row + x0;
+                    for (int64_t kx = 0; kx < kw; kx++)
+                        for (int64_t w = 0; w < words; w++, wp += BLOCK) {
+                            const __m512i v = _mm512_loadu_si512((const void *)(row + w * in_plane + kx));
 #pragma GCC unroll 16
                             for (int j = 0; j < BLOCK; j++)
                                 acc[j] = _mm512_add_epi64(
                                     acc[j], _mm512_popcnt_epi64(_mm512_xor_si512(v, _mm512_set1_epi64((long long)wp[j]))));
                         }
                 }
-                /* unrolled over all 16 channels (padding channels are never on), so acc stays in
-                 * registers; bit j of `word` is channel ob*16 + j, shifted into place once */
-                const int64_t o0 = ob * BLOCK;
+                /* unrolled over all 16 channels, so acc stays in registers; bit j of `word` is channel
+                 * o0 + j, shifted into place once */
                 __m512i word = _mm512_setzero_si512();
-                if (fix) {
 #pragma GCC unroll 16
-                    for (int j = 0; j < BLOCK; j++) {
-                        const __m512i t = _mm512_add_epi64(_mm512_slli_epi64(acc[j], 1),
-                                                           _mm512_loadu_si512((const void *)(fix + (o0 + j) * s->fix_w)));
-                        const __mmask8 on = _mm512_cmple_epu64_mask(_mm512_sub_epi64(t, _mm512_set1_epi64(tbase[o0 + j])),
-                                                                    _mm512_set1_epi64(tspan[o0 + j]));
-                        word = _mm512_mask_or_epi64(word, on, word, _mm512_set1_epi64(1ll << j));
-                    }
-                } else {
-#pragma GCC unroll 16
-                    for (int j = 0; j < BLOCK; j++) {
-                        const __mmask8 on = _mm512_cmple_epu64_mask(
-                            _mm512_sub_epi64(acc[j], _mm512_set1_epi64(base[o0 + j])), _mm512_set1_epi64(span[o0 + j]));
-                        word = _mm512_mask_or_epi64(word, on, word, _mm512_set1_epi64(1ll << j));
-                    }
+                for (int j = 0; j < BLOCK; j++) {
+                    const __m512i limit = fix ? _mm512_loadu_si512((const void *)(fix + ((o0 + j) * 2 + 1) * fix_w))
+                                              : _mm512_set1_epi64(span[o0 + j]);
+                    const __mmask8 on = _mm512_cmple_epu64_mask(acc[j], limit);
+                    word = _mm512_mask_or_epi64(word, on, word, _mm512_set1_epi64(1ll << j));
                 }
                 word = _mm512_slli_epi64(word, o0 & 63);
                 packed[ob * BLOCK / 64] = _mm512_or_si512(packed[ob * BLOCK / 64], word);
@@ -311,6 +312,16 @@ __attribute__((target(AVX512))) static void bconv_avx512_bits(const Stage *s, co
             uint64_t *o = (uint64_t *)out + s->out_off + y * s->out_row + x0;
             for (int64_t w = 0; w < nwords; w++) _mm512_mask_storeu_epi64(o + w * s->out_plane, valid, packed[w]);
         }
+}
+
+__attribute__((target(AVX512))) static void bconv_avx512_bits(const Stage *s, const uint64_t *in, void *out) {
+    if (s->kh == 3 && s->kw == 3) {
+        if (s->words == 1) return bconv_bits_body(s, in, out, 3, 3, 1);
+        if (s->words == 2) return bconv_bits_body(s, in, out, 3, 3, 2);
+        return bconv_bits_body(s, in, out, 3, 3, 0);
+    }
+    if (s->kh == 1 && s->kw == 1) return bconv_bits_body(s, in, out, 1, 1, 0);
+    bconv_bits_body(s, in, out, 0, 0, 0);
 }
 
 /* The channel-vectorized kernels' epilogue: 16 output channels (o0...) of one pixel at a time, so
@@ -832,6 +843,15 @@ static void pool_portable(const Stage *s, const float *in, float *out) {
 
 /* max-pool of signs: the max is >= 0 exactly when one of the window is, so OR the bits. */
 static void pool_bits(const Stage *s, const uint64_t *in, uint64_t *out) {
+    if (s->size == 2 && s->stride == 2) { /* the common window, unrolled */
+        for (int64_t w = 0; w < s->words; w++)
+            for (int64_t y = 0; y < s->ho; y++) {
+                const uint64_t *a = in + s->in_off + w * s->in_plane + 2 * y * s->in_row, *b = a + s->in_row;
+                uint64_t *o = out + s->out_off + w * s->out_plane + y * s->out_row;
+                for (int64_t x = 0; x < s->wo; x++) o[x] = a[2 * x] | a[2 * x + 1] | b[2 * x] | b[2 * x + 1];
+            }
+        return;
+    }
     for (int64_t w = 0; w < s->words; w++)
         for (int64_t y = 0; y < s->ho; y++)
             for (int64_t x = 0; x < s->wo; x++) {
@@ -1124,7 +1144,7 @@ static void plan_dealloc(Plan *self) {
     for (Py_ssize_t i = 0; self->stages && i < self->nstages; i++) {
         PyMem_Free(self->stages[i].weight32);
         PyMem_Free(self->stages[i].range);
-        PyMem_Free(self->stages[i].fix_t);
+        PyMem_Free(self->stages[i].fix_range);
         PyMem_Free(self->stages[i].fix_block);
     }
     PyMem_Free(self->views);
@@ -1152,39 +1172,29 @@ static const void *borrow(Plan *self, PyObject *obj, Py_ssize_t itemsize, Py_ssi
 
 static int64_t floor_div2(int64_t v) { return v >= 0 ? v / 2 : -((1 - v) / 2); }
 
-/* Stage.range from the thresholds lo <= dot <= hi, where dot = k - 2m - fix. */
-static int output_ranges(Stage *s) {
-    if (!(s->range = PyMem_Calloc(4 * s->cout_pad, sizeof(int64_t)))) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    const int64_t k = s->cin * s->kh * s->kw, never = (int64_t)1 << 40;
-    int64_t *base = s->range, *span = base + s->cout_pad, *tbase = span + s->cout_pad, *tspan = tbase + s->cout_pad;
-    for (int64_t o = 0; o < s->cout_pad; o++) {
-        const int64_t lo = o < s->cout ? s->lo[o] : 1, hi = o < s->cout ? s->hi[o] : 0;
-        const int64_t mlo = -floor_div2(hi - k), mhi = floor_div2(k - lo); /* ceil((k-hi)/2), floor((k-lo)/2) */
-        base[o] = mlo <= mhi ? mlo : never;
-        span[o] = mlo <= mhi ? mhi - mlo : 0;
-        tbase[o] = lo <= hi ? k - hi : never;
-        tspan[o] = lo <= hi ? hi - lo : 0;
-    }
-    return 0;
+/* The mismatch counts m with lo <= k - 2m - fix <= hi, as (-base, span) (see Stage.range). */
+static void mismatch_range(int64_t k, int64_t lo, int64_t hi, int64_t fix, int64_t *nbase, int64_t *span) {
+    const int64_t mlo = -floor_div2(hi - k + fix), mhi = floor_div2(k - fix - lo); /* ceil, floor of halves */
+    *nbase = mlo <= mhi ? -mlo : -((int64_t)1 << 40); /* never: m - 2^40 is above any span */
+    *span = mlo <= mhi ? mhi - mlo : 0;
 }
 
-/* Stage.fix_t and fix_block from the padding table fix [class][x][cout_pad] (int32). */
-static int transpose_fix(Stage *s, int64_t classes) {
-    const int64_t nxblocks = (s->wo + PX - 1) / PX;
-    s->fix_t = PyMem_Calloc(classes * s->cout_pad * s->fix_w, sizeof(int64_t));
-    s->fix_block = PyMem_Calloc(classes * nxblocks, 1);
-    if (!s->fix_t || !s->fix_block) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    for (int64_t c = 0; c < classes; c++)
+/* Stage.range, and with padding Stage.fix_range and fix_block from the table fix [class][x][cout_pad]. */
+static int output_ranges(Stage *s) {
+    const int64_t k = s->cin * s->kh * s->kw, cp = s->cout_pad, nxblocks = (s->wo + PX - 1) / PX;
+    if (!(s->range = PyMem_Calloc(2 * cp, sizeof(int64_t)))) return PyErr_NoMemory(), -1;
+    for (int64_t o = 0; o < cp; o++) /* padding channels are never on */
+        mismatch_range(k, o < s->cout ? s->lo[o] : 1, o < s->cout ? s->hi[o] : 0, 0, s->range + o, s->range + cp + o);
+    if (!s->fix) return 0;
+    s->fix_range = PyMem_Calloc(s->fix_classes * cp * 2 * s->fix_w, sizeof(int64_t));
+    s->fix_block = PyMem_Calloc(s->fix_classes * nxblocks, 1);
+    if (!s->fix_range || !s->fix_block) return PyErr_NoMemory(), -1;
+    for (int64_t c = 0; c < s->fix_classes; c++)
         for (int64_t x = 0; x < s->fix_w; x++)
-            for (int64_t o = 0; o < s->cout_pad; o++) {
-                const int32_t v = s->fix[(c * s->fix_w + x) * s->cout_pad + o];
-                s->fix_t[(c * s->cout_pad + o) * s->fix_w + x] = v;
+            for (int64_t o = 0; o < cp; o++) {
+                const int32_t v = s->fix[(c * s->fix_w + x) * cp + o];
+                int64_t *r = s->fix_range + (c * cp + o) * 2 * s->fix_w + x;
+                mismatch_range(k, o < s->cout ? s->lo[o] : 1, o < s->cout ? s->hi[o] : 0, v, r, r + s->fix_w);
                 if (v && x < s->wo) s->fix_block[c * nxblocks + x / PX] = 1;
             }
     return 0;
@@ -1300,7 +1310,7 @@ static int plan_init(Plan *self, PyObject *args, PyObject *kwds) {
                 }
                 s->fix = borrow(self, fix, 4, classes * s->cout_pad * s->fix_w, "fix", i);
                 if (!s->fix) return -1;
-                if (s->out_mode == OUT_BITS && transpose_fix(s, classes) < 0) return -1;
+                s->fix_classes = classes;
             }
             if (bin && s->out_mode == OUT_BITS && output_ranges(s) < 0) return -1;
         }
