@@ -12,7 +12,7 @@ import pytest
 from bitface.data.pipeline import InputSpec
 from bitface.export.format import PackedModel, pack_signs
 from bitface.runtime import native, reference
-from bitface.runtime.plan import ADD, BCONV, BPOOL, CONV, FIELDS, INPUT, POOL, Unsupported, compile_plan
+from bitface.runtime.plan import ADD, BCONV, BPOOL, CONV, FIELDS, INPUT, POOL, SIGN, Unsupported, compile_plan
 
 pytestmark = pytest.mark.skipif(native._native is None, reason=f"{native.NATIVE_MISSING}")
 PATHS = native._native.available() if native._native is not None else []
@@ -388,6 +388,34 @@ def test_a_pool_after_a_projected_block_runs_in_the_convs_epilogue(kernel_path, 
     )
     np.testing.assert_array_equal(native.Network(trunk)(x), reference.run(trunk, x))
     np.testing.assert_allclose(network(x), reference.run(model, x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("cin, relu", [(21, False), (70, True)])
+def test_a_conv_read_only_by_a_batchnorm_writes_signs_through_both(kernel_path, cin, relu):
+    """The bottleneck block's pattern: binary conv -> BN -> sign -> binary conv. The first conv
+    thresholds through its own scale (and ReLU) and the BN, and writes sign bits alone. Scales are
+    powers of two and shifts integers, so many dots land exactly on a threshold (a tie) and the
+    thresholds must reproduce the float test's result there."""
+    rng = np.random.default_rng(cin)
+    graph, tensors, mid = [], {}, 40
+    binconv(rng, graph, tensors, cin, mid, 3)
+    graph[0]["padding"] = 1
+    tensors["0.scale"] = rng.choice([0.0, 0.5, -0.5, 1.0, -2.0], mid).astype(np.float32)
+    tensors["0.shift"] = rng.integers(-6, 7, mid).astype(np.float32)
+    if relu:
+        graph.append({"op": "relu"})
+    affine(rng, graph, tensors, mid)
+    i = len(graph) - 1
+    tensors[f"{i}.scale"] = rng.choice([0.25, -0.25, 4.0, -1.0], mid).astype(np.float32)
+    tensors[f"{i}.shift"] = rng.integers(-4, 5, mid).astype(np.float32)
+    binconv(rng, graph, tensors, mid, 24, 1)
+    model = PackedModel(graph, tensors, {"input_shape": [cin, 9, 19]})
+    network = native.Network(model)
+    first = dict(zip(FIELDS, network.compiled.stages[2][0], strict=True))
+    assert first["kind"] == BCONV and first["out_mode"] == 1 and first["aff_buf"] < 0
+    assert [p[0] for p, *_ in network.compiled.stages] == [INPUT, SIGN, BCONV, BCONV]
+    x = inputs(model, batch=2)
+    np.testing.assert_array_equal(network(x), reference.run(model, x))
 
 
 def test_a_strided_padded_real_conv_feeds_binary_layers(kernel_path):

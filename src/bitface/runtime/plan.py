@@ -147,14 +147,20 @@ class CompiledPlan:
         return [params[0] for params, *_ in self.stages]
 
 
-def _thresholds(scale, shift, relu: bool, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per channel, the dot products d in [-k, k] with float32(d * scale + shift) >= 0, as [lo, hi]."""
-    dots = np.arange(-k, k + 1, dtype=np.float32)
+def _thresholds(scale, shift, relu: bool, k: int, then=None) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel, the dot products d in [-k, k] whose float32 value d * scale + shift (then ReLU)
+    has sign +1, as [lo, hi]; with then = (scale2, shift2, relu2), the sign of that value through a
+    following affine: the same float operations in the same order as the reference, so exact."""
+    values = np.arange(-k, k + 1, dtype=np.float32)[None] * scale[:, None] + shift[:, None]
+    if then is not None:
+        scale2, shift2, relu2 = then
+        values = (np.maximum(values, np.float32(0)) if relu else values) * scale2[:, None] + shift2[:, None]
+        relu = relu2
+    on = (values >= 0) | bool(relu)
     lo = np.ones(len(scale), np.int32)
     hi = np.zeros(len(scale), np.int32)
-    for o, (s, b) in enumerate(zip(scale, shift, strict=True)):
-        on = (dots * s + b >= 0) | relu
-        where = np.flatnonzero(on)
+    for o, row in enumerate(on):
+        where = np.flatnonzero(row)
         if len(where):
             if where[-1] - where[0] + 1 != len(where):
                 raise Unsupported(f"non-monotone threshold in channel {o}")
@@ -433,6 +439,8 @@ class _Compiler:
             np.ascontiguousarray(self.model.tensor(i, "scale"), np.float32),
             np.ascontiguousarray(self.model.tensor(i, "shift"), np.float32),
         ]
+        if self._threshold_through_affine(i, v, stage, tensors):
+            return True
         if stage.affine_out is None:
             stage.affine_out = self._output(i, True)
             stage.params["aff_relu"] = int(self.relu[i])
@@ -446,6 +454,23 @@ class _Compiler:
         stage.fused.append(i)
         if stage.kind == CONV and sorted(self.readers[v]) == sorted(stage.fused) and v != self.n - 1:
             stage.params["no_store"] = 1  # nothing reads the floats themselves: only their signs are written
+        self.done_at[i] = self.stages.index(stage)
+        return True
+
+    def _threshold_through_affine(self, i: int, v: int, stage: Stage, tensors: list) -> bool:
+        """A binary conv whose value only this affine reads, for a sign: the conv thresholds its
+        dot products through both (its own scale, ReLU, then the affine) and writes the sign bits
+        alone, so neither the float map nor a float epilogue is computed."""
+        if stage.kind != BCONV or stage.source2 is not None or stage.affine_out is not None or "pool" in stage.params:
+            return False
+        if self.readers[v] != [i] or v in self.placed:
+            return False
+        k = stage.source.channels * stage.params["kh"] * stage.params["kw"]
+        then = (*tensors, self.relu[i])
+        stage.tensors[3:5] = _thresholds(stage.tensors[1], stage.tensors[2], self.relu[v], k, then)
+        stage.out = self._output(i, True)
+        del self.producer[v], self.stored[v]
+        stage.fused.append(i)
         self.done_at[i] = self.stages.index(stage)
         return True
 
