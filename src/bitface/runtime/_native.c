@@ -70,6 +70,9 @@ typedef struct {
      * (8 pixels per load), and per row class and block of PX pixels whether any correction is nonzero
      * (owned) */
     int64_t *fix_range, fix_classes;
+    /* narrow (32-bit lane) kernels: the same as int32, [-base | span] x cout_pad, and with padding
+     * [row class][fix_w][-base | span][cout_pad] (16 channels per load) */
+    int32_t *range32, *fix_range32;
     uint8_t *fix_block;
 } Stage;
 
@@ -329,8 +332,7 @@ __attribute__((target(AVX512))) static void bconv_avx512_bits(const Stage *s, co
 typedef struct {
     int64_t o0;
     __mmask16 valid;
-    int bits_out;
-    __m512i k, lo, hi;
+    __m512i k;
     __m512 scale, shift, aff_scale, aff_shift;
 } Block16;
 
@@ -338,10 +340,7 @@ __attribute__((target(AVX512))) static inline Block16 block16(const Stage *s, in
     Block16 b;
     b.o0 = o0;
     b.valid = lanes16(s->cout - o0);
-    b.bits_out = s->out_mode == OUT_BITS;
     b.k = _mm512_set1_epi32((int)(s->cin * s->kh * s->kw));
-    b.lo = b.bits_out ? _mm512_maskz_loadu_epi32(b.valid, s->lo + o0) : b.k;
-    b.hi = b.bits_out ? _mm512_maskz_loadu_epi32(b.valid, s->hi + o0) : b.k;
     b.scale = _mm512_maskz_loadu_ps(b.valid, s->scale + o0);
     b.shift = _mm512_maskz_loadu_ps(b.valid, s->shift + o0);
     b.aff_scale = s->aff_out ? _mm512_maskz_loadu_ps(b.valid, s->aff_scale + o0) : b.scale;
@@ -404,10 +403,12 @@ __attribute__((target(AVX512), always_inline)) static inline void mismatches_wid
  * word is one 32-bit broadcast: half the instructions, none spent on empty bits. */
 __attribute__((target(AVX512), always_inline)) static inline void mismatches_narrow(const Stage *s, const uint64_t *in,
                                                                                     int64_t y, int64_t x0, int64_t ob,
-                                                                                    __m512i mism[PX]) {
+                                                                                    __m512i mism[PX], const int32_t *init,
+                                                                                    int64_t step) {
     const uint32_t *wp = s->weight32 + ob * s->kh * s->kw * BLOCK;
 #pragma GCC unroll 8
-    for (int p = 0; p < PX; p++) mism[p] = _mm512_setzero_si512();
+    for (int p = 0; p < PX; p++) /* counts start at 0, or at pixel p's `init` (step ints apart) */
+        mism[p] = init ? _mm512_loadu_si512((const void *)(init + p * step)) : _mm512_setzero_si512();
     for (int64_t ky = 0; ky < s->kh; ky++)
         for (int64_t kx = 0; kx < s->kw; kx++, wp += BLOCK) {
             const int32_t *ip = (const int32_t *)(in + s->in_off + (y + ky) * s->in_row + x0 + kx);
@@ -439,20 +440,23 @@ __attribute__((target(AVX512), always_inline)) static inline void bconv_channels
             for (int64_t ob = 0; ob < nblocks; ob++) {
                 const int64_t o0 = ob * BLOCK, word = o0 >> 6, shift = o0 & 63;
                 __m512i mism[PX];
+                if (bits_out) { /* narrow: counts from -base, one unsigned compare with span (Stage.range32) */
+                    const int32_t *range = s->fix_range32 ? s->fix_range32 + (s->row_class[y] * s->fix_w + x0) * 2 * cout_pad + o0
+                                                          : s->range32 + o0;
+                    const int64_t step = s->fix_range32 ? 2 * cout_pad : 0;
+                    mismatches_narrow(s, in, y, x0, ob, mism, range, step);
+                    for (int64_t p = 0; p < np; p++) {
+                        const __m512i span = _mm512_loadu_si512((const void *)(range + p * step + cout_pad));
+                        bits[p][word] |= (uint64_t)_mm512_cmple_epu32_mask(mism[p], span) << shift;
+                    }
+                    continue;
+                }
                 if (s->weight32)
-                    mismatches_narrow(s, in, y, x0, ob, mism);
+                    mismatches_narrow(s, in, y, x0, ob, mism, NULL, 0);
                 else
                     mismatches_wide(s, in, y, x0, ob, mism);
                 const Block16 b = block16(s, o0);
                 const int32_t *fix = fix_table ? padding_fix_row(s, y, x0) + o0 : NULL; /* pixels cout_pad apart */
-                if (bits_out) {
-                    for (int64_t p = 0; p < np; p++) {
-                        const __m512i dot = dot16(&b, mism[p], fix ? fix + p * cout_pad : NULL);
-                        const __mmask16 on = _mm512_cmpge_epi32_mask(dot, b.lo) & _mm512_cmple_epi32_mask(dot, b.hi) & b.valid;
-                        bits[p][word] |= (uint64_t)on << shift;
-                    }
-                    continue;
-                }
                 const float *r2 = has_in2 ? in2 + y * in2_row + x0 * in2_pix + o0 : NULL;
                 if (pool) { /* pixel pairs in registers, then the window's other row in memory */
                     float *dst = fout + (y >> 1) * out_row + (x0 >> 1) * out_pix + o0;
@@ -1145,6 +1149,8 @@ static void plan_dealloc(Plan *self) {
         PyMem_Free(self->stages[i].weight32);
         PyMem_Free(self->stages[i].range);
         PyMem_Free(self->stages[i].fix_range);
+        PyMem_Free(self->stages[i].range32);
+        PyMem_Free(self->stages[i].fix_range32);
         PyMem_Free(self->stages[i].fix_block);
     }
     PyMem_Free(self->views);
@@ -1179,13 +1185,33 @@ static void mismatch_range(int64_t k, int64_t lo, int64_t hi, int64_t fix, int64
     *span = mlo <= mhi ? mhi - mlo : 0;
 }
 
+/* An int64 range value as int32; "never" (-2^40) becomes -2^30, still far below any count. */
+static int32_t narrow32(int64_t v) { return v < -((int64_t)1 << 30) ? -(1 << 30) : (int32_t)v; }
+
 /* Stage.range, and with padding Stage.fix_range and fix_block from the table fix [class][x][cout_pad]. */
 static int output_ranges(Stage *s) {
     const int64_t k = s->cin * s->kh * s->kw, cp = s->cout_pad, nxblocks = (s->wo + PX - 1) / PX;
     if (!(s->range = PyMem_Calloc(2 * cp, sizeof(int64_t)))) return PyErr_NoMemory(), -1;
     for (int64_t o = 0; o < cp; o++) /* padding channels are never on */
         mismatch_range(k, o < s->cout ? s->lo[o] : 1, o < s->cout ? s->hi[o] : 0, 0, s->range + o, s->range + cp + o);
+    if (s->weight32) {
+        if (!(s->range32 = PyMem_Calloc(2 * cp, sizeof(int32_t)))) return PyErr_NoMemory(), -1;
+        for (int64_t o = 0; o < 2 * cp; o++) s->range32[o] = narrow32(s->range[o]);
+    }
     if (!s->fix) return 0;
+    if (s->weight32) {
+        s->fix_range32 = PyMem_Calloc(s->fix_classes * s->fix_w * 2 * cp, sizeof(int32_t));
+        if (!s->fix_range32) return PyErr_NoMemory(), -1;
+        for (int64_t c = 0; c < s->fix_classes; c++)
+            for (int64_t x = 0; x < s->fix_w; x++)
+                for (int64_t o = 0; o < cp; o++) {
+                    int64_t nbase, span;
+                    mismatch_range(k, o < s->cout ? s->lo[o] : 1, o < s->cout ? s->hi[o] : 0,
+                                   s->fix[(c * s->fix_w + x) * cp + o], &nbase, &span);
+                    int32_t *r = s->fix_range32 + ((c * s->fix_w + x) * 2 * cp) + o;
+                    r[0] = narrow32(nbase), r[cp] = narrow32(span);
+                }
+    }
     s->fix_range = PyMem_Calloc(s->fix_classes * cp * 2 * s->fix_w, sizeof(int64_t));
     s->fix_block = PyMem_Calloc(s->fix_classes * nxblocks, 1);
     if (!s->fix_range || !s->fix_block) return PyErr_NoMemory(), -1;
