@@ -147,6 +147,38 @@ def test_padded_thresholds_hold_at_equality_on_the_border(kernel_path, cin):
     np.testing.assert_array_equal(native.Network(model)(x), reference.run(model, x))
 
 
+def test_two_sided_thresholds_take_the_general_kernel():
+    """No BatchNorm gives a range bounded on both sides (the fast kernel's epilogue assumes one side),
+    but a plan that has one still gets it right: edited ranges, every kernel path against portable."""
+    rng = np.random.default_rng(0)
+    graph, tensors = [], {}
+    binconv(rng, graph, tensors, 70, 40, 3)
+    graph[0]["padding"] = 1
+    binconv(rng, graph, tensors, 40, 7, 1)
+    model = PackedModel(graph, tensors, {"input_shape": [70, 9, 11]})
+    compiled = compile_plan(model)
+    stage = next(k for k, (p, *_) in enumerate(compiled.stages) if p[0] == BCONV and p[FIELDS.index("out_mode")])
+    params, weight, scale, shift, lo, hi, *rest = compiled.stages[stage]
+    lo, hi = lo.copy(), hi.copy()
+    lo[::2], hi[::2] = -6, 10  # two-sided: on only for dots near 0
+    stages = list(compiled.stages)
+    stages[stage] = (params, weight, scale, shift, lo, hi, *rest)
+    x = inputs(model, batch=1)[0]
+    outputs = {}
+    before = native._native.isa()
+    try:
+        for path in PATHS:
+            native._native.set_isa(path)
+            plan = native._native.Plan(stages, compiled.buffers, compiled.output, x.size)
+            outputs[path] = np.empty(compiled.output_shape, np.float32)
+            plan.run(x[None], outputs[path][None])
+    finally:
+        native._native.set_isa(before)
+    for path in PATHS:
+        np.testing.assert_array_equal(outputs[path], outputs["portable"])
+    assert not np.array_equal(outputs["portable"], reference.run(model, x[None])[0])  # the edit mattered
+
+
 # the gray first layer has its own kernel up to 16 taps (any number of output words), the general one beyond
 @pytest.mark.parametrize("first, kernel", [(10, 4), (40, 4), (130, 4), (33, 3), (20, 5)])
 def test_real_layers_match_to_rounding(kernel_path, first, kernel):

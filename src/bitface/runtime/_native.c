@@ -62,18 +62,18 @@ typedef struct {
     const float *aff2_scale, *aff2_shift;
     uint64_t *aff2_out;
     uint32_t *weight32; /* binary convs of at most 32 input channels: the weights' low words (owned) */
-    /* binary convs to sign bits (owned): each channel's output range as integers the popcount kernel
-     * compares directly: accumulators start at -base and count mismatches m, and the output is on
-     * <=> (uint64)(m - base) <= span. Laid out [-base | span] x cout_pad. */
-    int64_t *range;
-    /* the same where padding corrections apply, per pixel: [row class][cout_pad][-base | span][fix_w]
-     * (8 pixels per load), and per row class and block of PX pixels whether any correction is nonzero
-     * (owned) */
-    int64_t *fix_range, fix_classes;
-    /* narrow (32-bit lane) kernels: the same as int32, [-base | span] x cout_pad, and with padding
-     * [row class][fix_w][-base | span][cout_pad] (16 channels per load) */
-    int32_t *range32, *fix_range32;
+    /* binary convs to sign bits (owned). Thresholds from monotone functions are one-sided in the
+     * mismatch count m: on <=> m <= top, or on <=> m >= bottom. Counts start at a bias that makes
+     * the sign bit of the final count the output (flipped for the second kind): bias[cout_pad], then
+     * per block of 16 channels the mask of flipped ones; where padding corrections apply, the bias
+     * per pixel: [row class][cout_pad][fix_w] (8 pixels per load), and per row class and block of PX
+     * pixels whether any correction is nonzero. A two-sided range (none comes from a BatchNorm) sends
+     * the stage to the general kernel. */
+    int64_t *bias, *fix_bias, fix_classes, two_sided;
     uint8_t *fix_block;
+    /* narrow (32-bit lane) kernels: on <=> (uint32)(m - base) <= span, as [-base | span] x cout_pad,
+     * and with padding [row class][fix_w][-base | span][cout_pad] (16 channels per load) */
+    int32_t *range32, *fix_range32;
 } Stage;
 
 static inline const int32_t *padding_fix_row(const Stage *s, int64_t y, int64_t x) {
@@ -232,7 +232,7 @@ __attribute__((target("avx2"))) static void mismatches_avx2(const Stage *s, cons
         }
 }
 
-#define AVX512 "avx512f,avx512bw,avx512vl,avx512dq,avx512vpopcntdq"
+#define AVX512 "avx512f,avx512bw,avx512vl,avx512dq,avx512vpopcntdq,avx512vbmi2"
 
 /* The lanes of a 16-wide step that hold one of the n remaining channels. */
 static inline __mmask16 lanes16(int64_t n) { return n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1); }
@@ -253,10 +253,10 @@ __attribute__((target(AVX512))) static inline __mmask16 affine_sign16(const Stag
 }
 
 /* The fast path: 16 accumulators of 8 pixels; each input load is reused by 16 output channels and
- * each weight word is an embedded broadcast of the XOR. The accumulators start at -base (per pixel
- * in blocks that touch the padding, see Stage.fix_range), so each channel's output is one unsigned
- * compare of its count with span, packed in registers with one masked OR. Only for sign-bit outputs
- * (see bconv). KH, KW and WORDS are the stage's, or 0 where they are read at run time: the common
+ * each weight word is an embedded broadcast of the XOR. The accumulators start at their bias (per
+ * pixel in blocks that touch the padding, see Stage.bias), so each channel's output is its count's
+ * sign bit, shifted into the block's word by one concatenating shift (VPSHLDQ) per channel. Only for
+ * sign-bit outputs (see bconv). KH, KW and WORDS are the stage's, or 0 where they are read at run time: the common
  * shapes get their tap loops unrolled. */
 __attribute__((target(AVX512), always_inline)) static inline void bconv_bits_body(const Stage *s, const uint64_t *in,
                                                                                   void *out, const int64_t KH,
@@ -265,27 +265,26 @@ __attribute__((target(AVX512), always_inline)) static inline void bconv_bits_bod
     const uint64_t *weight = (const uint64_t *)s->weight;
     const int64_t nblocks = s->cout_pad / BLOCK, taps = kh * kw * words, nwords = (s->cout + 63) / 64;
     const int64_t cp = s->cout_pad, fix_w = s->fix_w, in_row = s->in_row, in_plane = s->in_plane;
-    const int64_t *nbase = s->range, *span = nbase + cp;
+    const int64_t *bias = s->bias, *flipped = bias + cp;
     const int64_t nxblocks = (s->wo + PX - 1) / PX;
     __m512i packed[MAXWORDS];
     for (int64_t y = 0; y < s->ho; y++)
         for (int64_t x0 = 0; x0 < s->wo; x0 += PX) {
             const int64_t np = s->wo - x0 < PX ? s->wo - x0 : PX;
             const __mmask8 valid = (__mmask8)((1u << np) - 1);
-            const int64_t *fix = NULL; /* this block's ranges, [cout_pad][-base | span][fix_w] from x0 */
-            if (s->fix_range && s->fix_block[s->row_class[y] * nxblocks + x0 / PX])
-                fix = s->fix_range + s->row_class[y] * cp * 2 * fix_w + x0;
+            const int64_t *fix = NULL; /* this block's biases, [cout_pad][fix_w] from x0 */
+            if (s->fix_bias && s->fix_block[s->row_class[y] * nxblocks + x0 / PX])
+                fix = s->fix_bias + s->row_class[y] * cp * fix_w + x0;
             for (int64_t w = 0; w < nwords; w++) packed[w] = _mm512_setzero_si512();
             for (int64_t ob = 0; ob < nblocks; ob++) {
                 const int64_t o0 = ob * BLOCK;
                 __m512i acc[BLOCK];
                 if (fix) {
 #pragma GCC unroll 16
-                    for (int j = 0; j < BLOCK; j++)
-                        acc[j] = _mm512_loadu_si512((const void *)(fix + (o0 + j) * 2 * fix_w));
+                    for (int j = 0; j < BLOCK; j++) acc[j] = _mm512_loadu_si512((const void *)(fix + (o0 + j) * fix_w));
                 } else {
 #pragma GCC unroll 16
-                    for (int j = 0; j < BLOCK; j++) acc[j] = _mm512_set1_epi64(nbase[o0 + j]);
+                    for (int j = 0; j < BLOCK; j++) acc[j] = _mm512_set1_epi64(bias[o0 + j]);
                 }
                 const uint64_t *wp = weight + ob * taps * BLOCK;
                 for (int64_t ky = 0; ky < kh; ky++) {
@@ -299,16 +298,12 @@ __attribute__((target(AVX512), always_inline)) static inline void bconv_bits_bod
                                     acc[j], _mm512_popcnt_epi64(_mm512_xor_si512(v, _mm512_set1_epi64((long long)wp[j]))));
                         }
                 }
-                /* unrolled over all 16 channels, so acc stays in registers; bit j of `word` is channel
-                 * o0 + j, shifted into place once */
+                /* unrolled over all 16 channels, so acc stays in registers; channel 15 enters first, so
+                 * bit j of `word` is channel o0 + j; then the flipped channels, and into place */
                 __m512i word = _mm512_setzero_si512();
 #pragma GCC unroll 16
-                for (int j = 0; j < BLOCK; j++) {
-                    const __m512i limit = fix ? _mm512_loadu_si512((const void *)(fix + ((o0 + j) * 2 + 1) * fix_w))
-                                              : _mm512_set1_epi64(span[o0 + j]);
-                    const __mmask8 on = _mm512_cmple_epu64_mask(acc[j], limit);
-                    word = _mm512_mask_or_epi64(word, on, word, _mm512_set1_epi64(1ll << j));
-                }
+                for (int j = BLOCK - 1; j >= 0; j--) word = _mm512_shldi_epi64(word, acc[j], 1);
+                word = _mm512_xor_si512(word, _mm512_set1_epi64(flipped[ob]));
                 word = _mm512_slli_epi64(word, o0 & 63);
                 packed[ob * BLOCK / 64] = _mm512_or_si512(packed[ob * BLOCK / 64], word);
             }
@@ -323,7 +318,10 @@ __attribute__((target(AVX512))) static void bconv_avx512_bits(const Stage *s, co
         if (s->words == 2) return bconv_bits_body(s, in, out, 3, 3, 2);
         return bconv_bits_body(s, in, out, 3, 3, 0);
     }
-    if (s->kh == 1 && s->kw == 1) return bconv_bits_body(s, in, out, 1, 1, 0);
+    if (s->kh == 1 && s->kw == 1) {
+        if (s->words == 4) return bconv_bits_body(s, in, out, 1, 1, 4);
+        return bconv_bits_body(s, in, out, 1, 1, 0);
+    }
     bconv_bits_body(s, in, out, 0, 0, 0);
 }
 
@@ -503,7 +501,7 @@ static void bconv(const Stage *s, const uint64_t *in, void *out) {
 #if defined(BF_X86)
     if (isa_current == ISA_AVX512 && (s->out_mode == OUT_FLOAT || s->weight32))
         return bconv_avx512_channels(s, in, out);
-    if (isa_current == ISA_AVX512) return bconv_avx512_bits(s, in, out);
+    if (isa_current == ISA_AVX512 && !s->two_sided) return bconv_avx512_bits(s, in, out);
     if (isa_current == ISA_AVX2) return bconv_blocks(s, in, out, mismatches_avx2);
 #endif
     bconv_blocks(s, in, out, mismatches_portable);
@@ -1147,8 +1145,8 @@ static void plan_dealloc(Plan *self) {
     for (Py_ssize_t i = 0; i < self->nbuffers; i++) free(self->buffers[i]);
     for (Py_ssize_t i = 0; self->stages && i < self->nstages; i++) {
         PyMem_Free(self->stages[i].weight32);
-        PyMem_Free(self->stages[i].range);
-        PyMem_Free(self->stages[i].fix_range);
+        PyMem_Free(self->stages[i].bias);
+        PyMem_Free(self->stages[i].fix_bias);
         PyMem_Free(self->stages[i].range32);
         PyMem_Free(self->stages[i].fix_range32);
         PyMem_Free(self->stages[i].fix_block);
@@ -1178,49 +1176,78 @@ static const void *borrow(Plan *self, PyObject *obj, Py_ssize_t itemsize, Py_ssi
 
 static int64_t floor_div2(int64_t v) { return v >= 0 ? v / 2 : -((1 - v) / 2); }
 
-/* The mismatch counts m with lo <= k - 2m - fix <= hi, as (-base, span) (see Stage.range). */
-static void mismatch_range(int64_t k, int64_t lo, int64_t hi, int64_t fix, int64_t *nbase, int64_t *span) {
-    const int64_t mlo = -floor_div2(hi - k + fix), mhi = floor_div2(k - fix - lo); /* ceil, floor of halves */
-    *nbase = mlo <= mhi ? -mlo : -((int64_t)1 << 40); /* never: m - 2^40 is above any span */
-    *span = mlo <= mhi ? mhi - mlo : 0;
+/* The mismatch counts m with lo <= k - 2m - fix <= hi: [bottom, top] (bottom > top: none). */
+static void mismatch_range(int64_t k, int64_t lo, int64_t hi, int64_t fix, int64_t *bottom, int64_t *top) {
+    *bottom = -floor_div2(hi - k + fix), *top = floor_div2(k - fix - lo); /* ceil, floor of halves */
 }
 
-/* An int64 range value as int32; "never" (-2^40) becomes -2^30, still far below any count. */
+/* Channel o's counts that are on (padding channels never are). */
+static void channel_range(const Stage *s, int64_t o, int64_t fix, int64_t *bottom, int64_t *top) {
+    mismatch_range(s->cin * s->kh * s->kw, o < s->cout ? s->lo[o] : 1, o < s->cout ? s->hi[o] : 0, fix, bottom, top);
+}
+
+/* Whether channel o is on for m >= bottom (its dot products have no lower bound), not m <= top:
+ * its sign bit is flipped. Decided by the thresholds alone, the same at every pixel. */
+static int flipped_channel(const Stage *s, int64_t o) {
+    return o < s->cout && s->lo[o] <= s->hi[o] && s->lo[o] <= -s->cin * s->kh * s->kw;
+}
+
+/* The starting count whose final sign bit is the output (see Stage.bias): on <=> m + bias < 0 for
+ * m <= top, on <=> m + bias >= 0 for a flipped channel; where no count is on, a bias that keeps the
+ * output off either way. */
+static int64_t count_bias(const Stage *s, int64_t o, int64_t bottom, int64_t top) {
+    const int flipped = flipped_channel(s, o);
+    if (bottom > top) return flipped ? -((int64_t)1 << 40) : 0;
+    return flipped ? -bottom : -top - 1;
+}
+
+/* An int64 count as int32 for the narrow kernels; "never" stays far below any count. */
 static int32_t narrow32(int64_t v) { return v < -((int64_t)1 << 30) ? -(1 << 30) : (int32_t)v; }
 
-/* Stage.range, and with padding Stage.fix_range and fix_block from the table fix [class][x][cout_pad]. */
+/* The narrow kernels' [-base | span] of channel o, into r[0] and r[step]. */
+static void narrow_range(const Stage *s, int64_t o, int64_t fix, int32_t *r, int64_t step) {
+    int64_t bottom, top;
+    channel_range(s, o, fix, &bottom, &top);
+    r[0] = bottom <= top ? narrow32(-bottom) : -(1 << 30);
+    r[step] = bottom <= top ? narrow32(top - bottom) : 0;
+}
+
+/* Stage.bias (range32 for narrow stages), and with padding their per-pixel tables, from lo/hi and
+ * the padding table fix [class][x][cout_pad]. */
 static int output_ranges(Stage *s) {
     const int64_t k = s->cin * s->kh * s->kw, cp = s->cout_pad, nxblocks = (s->wo + PX - 1) / PX;
-    if (!(s->range = PyMem_Calloc(2 * cp, sizeof(int64_t)))) return PyErr_NoMemory(), -1;
-    for (int64_t o = 0; o < cp; o++) /* padding channels are never on */
-        mismatch_range(k, o < s->cout ? s->lo[o] : 1, o < s->cout ? s->hi[o] : 0, 0, s->range + o, s->range + cp + o);
     if (s->weight32) {
         if (!(s->range32 = PyMem_Calloc(2 * cp, sizeof(int32_t)))) return PyErr_NoMemory(), -1;
-        for (int64_t o = 0; o < 2 * cp; o++) s->range32[o] = narrow32(s->range[o]);
-    }
-    if (!s->fix) return 0;
-    if (s->weight32) {
-        s->fix_range32 = PyMem_Calloc(s->fix_classes * s->fix_w * 2 * cp, sizeof(int32_t));
-        if (!s->fix_range32) return PyErr_NoMemory(), -1;
+        for (int64_t o = 0; o < cp; o++) narrow_range(s, o, 0, s->range32 + o, cp);
+        if (!s->fix) return 0;
+        if (!(s->fix_range32 = PyMem_Calloc(s->fix_classes * s->fix_w * 2 * cp, sizeof(int32_t))))
+            return PyErr_NoMemory(), -1;
         for (int64_t c = 0; c < s->fix_classes; c++)
             for (int64_t x = 0; x < s->fix_w; x++)
-                for (int64_t o = 0; o < cp; o++) {
-                    int64_t nbase, span;
-                    mismatch_range(k, o < s->cout ? s->lo[o] : 1, o < s->cout ? s->hi[o] : 0,
-                                   s->fix[(c * s->fix_w + x) * cp + o], &nbase, &span);
-                    int32_t *r = s->fix_range32 + ((c * s->fix_w + x) * 2 * cp) + o;
-                    r[0] = narrow32(nbase), r[cp] = narrow32(span);
-                }
+                for (int64_t o = 0; o < cp; o++)
+                    narrow_range(s, o, s->fix[(c * s->fix_w + x) * cp + o],
+                                 s->fix_range32 + (c * s->fix_w + x) * 2 * cp + o, cp);
+        return 0;
     }
-    s->fix_range = PyMem_Calloc(s->fix_classes * cp * 2 * s->fix_w, sizeof(int64_t));
+    if (!(s->bias = PyMem_Calloc(cp + cp / BLOCK, sizeof(int64_t)))) return PyErr_NoMemory(), -1;
+    for (int64_t o = 0; o < cp; o++) {
+        int64_t bottom, top;
+        channel_range(s, o, 0, &bottom, &top);
+        if (o < s->cout && s->lo[o] <= s->hi[o] && s->lo[o] > -k && s->hi[o] < k) s->two_sided = 1;
+        s->bias[o] = count_bias(s, o, bottom, top);
+        if (flipped_channel(s, o)) s->bias[cp + o / BLOCK] |= (int64_t)1 << (o % BLOCK);
+    }
+    if (!s->fix) return 0;
+    s->fix_bias = PyMem_Calloc(s->fix_classes * cp * s->fix_w, sizeof(int64_t));
     s->fix_block = PyMem_Calloc(s->fix_classes * nxblocks, 1);
-    if (!s->fix_range || !s->fix_block) return PyErr_NoMemory(), -1;
+    if (!s->fix_bias || !s->fix_block) return PyErr_NoMemory(), -1;
     for (int64_t c = 0; c < s->fix_classes; c++)
         for (int64_t x = 0; x < s->fix_w; x++)
             for (int64_t o = 0; o < cp; o++) {
                 const int32_t v = s->fix[(c * s->fix_w + x) * cp + o];
-                int64_t *r = s->fix_range + (c * cp + o) * 2 * s->fix_w + x;
-                mismatch_range(k, o < s->cout ? s->lo[o] : 1, o < s->cout ? s->hi[o] : 0, v, r, r + s->fix_w);
+                int64_t bottom, top;
+                channel_range(s, o, v, &bottom, &top);
+                s->fix_bias[(c * cp + o) * s->fix_w + x] = count_bias(s, o, bottom, top);
                 if (v && x < s->wo) s->fix_block[c * nxblocks + x / PX] = 1;
             }
     return 0;
@@ -1736,7 +1763,7 @@ PyMODINIT_FUNC PyInit__native(void) {
     if (__builtin_cpu_supports("avx2")) isa_best = ISA_AVX2;
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-        __builtin_cpu_supports("avx512vpopcntdq"))
+        __builtin_cpu_supports("avx512vpopcntdq") && __builtin_cpu_supports("avx512vbmi2"))
         isa_best = ISA_AVX512;
 #endif
     isa_current = isa_best;
