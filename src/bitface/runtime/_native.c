@@ -126,8 +126,13 @@ static void bin_epilogue(const Stage *s, const int64_t mism[BLOCK][PX], int64_t 
 /* The words of sign bits a stage's epilogue assembles per pixel: its output's or fused affines'. */
 static int64_t sign_words(const Stage *s) { return (s->cout + 63) / 64 * (s->aff2_out ? 2 : 1); }
 
-static void clear_bits(const Stage *s, uint64_t bits[PX][MAXWORDS]) {
-    for (int p = 0; p < PX; p++) memset(bits[p], 0, 8 * (size_t)sign_words(s));
+static inline void clear_bits(const Stage *s, uint64_t bits[PX][MAXWORDS]) {
+    const int64_t nw = sign_words(s);
+    if (nw == 1) { /* the common case, without a memset call per pixel */
+        for (int p = 0; p < PX; p++) bits[p][0] = 0;
+        return;
+    }
+    for (int p = 0; p < PX; p++) memset(bits[p], 0, 8 * (size_t)nw);
 }
 
 static void store_bits(const Stage *s, uint64_t bits[PX][MAXWORDS], int64_t np, int64_t y, int64_t x0, void *out) {
@@ -289,7 +294,11 @@ __attribute__((target(AVX512), always_inline)) static inline void bconv_bits_bod
                 const uint64_t *wp = weight + ob * taps * BLOCK;
                 for (int64_t ky = 0; ky < kh; ky++) {
                     const uint64_t *row = in + s->in_off + (y + ky) * in_row + x0;
+                    /* taps and words stay loops: unrolled, the compiler hoists their loads
+                     * and spills accumulators */
+#pragma GCC unroll 1
                     for (int64_t kx = 0; kx < kw; kx++)
+#pragma GCC unroll 1
                         for (int64_t w = 0; w < words; w++, wp += BLOCK) {
                             const __m512i v = _mm512_loadu_si512((const void *)(row + w * in_plane + kx));
 #pragma GCC unroll 16
@@ -312,17 +321,26 @@ __attribute__((target(AVX512), always_inline)) static inline void bconv_bits_bod
         }
 }
 
+/* One function per common shape (not inlined into one dispatcher, where register allocation across
+ * them spilled accumulators to the stack); 1x1 keeps its word loop a loop for the same reason. */
+#define BITS_VARIANT(NAME, KH, KW, W)                                                                          \
+    __attribute__((target(AVX512), noinline)) static void NAME(const Stage *s, const uint64_t *in, void *out) { \
+        bconv_bits_body(s, in, out, KH, KW, W);                                                                 \
+    }
+BITS_VARIANT(bconv_bits_3x3_1word, 3, 3, 1)
+BITS_VARIANT(bconv_bits_3x3_2words, 3, 3, 2)
+BITS_VARIANT(bconv_bits_3x3, 3, 3, 0)
+BITS_VARIANT(bconv_bits_1x1, 1, 1, 0)
+BITS_VARIANT(bconv_bits_any, 0, 0, 0)
+
 __attribute__((target(AVX512))) static void bconv_avx512_bits(const Stage *s, const uint64_t *in, void *out) {
     if (s->kh == 3 && s->kw == 3) {
-        if (s->words == 1) return bconv_bits_body(s, in, out, 3, 3, 1);
-        if (s->words == 2) return bconv_bits_body(s, in, out, 3, 3, 2);
-        return bconv_bits_body(s, in, out, 3, 3, 0);
+        if (s->words == 1) return bconv_bits_3x3_1word(s, in, out);
+        if (s->words == 2) return bconv_bits_3x3_2words(s, in, out);
+        return bconv_bits_3x3(s, in, out);
     }
-    if (s->kh == 1 && s->kw == 1) {
-        if (s->words == 4) return bconv_bits_body(s, in, out, 1, 1, 4);
-        return bconv_bits_body(s, in, out, 1, 1, 0);
-    }
-    bconv_bits_body(s, in, out, 0, 0, 0);
+    if (s->kh == 1 && s->kw == 1) return bconv_bits_1x1(s, in, out);
+    bconv_bits_any(s, in, out);
 }
 
 /* The channel-vectorized kernels' epilogue: 16 output channels (o0...) of one pixel at a time, so
@@ -443,7 +461,11 @@ __attribute__((target(AVX512), always_inline)) static inline void bconv_channels
                                                           : s->range32 + o0;
                     const int64_t step = s->fix_range32 ? 2 * cout_pad : 0;
                     mismatches_narrow(s, in, y, x0, ob, mism, range, step);
-                    for (int64_t p = 0; p < np; p++) {
+                    /* p runs to PX, unrolled, with a break: constant indices keep mism[] in registers
+                     * (a loop to np put it on the stack), here and in the epilogues below */
+#pragma GCC unroll 8
+                    for (int p = 0; p < PX; p++) {
+                        if (p >= np) break;
                         const __m512i span = _mm512_loadu_si512((const void *)(range + p * step + cout_pad));
                         bits[p][word] |= (uint64_t)_mm512_cmple_epu32_mask(mism[p], span) << shift;
                     }
@@ -458,7 +480,9 @@ __attribute__((target(AVX512), always_inline)) static inline void bconv_channels
                 const float *r2 = has_in2 ? in2 + y * in2_row + x0 * in2_pix + o0 : NULL;
                 if (pool) { /* pixel pairs in registers, then the window's other row in memory */
                     float *dst = fout + (y >> 1) * out_row + (x0 >> 1) * out_pix + o0;
-                    for (int64_t p = 0; p < np; p += 2, dst += out_pix) {
+#pragma GCC unroll 4
+                    for (int p = 0; p < PX; p += 2, dst += out_pix) {
+                        if (p >= np) break;
                         const __m512 v0 = value16(&b, dot16(&b, mism[p], fix ? fix + p * cout_pad : NULL), relu,
                                                   has_in2 ? r2 + p * in2_pix : NULL);
                         const __m512 v1 = value16(&b, dot16(&b, mism[p + 1], fix ? fix + (p + 1) * cout_pad : NULL),
@@ -471,7 +495,9 @@ __attribute__((target(AVX512), always_inline)) static inline void bconv_channels
                     continue;
                 }
                 float *dst = fout + y * out_row + x0 * out_pix + o0;
-                for (int64_t p = 0; p < np; p++, dst += out_pix) {
+#pragma GCC unroll 8
+                for (int p = 0; p < PX; p++, dst += out_pix) {
+                    if (p >= np) break;
                     const __m512 v = value16(&b, dot16(&b, mism[p], fix ? fix + p * cout_pad : NULL), relu,
                                              has_in2 ? r2 + p * in2_pix : NULL);
                     _mm512_mask_storeu_ps(dst, b.valid, v);
@@ -482,17 +508,31 @@ __attribute__((target(AVX512), always_inline)) static inline void bconv_channels
         }
 }
 
+/* One function per fusion, as for the sign-bit kernels above. */
+#define CHANNELS_VARIANT(NAME, IN2, POOL, AFF)                                                                  \
+    __attribute__((target(AVX512), noinline)) static void NAME(const Stage *s, const uint64_t *in, void *out) { \
+        bconv_channels_body(s, in, out, IN2, POOL, AFF);                                                        \
+    }
+CHANNELS_VARIANT(bconv_channels_plain, 0, 0, 0)
+CHANNELS_VARIANT(bconv_channels_aff, 0, 0, 1)
+CHANNELS_VARIANT(bconv_channels_in2, 1, 0, 0)
+CHANNELS_VARIANT(bconv_channels_in2_aff, 1, 0, 1)
+CHANNELS_VARIANT(bconv_channels_pool, 0, 1, 0)
+CHANNELS_VARIANT(bconv_channels_pool_aff, 0, 1, 1)
+CHANNELS_VARIANT(bconv_channels_in2_pool, 1, 1, 0)
+CHANNELS_VARIANT(bconv_channels_in2_pool_aff, 1, 1, 1)
+
 __attribute__((target(AVX512))) static void bconv_avx512_channels(const Stage *s, const uint64_t *in, void *out) {
     const int in2 = s->in2 != NULL, aff = s->aff_out != NULL;
     switch ((s->pool ? 4 : 0) | (in2 ? 2 : 0) | aff) {
-    case 0: return bconv_channels_body(s, in, out, 0, 0, 0);
-    case 1: return bconv_channels_body(s, in, out, 0, 0, 1);
-    case 2: return bconv_channels_body(s, in, out, 1, 0, 0);
-    case 3: return bconv_channels_body(s, in, out, 1, 0, 1);
-    case 4: return bconv_channels_body(s, in, out, 0, 1, 0);
-    case 5: return bconv_channels_body(s, in, out, 0, 1, 1);
-    case 6: return bconv_channels_body(s, in, out, 1, 1, 0);
-    default: return bconv_channels_body(s, in, out, 1, 1, 1);
+    case 0: return bconv_channels_plain(s, in, out);
+    case 1: return bconv_channels_aff(s, in, out);
+    case 2: return bconv_channels_in2(s, in, out);
+    case 3: return bconv_channels_in2_aff(s, in, out);
+    case 4: return bconv_channels_pool(s, in, out);
+    case 5: return bconv_channels_pool_aff(s, in, out);
+    case 6: return bconv_channels_in2_pool(s, in, out);
+    default: return bconv_channels_in2_pool_aff(s, in, out);
     }
 }
 #endif
@@ -640,7 +680,9 @@ __attribute__((target(AVX512), always_inline)) static inline void conv_f32_avx51
         const __mmask16 chans = (__mmask16)((1u << nj) - 1);
         const __m512 scale = _mm512_maskz_loadu_ps(chans, s->scale + o0);
         const __m512 shift = _mm512_maskz_loadu_ps(chans, s->shift + o0);
-        for (int64_t p = 0; p < np; p++) {
+#pragma GCC unroll 8
+        for (int p = 0; p < PX; p++) { /* constant p, so a[][] stays in registers */
+            if (p >= np) break;
             __m512 v = _mm512_add_ps(_mm512_mul_ps(a[b][p], scale), shift);
             if (s->relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
             if (s->out_mode == OUT_BITS) {
@@ -1445,11 +1487,16 @@ static void run_stage(Plan *self, Py_ssize_t i, const Input *input) {
 
 static void run_one(Plan *self, const Input *input, float *result) {
     for (Py_ssize_t i = 0; i < self->nstages; i++) run_stage(self, i, input);
+    /* the output value, HWC in its buffer, leaves as CHW (fields in locals: `result` may alias them) */
     const int64_t *o = self->output;
-    const float *buf = self->buffers[o[0]];
-    for (int64_t c = 0; c < o[1]; c++)
-        for (int64_t y = 0; y < o[2]; y++)
-            for (int64_t x = 0; x < o[3]; x++) *result++ = buf[o[4] + y * o[5] + x * o[6] + c];
+    const int64_t channels = o[1], height = o[2], width = o[3], row = o[5], pix = o[6], plane = height * width;
+    const float *buf = self->buffers[o[0]] + o[4];
+    for (int64_t c = 0; c < channels; c++)
+        for (int64_t y = 0; y < height; y++) {
+            const float *src = buf + y * row + c;
+            float *dst = result + c * plane + y * width;
+            for (int64_t x = 0; x < width; x++) dst[x] = src[x * pix];
+        }
 }
 
 /* plan.run(images, out): images float32 (B, input_size) C-contiguous, out float32 (B, output size). */
