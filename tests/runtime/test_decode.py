@@ -7,24 +7,34 @@ from bitface.data.heatmaps import decode_argmax, gaussian_heatmaps, sigmoid
 from bitface.runtime import native
 
 pytestmark = pytest.mark.skipif(native._native is None, reason=f"{native.NATIVE_MISSING}")
+PATHS = native._native.available() if native._native is not None else []
 
 
-def maps_with_edge_cases(seed: int = 0) -> np.ndarray:
+@pytest.fixture(params=PATHS)
+def kernel_path(request):
+    before = native._native.isa()
+    native._native.set_isa(request.param)
+    yield request.param
+    native._native.set_isa(before)
+
+
+def maps_with_edge_cases(seed: int = 0, size: int = 32) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    points = rng.uniform(-1, 32, (3, 40, 2))  # some on or just outside the border
-    maps = gaussian_heatmaps(points.reshape(-1, 2), 32, 32, 1.5).reshape(3, 40, 32, 32)
+    points = rng.uniform(-1, size, (3, 40, 2))  # some on or just outside the border
+    maps = gaussian_heatmaps(points.reshape(-1, 2), size, size, 1.5).reshape(3, 40, size, size)
     maps += rng.normal(0, 0.01, maps.shape).astype(np.float32)
     maps[0, 0] = 0.25  # flat: invalid
     maps[0, 1, 5, 7] = np.nan  # not finite: invalid
     maps[0, 2] = 0
-    maps[0, 2, 10, 10] = maps[0, 2, 20, 3] = 1  # a tie: the first maximum wins
+    maps[0, 2, 10, 2] = maps[0, 2, 10, 5] = maps[0, 2, 12, 3] = 1  # ties (two in one vector): the first wins
     maps[0, 3] = -maps[0, 3]  # a dip, not a peak
     return maps
 
 
+@pytest.mark.parametrize("size", [32, 13])  # 13 x 13: a map that ends mid-vector
 @pytest.mark.parametrize("as_logits", [False, True])
-def test_the_c_decoder_matches_numpy(as_logits):
-    maps = maps_with_edge_cases()
+def test_the_c_decoder_matches_numpy(as_logits, size, kernel_path):
+    maps = maps_with_edge_cases(size=size)
     if as_logits:  # what a network trained with sigmoid cross-entropy outputs
         maps = np.log(np.clip(maps, 1e-4, 1 - 1e-4) / (1 - np.clip(maps, 1e-4, 1 - 1e-4))).astype(np.float32)
         maps[0, 1, 5, 7] = np.nan
@@ -35,9 +45,16 @@ def test_the_c_decoder_matches_numpy(as_logits):
     np.testing.assert_allclose(got.points, expected.points, rtol=0, atol=1e-12)
     np.testing.assert_allclose(got.confidence, expected.confidence, rtol=1e-14, atol=0)
     assert not got.valid[0, 0] and not got.valid[0, 1] and got.valid[0, 2]
-    np.testing.assert_array_equal(got.points[0, 0], [15.5, 15.5])  # an invalid map decodes to its centre
+    np.testing.assert_array_equal(got.points[0, 0], [(size - 1) / 2] * 2)  # an invalid map decodes to its centre
     if not as_logits:
-        np.testing.assert_allclose(got.points[0, 2], [10, 10])
+        np.testing.assert_allclose(got.points[0, 2], [2, 10])
+    # a peak in the last cell, past every full vector, and a map whose only special value is there
+    maps[1, :] = 0
+    maps[1, 0, -1, -1] = 1
+    maps[1, 1, -1, -1] = np.inf
+    got = native.decode_heatmaps(maps, sigmoid=False)
+    np.testing.assert_array_equal(got.points[1, 0], [size - 1, size - 1])
+    assert got.valid[1, 0] and not got.valid[1, 1]
 
 
 def test_the_reference_runtime_decodes_with_numpy(monkeypatch):

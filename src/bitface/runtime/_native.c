@@ -1746,17 +1746,65 @@ static void map_extremes(const float *map, int64_t n, float *top, float *bottom,
     *top = hi, *bottom = lo, *special = odd != 0;
 }
 
+#if defined(BF_X86)
+/* map_extremes with 16 lanes and four chains, where the CPU has AVX-512. */
+__attribute__((target(AVX512))) static void map_extremes_avx512(const float *map, int64_t n, float *top, float *bottom,
+                                                                int *special) {
+    const __m512i exponent = _mm512_set1_epi32(0x7f800000);
+    __m512 h[4], l[4];
+    __mmask16 odd = 0;
+    for (int k = 0; k < 4; k++) h[k] = l[k] = _mm512_set1_ps(map[0]);
+    for (int64_t i = 0; i < n; i += 64)
+        for (int k = 0; k < 4; k++) {
+            const __mmask16 m = lanes16(n - i - 16 * k > 0 ? n - i - 16 * k : 0);
+            const __m512 v = _mm512_mask_loadu_ps(h[0], m, map + i + 16 * k); /* missing lanes: a value seen */
+            h[k] = _mm512_max_ps(v, h[k]);
+            l[k] = _mm512_min_ps(v, l[k]);
+            odd |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_castps_si512(v), exponent), exponent);
+        }
+    /* no NaN here when odd is 0, so max/min are order-independent */
+    *top = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(h[0], h[1]), _mm512_max_ps(h[2], h[3])));
+    *bottom = _mm512_reduce_min_ps(_mm512_min_ps(_mm512_min_ps(l[0], l[1]), _mm512_min_ps(l[2], l[3])));
+    *special = odd != 0;
+}
+
+/* The index of the first value equal to top (there is one). */
+__attribute__((target(AVX512))) static int64_t first_equal_avx512(const float *map, int64_t n, float top) {
+    const __m512 t = _mm512_set1_ps(top);
+    for (int64_t i = 0;; i += 16) {
+        const __mmask16 hit = _mm512_mask_cmp_ps_mask(lanes16(n - i), _mm512_maskz_loadu_ps(lanes16(n - i), map + i), t,
+                                                      _CMP_EQ_OQ);
+        if (hit) return i + __builtin_ctz(hit);
+    }
+}
+#endif
+
 static void decode_map(const float *map, int64_t h, int64_t w, int sigmoid, double min_peak, double *out) {
     float top, bottom;
     int special;
-    map_extremes(map, h * w, &top, &bottom, &special);
+#if defined(BF_X86)
+    const int wide = isa_current == ISA_AVX512;
+#else
+    const int wide = 0;
+#endif
+#if defined(BF_X86)
+    if (wide)
+        map_extremes_avx512(map, h * w, &top, &bottom, &special);
+    else
+#endif
+        map_extremes(map, h * w, &top, &bottom, &special);
     double peak = special ? 0.0 : activate(top, sigmoid);
     if (special || !(peak > min_peak) || !(peak > activate(bottom, sigmoid))) {
         out[0] = (w - 1) / 2.0, out[1] = (h - 1) / 2.0, out[2] = 0.0, out[3] = 0.0;
         return;
     }
-    int64_t best = 0;
-    while (map[best] != top) best++; /* the first maximum, as numpy's argmax */
+    int64_t best = 0; /* the first maximum, as numpy's argmax */
+#if defined(BF_X86)
+    if (wide)
+        best = first_equal_avx512(map, h * w, top);
+    else
+#endif
+        while (map[best] != top) best++;
     int64_t y = best / w, x = best % w;
     double px = (double)x, py = (double)y;
     const double lmid = log(fmax(peak, PARABOLA_EPS)); /* peak is activate(map[best]) */
@@ -1782,11 +1830,12 @@ static PyObject *decode_heatmaps(PyObject *self, PyObject *args) {
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-#if defined(BF_X86)
-    if (isa_best != ISA_PORTABLE) clean_upper(); /* whoever ran vector code last: libm runs at full speed */
-#endif
-    for (int64_t i = 0; i < count; i++)
+    for (int64_t i = 0; i < count; i++) {
         decode_map((const float *)maps.buf + i * h * w, h, w, sigmoid, min_peak, (double *)out.buf + 4 * i);
+#if defined(BF_X86)
+        if (isa_current != ISA_PORTABLE) clean_upper(); /* after vector code: SSE and libm at full speed */
+#endif
+    }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&maps);
     PyBuffer_Release(&out);
