@@ -1,7 +1,7 @@
 import cv2
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from bitface.data import AugmentSpec, CropSpec, OutputSpace, geometry, make_example, to_original
@@ -13,6 +13,23 @@ from conftest import FACE5, blob_centres, blob_image
 def test_crop_matrix_maps_the_square_edges_to_the_crop_edges():
     m = geometry.crop_matrix(centre=(50.0, 40.0), side=20.0, size=10)
     np.testing.assert_allclose(geometry.apply(m, [[40.0, 30.0], [60.0, 50.0]]), [[-0.5, -0.5], [9.5, 9.5]])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(-1e3, 1e3), min_size=6, max_size=6))
+def test_the_closed_form_affine_inverse_agrees_with_numpy(values):
+    matrix = np.vstack([np.reshape(values, (2, 3)), [0, 0, 1]])
+    assume(np.linalg.cond(matrix[:2, :2]) < 1e6)  # well-conditioned: both inverses hold many digits
+    inverse = np.linalg.inv(matrix)
+    np.testing.assert_allclose(geometry.invert(matrix), inverse, rtol=0, atol=1e-9 * np.abs(inverse).max())
+    np.testing.assert_array_equal(geometry.invert(matrix)[2], [0, 0, 1])
+
+
+def test_a_singular_or_projective_matrix_is_not_inverted_as_affine():
+    with pytest.raises(np.linalg.LinAlgError, match="not invertible"):
+        geometry.invert(np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 5.0], [0, 0, 1]]))
+    projective = np.array([[1.0, 0.2, 3.0], [0.1, 1.0, 5.0], [0.01, 0, 1]])
+    np.testing.assert_allclose(geometry.invert(projective), np.linalg.inv(projective))
 
 
 @settings(max_examples=200, deadline=None)

@@ -20,7 +20,18 @@ def apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 
 def invert(matrix: np.ndarray) -> np.ndarray:
-    return np.linalg.inv(matrix)
+    """The inverse of a 3x3 affine matrix, in closed form (np.linalg.inv costs more than the rest of
+    a face's geometry); other 3x3 matrices go through np.linalg.inv."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    if matrix.shape != (3, 3) or matrix[2, 0] != 0 or matrix[2, 1] != 0 or matrix[2, 2] != 1:
+        return np.linalg.inv(matrix)
+    (a, b, c), (d, e, f) = matrix[:2].tolist()
+    det = a * e - b * d
+    if det == 0 or not np.isfinite(det):
+        raise np.linalg.LinAlgError(f"affine matrix {matrix[:2].tolist()} is not invertible")
+    return np.array(
+        [[e / det, -b / det, (b * f - c * e) / det], [-d / det, a / det, (c * d - a * f) / det], [0.0, 0.0, 1.0]]
+    )
 
 
 def square_from_box(box, margin: float = 0.0) -> tuple[np.ndarray, float]:
