@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
+from bitface.runtime import native
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
@@ -197,3 +199,15 @@ def write_pts_set(folder: Path, faces: int = 12, seed: int = 0) -> Path:
         body = "\n".join(f"{x + 1:.3f} {y + 1:.3f}" for x, y in points)
         (folder / f"face{i}.pts").write_text(f"version: 1\nn_points: 68\n{{\n{body}\n}}\n")
     return folder
+
+
+KERNEL_PATHS = native._native.available() if native._native is not None else []
+
+
+@pytest.fixture(params=KERNEL_PATHS)
+def kernel_path(request):
+    """Each native kernel path this CPU runs (portable, avx2, avx512), one at a time."""
+    before = native._native.isa()
+    native._native.set_isa(request.param)
+    yield request.param
+    native._native.set_isa(before)

@@ -2,20 +2,13 @@
 
 import numpy as np
 import pytest
+from test_native import real
 
 from bitface.data.heatmaps import decode_argmax, gaussian_heatmaps, sigmoid
+from bitface.export.format import PackedModel
 from bitface.runtime import native
 
 pytestmark = pytest.mark.skipif(native._native is None, reason=f"{native.NATIVE_MISSING}")
-PATHS = native._native.available() if native._native is not None else []
-
-
-@pytest.fixture(params=PATHS)
-def kernel_path(request):
-    before = native._native.isa()
-    native._native.set_isa(request.param)
-    yield request.param
-    native._native.set_isa(before)
 
 
 def maps_with_edge_cases(seed: int = 0, size: int = 32) -> np.ndarray:
@@ -66,3 +59,34 @@ def test_the_reference_runtime_decodes_with_numpy(monkeypatch):
 def test_maps_that_do_not_fit_are_refused():
     with pytest.raises(ValueError, match="do not fit"):
         native._native.decode_heatmaps(np.zeros(10, np.float32), 3, 3, False, 1e-6, np.zeros((1, 4)))
+
+
+def heatmap_network() -> PackedModel:
+    """A gray crop to 21 maps of 12 x 13 (21 channels in a buffer padded to 32: pixels 32 floats apart);
+    the ReLU leaves flat regions, so maxima tie, and channel 0 (scale 0) is constant: invalid."""
+    rng = np.random.default_rng(7)
+    graph, tensors = [{"op": "pad", "pad": [1, 1, 1, 1]}], {}
+    real(rng, graph, tensors, "conv", (8, 1, 3, 3))
+    graph.append({"op": "relu"})
+    real(rng, graph, tensors, "conv", (21, 8, 1, 1))
+    return PackedModel(graph, tensors, {"input_shape": [1, 12, 13]})
+
+
+@pytest.mark.parametrize("as_logits", [False, True])
+def test_heatmaps_decoded_where_the_network_left_them_match_decoding_its_output(kernel_path, as_logits):
+    network = native.Network(heatmap_network())
+    crops = np.random.default_rng(2).integers(0, 256, (3, 12, 13), dtype=np.uint8)
+    crops[1, 3:9, 2:10] = 200
+    crops[2] = 0
+    crops[2, 2:10, 3:11] = 255  # a bright flat block: tied maxima in valid maps
+    maps = network.run_crops(crops, 127.5, 60.0)
+    expected = decode_argmax(maps, activation=sigmoid if as_logits else None)
+    got = network.run_crops_decoded(crops, 127.5, 60.0, as_logits)
+    np.testing.assert_array_equal(got.valid, expected.valid)
+    np.testing.assert_allclose(got.points, expected.points, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got.confidence, expected.confidence, rtol=1e-14, atol=0)
+    assert not got.valid[:, 0].any() and got.valid.any()
+    ties = [(maps[b, c] == maps[b, c].max()).sum() > 1 and got.valid[b, c] for b in range(3) for c in range(21)]
+    assert any(ties)  # the first of tied maxima is taken, as numpy's argmax
+    with pytest.raises(ValueError, match="run_crops"):
+        network.run_crops_decoded(crops[:, :-1], 127.5, 60.0, as_logits)

@@ -13,17 +13,9 @@ from bitface.data.pipeline import InputSpec
 from bitface.export.format import PackedModel, pack_signs
 from bitface.runtime import native, reference
 from bitface.runtime.plan import ADD, BCONV, BPOOL, CONV, FIELDS, INPUT, POOL, SIGN, Unsupported, compile_plan
+from conftest import KERNEL_PATHS as PATHS
 
 pytestmark = pytest.mark.skipif(native._native is None, reason=f"{native.NATIVE_MISSING}")
-PATHS = native._native.available() if native._native is not None else []
-
-
-@pytest.fixture(params=PATHS)
-def kernel_path(request):
-    before = native._native.isa()
-    native._native.set_isa(request.param)
-    yield request.param
-    native._native.set_isa(before)
 
 
 def layer(rng, graph, tensors, op, out, fan_in, **attrs):

@@ -1485,8 +1485,12 @@ static void run_stage(Plan *self, Py_ssize_t i, const Input *input) {
 #endif
 }
 
-static void run_one(Plan *self, const Input *input, float *result) {
+static void run_stages(Plan *self, const Input *input) {
     for (Py_ssize_t i = 0; i < self->nstages; i++) run_stage(self, i, input);
+}
+
+static void run_one(Plan *self, const Input *input, float *result) {
+    run_stages(self, input);
     /* the output value, HWC in its buffer, leaves as CHW (fields in locals: `result` may alias them) */
     const int64_t *o = self->output;
     const int64_t channels = o[1], height = o[2], width = o[3], row = o[5], pix = o[6], plane = height * width;
@@ -1550,6 +1554,42 @@ static PyObject *plan_run_crops(Plan *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static void decode_hwc(const float *buf, int64_t channels, int64_t h, int64_t w, int64_t row, int64_t pix, int sigmoid,
+                       double min_peak, double *out);
+
+/* plan.run_crops_decoded(crops, mean, std, sigmoid, min_peak, out): run_crops, then the output
+ * heatmaps decoded where the network left them (HWC): out float64 (B, channels, 4) as decode_heatmaps
+ * writes it. No CHW copy of the maps, no float output array. */
+static PyObject *plan_run_crops_decoded(Plan *self, PyObject *args) {
+    Py_buffer x, y;
+    float mean, std;
+    int sigmoid;
+    double min_peak;
+    if (!PyArg_ParseTuple(args, "y*ffpdw*", &x, &mean, &std, &sigmoid, &min_peak, &y)) return NULL;
+    const int64_t *o = self->output, channels = o[1];
+    const int64_t batch = self->input_size ? (int64_t)x.len / self->input_size : 0;
+    if (x.len % self->input_size || y.len != 8 * 4 * batch * channels || self->nstages == 0 ||
+        self->stages[0].kind != ST_INPUT) {
+        PyErr_Format(PyExc_ValueError,
+                     "run_crops_decoded: %zd crop bytes and %zd output bytes do not fit %lld crop bytes and %lld maps per image",
+                     x.len, y.len, (long long)self->input_size, (long long)channels);
+        PyBuffer_Release(&x);
+        PyBuffer_Release(&y);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (int64_t b = 0; b < batch; b++) {
+        const Input input = {NULL, (const uint8_t *)x.buf + b * self->input_size, mean, std};
+        run_stages(self, &input);
+        decode_hwc(self->buffers[o[0]] + o[4], channels, o[2], o[3], o[5], o[6], sigmoid, min_peak,
+                   (double *)y.buf + 4 * b * channels);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&y);
+    Py_RETURN_NONE;
+}
+
 static double now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -1600,6 +1640,8 @@ static PyMethodDef plan_methods[] = {
     {"run", (PyCFunction)plan_run, METH_VARARGS, "run(images, out): the whole network on a batch"},
     {"run_crops", (PyCFunction)plan_run_crops, METH_VARARGS,
      "run_crops(crops, mean, std, out): the whole network on uint8 crops, normalized natively"},
+    {"run_crops_decoded", (PyCFunction)plan_run_crops_decoded, METH_VARARGS,
+     "run_crops_decoded(crops, mean, std, sigmoid, min_peak, out): run_crops, then its heatmaps decoded in place"},
     {"profile", (PyCFunction)plan_profile, METH_VARARGS, "profile(image, repeats) -> seconds per stage"},
     {"buffer", (PyCFunction)plan_buffer, METH_VARARGS, "buffer(index, nbytes) -> bytes"},
     {NULL, NULL, 0, NULL},
@@ -1779,6 +1821,22 @@ __attribute__((target(AVX512))) static int64_t first_equal_avx512(const float *m
 }
 #endif
 
+/* The decoding of one map from its extremes and first maximum (y, x); at(dy, dx) steps are ystep and xstep
+ * floats apart. */
+static void decode_peak(const float *best, int64_t y, int64_t x, int64_t h, int64_t w, int64_t ystep, int64_t xstep,
+                        float top, float bottom, int special, int sigmoid, double min_peak, double *out) {
+    double peak = special ? 0.0 : activate(top, sigmoid);
+    if (special || !(peak > min_peak) || !(peak > activate(bottom, sigmoid))) {
+        out[0] = (w - 1) / 2.0, out[1] = (h - 1) / 2.0, out[2] = 0.0, out[3] = 0.0;
+        return;
+    }
+    double px = (double)x, py = (double)y;
+    const double lmid = log(fmax(peak, PARABOLA_EPS)); /* peak is activate(*best) */
+    if (x > 0 && x < w - 1) px += parabola_offset(best[-xstep], lmid, best[xstep], sigmoid);
+    if (y > 0 && y < h - 1) py += parabola_offset(best[-ystep], lmid, best[ystep], sigmoid);
+    out[0] = px, out[1] = py, out[2] = peak, out[3] = 1.0;
+}
+
 static void decode_map(const float *map, int64_t h, int64_t w, int sigmoid, double min_peak, double *out) {
     float top, bottom;
     int special;
@@ -1793,24 +1851,106 @@ static void decode_map(const float *map, int64_t h, int64_t w, int sigmoid, doub
     else
 #endif
         map_extremes(map, h * w, &top, &bottom, &special);
-    double peak = special ? 0.0 : activate(top, sigmoid);
-    if (special || !(peak > min_peak) || !(peak > activate(bottom, sigmoid))) {
-        out[0] = (w - 1) / 2.0, out[1] = (h - 1) / 2.0, out[2] = 0.0, out[3] = 0.0;
-        return;
-    }
     int64_t best = 0; /* the first maximum, as numpy's argmax */
+    if (!special) {
 #if defined(BF_X86)
-    if (wide)
-        best = first_equal_avx512(map, h * w, top);
-    else
+        if (wide)
+            best = first_equal_avx512(map, h * w, top);
+        else
 #endif
-        while (map[best] != top) best++;
-    int64_t y = best / w, x = best % w;
-    double px = (double)x, py = (double)y;
-    const double lmid = log(fmax(peak, PARABOLA_EPS)); /* peak is activate(map[best]) */
-    if (x > 0 && x < w - 1) px += parabola_offset(map[best - 1], lmid, map[best + 1], sigmoid);
-    if (y > 0 && y < h - 1) py += parabola_offset(map[best - w], lmid, map[best + w], sigmoid);
-    out[0] = px, out[1] = py, out[2] = peak, out[3] = 1.0;
+            while (map[best] != top) best++;
+    }
+    decode_peak(map + best, best / w, best % w, h, w, w, 1, top, bottom, special, sigmoid, min_peak, out);
+}
+
+#define DECODE_MAX_CHANNELS 1024
+
+#if defined(BF_X86)
+/* decode_hwc's two passes with 16 channels per register: per channel, the extremes and whether any value
+ * is special; then the pixel index of the first value equal to the top (first[] starts at -1). */
+__attribute__((target(AVX512))) static void hwc_scan_avx512(const float *base, int64_t n, int64_t h, int64_t w,
+                                                            int64_t row, int64_t pix, float *top, float *bottom,
+                                                            int32_t *special, int32_t *first) {
+    const __m512i exponent = _mm512_set1_epi32(0x7f800000);
+    for (int64_t c = 0; c < n; c += 16) {
+        const __mmask16 m = lanes16(n - c);
+        __m512 hi = _mm512_maskz_loadu_ps(m, base + c), lo = hi;
+        __mmask16 odd = 0;
+        for (int64_t y = 0; y < h; y++)
+            for (int64_t x = 0; x < w; x++) {
+                const __m512 v = _mm512_maskz_loadu_ps(m, base + y * row + x * pix + c);
+                hi = _mm512_max_ps(v, hi);
+                lo = _mm512_min_ps(v, lo);
+                odd |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_castps_si512(v), exponent), exponent);
+            }
+        _mm512_mask_storeu_ps(top + c, m, hi);
+        _mm512_mask_storeu_ps(bottom + c, m, lo);
+        _mm512_mask_storeu_epi32(special + c, m, _mm512_maskz_set1_epi32(odd & m, 1));
+        /* special channels count as found (at 0); the others wait for their top */
+        __mmask16 left = m & ~odd;
+        __m512i at = _mm512_maskz_set1_epi32(odd & m, 0);
+        at = _mm512_mask_set1_epi32(at, left, -1);
+        for (int64_t y = 0; y < h && left; y++)
+            for (int64_t x = 0; x < w && left; x++) {
+                const __m512 v = _mm512_maskz_loadu_ps(m, base + y * row + x * pix + c);
+                const __mmask16 hit = _mm512_mask_cmp_ps_mask(left, v, hi, _CMP_EQ_OQ);
+                at = _mm512_mask_set1_epi32(at, hit, (int)(y * w + x));
+                left &= ~hit;
+            }
+        _mm512_mask_storeu_epi32(first + c, m, at);
+    }
+}
+#endif
+
+/* decode_map for each channel of HWC maps (pixel (y, x) channel c at y * row + x * pix + c), read in
+ * place: one pass over the pixels for every channel's extremes and special values (contiguous channel
+ * runs, which the compiler vectorizes), one for their first maxima. */
+static void decode_hwc(const float *buf, int64_t channels, int64_t h, int64_t w, int64_t row, int64_t pix, int sigmoid,
+                       double min_peak, double *out) {
+    float top[DECODE_MAX_CHANNELS], bottom[DECODE_MAX_CHANNELS];
+    int32_t special[DECODE_MAX_CHANNELS], first[DECODE_MAX_CHANNELS];
+    for (int64_t c0 = 0; c0 < channels; c0 += DECODE_MAX_CHANNELS) {
+        const int64_t n = channels - c0 < DECODE_MAX_CHANNELS ? channels - c0 : DECODE_MAX_CHANNELS;
+        const float *base = buf + c0;
+#if defined(BF_X86)
+        if (isa_current == ISA_AVX512) {
+            hwc_scan_avx512(base, n, h, w, row, pix, top, bottom, special, first);
+            goto peaks;
+        }
+#endif
+        for (int64_t c = 0; c < n; c++) top[c] = bottom[c] = base[c], special[c] = 0, first[c] = -1;
+        for (int64_t y = 0; y < h; y++)
+            for (int64_t x = 0; x < w; x++) {
+                const float *v = base + y * row + x * pix;
+                for (int64_t c = 0; c < n; c++) {
+                    uint32_t bits;
+                    memcpy(&bits, v + c, 4);
+                    special[c] |= (bits & 0x7f800000u) == 0x7f800000u;
+                    top[c] = v[c] > top[c] ? v[c] : top[c];
+                    bottom[c] = v[c] < bottom[c] ? v[c] : bottom[c];
+                }
+            }
+        int64_t left = n; /* channels whose first maximum is still to find */
+        for (int64_t c = 0; c < n; c++)
+            if (special[c]) first[c] = 0, left--;
+        for (int64_t y = 0; y < h && left; y++)
+            for (int64_t x = 0; x < w && left; x++) {
+                const float *v = base + y * row + x * pix;
+                for (int64_t c = 0; c < n; c++)
+                    if (first[c] < 0 && v[c] == top[c]) first[c] = (int32_t)(y * w + x), left--;
+            }
+#if defined(BF_X86)
+    peaks:
+#endif
+        for (int64_t c = 0; c < n; c++) {
+            const int64_t y = first[c] / w, x = first[c] % w;
+            decode_peak(base + y * row + x * pix + c, y, x, h, w, row, pix, top[c], bottom[c], special[c], sigmoid, min_peak,
+                        out + 4 * (c0 + c));
+        }
+    }
+#if defined(BF_X86)
+    if (isa_current != ISA_PORTABLE) clean_upper();
+#endif
 }
 
 /* decode_heatmaps(maps, h, w, sigmoid, min_peak, out): maps float32 (count, h, w) contiguous;

@@ -65,9 +65,7 @@ class Network:
         self.plan.run(x, out)
         return out
 
-    def run_crops(self, crops: np.ndarray, mean: float, std: float) -> np.ndarray:
-        """uint8 (B, H, W[, C]) crops, normalized to (x - mean) / std in the plan's input stage: the
-        same output as calling the network on the normalized float32 input, without that copy."""
+    def _crops(self, crops: np.ndarray) -> np.ndarray:
         channels, height, width = self.compiled.input_shape
         shape = (height, width) if channels == 1 else (height, width, channels)
         crops = np.asarray(crops)
@@ -75,10 +73,30 @@ class Network:
             raise ValueError(
                 f"run_crops: crops must be uint8 (batch, {', '.join(map(str, shape))}), got {crops.dtype} {crops.shape}"
             )
-        crops = np.ascontiguousarray(crops)
+        return np.ascontiguousarray(crops)
+
+    def run_crops(self, crops: np.ndarray, mean: float, std: float) -> np.ndarray:
+        """uint8 (B, H, W[, C]) crops, normalized to (x - mean) / std in the plan's input stage: the
+        same output as calling the network on the normalized float32 input, without that copy."""
+        crops = self._crops(crops)
         out = np.empty((len(crops), *self.compiled.output_shape), np.float32)
         self.plan.run_crops(crops, mean, std, out)
         return out
+
+    def run_crops_decoded(self, crops: np.ndarray, mean: float, std: float, sigmoid: bool, min_peak: float = 1e-6):
+        """run_crops, then `decode_heatmaps` of its (B, N, H, W) output: in one native call that decodes
+        the maps where the network left them (no CHW copy, no map array)."""
+        crops = self._crops(crops)
+        channels = self.compiled.output_shape[0]
+        out = np.empty((len(crops), channels, 4), np.float64)
+        self.plan.run_crops_decoded(crops, mean, std, bool(sigmoid), float(min_peak), out)
+        return _decoded(out, (len(crops), channels))
+
+
+def _decoded(out: np.ndarray, lead: tuple) -> Decoded:
+    """decode_heatmaps' (..., 4) rows (x, y, confidence, valid) as a Decoded of shape `lead`."""
+    valid = out[..., 3] > 0
+    return Decoded(out[..., :2].reshape(*lead, 2), out[..., 2].reshape(lead), valid.reshape(lead))
 
 
 def decode_heatmaps(maps: np.ndarray, sigmoid: bool, min_peak: float = 1e-6) -> Decoded:
@@ -92,5 +110,4 @@ def decode_heatmaps(maps: np.ndarray, sigmoid: bool, min_peak: float = 1e-6) -> 
     *lead, h, w = maps.shape
     out = np.empty((int(np.prod(lead)), 4), np.float64)
     _native.decode_heatmaps(maps, h, w, bool(sigmoid), float(min_peak), out)
-    valid = out[:, 3] > 0
-    return Decoded(points=out[:, :2].reshape(*lead, 2), confidence=out[:, 2].reshape(lead), valid=valid.reshape(lead))
+    return _decoded(out, tuple(lead))
