@@ -321,17 +321,18 @@ __attribute__((target(AVX512), always_inline)) static inline void bconv_bits_bod
         }
 }
 
-/* One function per common shape (not inlined into one dispatcher, where register allocation across
- * them spilled accumulators to the stack); 1x1 keeps its word loop a loop for the same reason. */
-#define BITS_VARIANT(NAME, KH, KW, W)                                                                          \
+/* A kernel body instantiated with constant arguments as a function of its own: in one dispatcher
+ * with its siblings, register allocation across them spilled accumulators to the stack. */
+#define AVX512_VARIANT(NAME, BODY, ...)                                                                        \
     __attribute__((target(AVX512), noinline)) static void NAME(const Stage *s, const uint64_t *in, void *out) { \
-        bconv_bits_body(s, in, out, KH, KW, W);                                                                 \
+        BODY(s, in, out, __VA_ARGS__);                                                                          \
     }
-BITS_VARIANT(bconv_bits_3x3_1word, 3, 3, 1)
-BITS_VARIANT(bconv_bits_3x3_2words, 3, 3, 2)
-BITS_VARIANT(bconv_bits_3x3, 3, 3, 0)
-BITS_VARIANT(bconv_bits_1x1, 1, 1, 0)
-BITS_VARIANT(bconv_bits_any, 0, 0, 0)
+/* one per common shape; 1x1 keeps its word loop a loop (see bconv_bits_body) */
+AVX512_VARIANT(bconv_bits_3x3_1word, bconv_bits_body, 3, 3, 1)
+AVX512_VARIANT(bconv_bits_3x3_2words, bconv_bits_body, 3, 3, 2)
+AVX512_VARIANT(bconv_bits_3x3, bconv_bits_body, 3, 3, 0)
+AVX512_VARIANT(bconv_bits_1x1, bconv_bits_body, 1, 1, 0)
+AVX512_VARIANT(bconv_bits_any, bconv_bits_body, 0, 0, 0)
 
 __attribute__((target(AVX512))) static void bconv_avx512_bits(const Stage *s, const uint64_t *in, void *out) {
     if (s->kh == 3 && s->kw == 3) {
@@ -508,19 +509,15 @@ __attribute__((target(AVX512), always_inline)) static inline void bconv_channels
         }
 }
 
-/* One function per fusion, as for the sign-bit kernels above. */
-#define CHANNELS_VARIANT(NAME, IN2, POOL, AFF)                                                                  \
-    __attribute__((target(AVX512), noinline)) static void NAME(const Stage *s, const uint64_t *in, void *out) { \
-        bconv_channels_body(s, in, out, IN2, POOL, AFF);                                                        \
-    }
-CHANNELS_VARIANT(bconv_channels_plain, 0, 0, 0)
-CHANNELS_VARIANT(bconv_channels_aff, 0, 0, 1)
-CHANNELS_VARIANT(bconv_channels_in2, 1, 0, 0)
-CHANNELS_VARIANT(bconv_channels_in2_aff, 1, 0, 1)
-CHANNELS_VARIANT(bconv_channels_pool, 0, 1, 0)
-CHANNELS_VARIANT(bconv_channels_pool_aff, 0, 1, 1)
-CHANNELS_VARIANT(bconv_channels_in2_pool, 1, 1, 0)
-CHANNELS_VARIANT(bconv_channels_in2_pool_aff, 1, 1, 1)
+/* one per fusion */
+AVX512_VARIANT(bconv_channels_plain, bconv_channels_body, 0, 0, 0)
+AVX512_VARIANT(bconv_channels_aff, bconv_channels_body, 0, 0, 1)
+AVX512_VARIANT(bconv_channels_in2, bconv_channels_body, 1, 0, 0)
+AVX512_VARIANT(bconv_channels_in2_aff, bconv_channels_body, 1, 0, 1)
+AVX512_VARIANT(bconv_channels_pool, bconv_channels_body, 0, 1, 0)
+AVX512_VARIANT(bconv_channels_pool_aff, bconv_channels_body, 0, 1, 1)
+AVX512_VARIANT(bconv_channels_in2_pool, bconv_channels_body, 1, 1, 0)
+AVX512_VARIANT(bconv_channels_in2_pool_aff, bconv_channels_body, 1, 1, 1)
 
 __attribute__((target(AVX512))) static void bconv_avx512_channels(const Stage *s, const uint64_t *in, void *out) {
     const int in2 = s->in2 != NULL, aff = s->aff_out != NULL;
@@ -1527,52 +1524,27 @@ static PyObject *plan_run(Plan *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* plan.run_crops(crops, mean, std, out): crops uint8 (B, H, W[, C]) C-contiguous, normalized in the
- * input stage; the same results as run() on InputSpec.normalize(crops), without the float copy. */
-static PyObject *plan_run_crops(Plan *self, PyObject *args) {
-    Py_buffer x, y;
-    float mean, std;
-    if (!PyArg_ParseTuple(args, "y*ffw*", &x, &mean, &std, &y)) return NULL;
-    const int64_t outsize = self->output[1] * self->output[2] * self->output[3];
-    const int64_t batch = self->input_size ? (int64_t)x.len / self->input_size : 0;
-    if (x.len % self->input_size || y.len != 4 * batch * outsize || self->nstages == 0 ||
-        self->stages[0].kind != ST_INPUT) {
-        PyErr_Format(PyExc_ValueError, "run_crops: %zd crop bytes and %zd output bytes do not fit %lld and %lld per image",
-                     x.len, y.len, (long long)self->input_size, (long long)(4 * outsize));
-        PyBuffer_Release(&x);
-        PyBuffer_Release(&y);
-        return NULL;
-    }
-    Py_BEGIN_ALLOW_THREADS
-    for (int64_t b = 0; b < batch; b++) {
-        const Input input = {NULL, (const uint8_t *)x.buf + b * self->input_size, mean, std};
-        run_one(self, &input, (float *)y.buf + b * outsize);
-    }
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&x);
-    PyBuffer_Release(&y);
-    Py_RETURN_NONE;
-}
-
 static void decode_hwc(const float *buf, int64_t channels, int64_t h, int64_t w, int64_t row, int64_t pix, int sigmoid,
                        double min_peak, double *out);
 
-/* plan.run_crops_decoded(crops, mean, std, sigmoid, min_peak, out): run_crops, then the output
- * heatmaps decoded where the network left them (HWC): out float64 (B, channels, 4) as decode_heatmaps
- * writes it. No CHW copy of the maps, no float output array. */
-static PyObject *plan_run_crops_decoded(Plan *self, PyObject *args) {
+/* run_crops and run_crops_decoded: the network on each crop, its maps out as CHW floats, or decoded. */
+static PyObject *crops_batch(Plan *self, PyObject *args, const int decode) {
     Py_buffer x, y;
     float mean, std;
-    int sigmoid;
-    double min_peak;
-    if (!PyArg_ParseTuple(args, "y*ffpdw*", &x, &mean, &std, &sigmoid, &min_peak, &y)) return NULL;
+    int sigmoid = 0;
+    double min_peak = 0.0;
+    if (decode ? !PyArg_ParseTuple(args, "y*ffpdw*", &x, &mean, &std, &sigmoid, &min_peak, &y)
+               : !PyArg_ParseTuple(args, "y*ffw*", &x, &mean, &std, &y))
+        return NULL;
     const int64_t *o = self->output, channels = o[1];
+    const int64_t per_image = decode ? 4 * channels : channels * o[2] * o[3]; /* doubles or floats */
+    const int64_t itemsize = decode ? 8 : 4;
     const int64_t batch = self->input_size ? (int64_t)x.len / self->input_size : 0;
-    if (x.len % self->input_size || y.len != 8 * 4 * batch * channels || self->nstages == 0 ||
+    if (x.len % self->input_size || y.len != itemsize * batch * per_image || self->nstages == 0 ||
         self->stages[0].kind != ST_INPUT) {
-        PyErr_Format(PyExc_ValueError,
-                     "run_crops_decoded: %zd crop bytes and %zd output bytes do not fit %lld crop bytes and %lld maps per image",
-                     x.len, y.len, (long long)self->input_size, (long long)channels);
+        PyErr_Format(PyExc_ValueError, "%s: %zd crop bytes and %zd output bytes do not fit %lld and %lld per image",
+                     decode ? "run_crops_decoded" : "run_crops", x.len, y.len, (long long)self->input_size,
+                     (long long)(itemsize * per_image));
         PyBuffer_Release(&x);
         PyBuffer_Release(&y);
         return NULL;
@@ -1580,15 +1552,27 @@ static PyObject *plan_run_crops_decoded(Plan *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     for (int64_t b = 0; b < batch; b++) {
         const Input input = {NULL, (const uint8_t *)x.buf + b * self->input_size, mean, std};
-        run_stages(self, &input);
+        if (!decode) {
+            run_one(self, &input, (float *)y.buf + b * per_image);
+            continue;
+        }
+        run_stages(self, &input); /* the maps decoded where the network left them (HWC) */
         decode_hwc(self->buffers[o[0]] + o[4], channels, o[2], o[3], o[5], o[6], sigmoid, min_peak,
-                   (double *)y.buf + 4 * b * channels);
+                   (double *)y.buf + b * per_image);
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&x);
     PyBuffer_Release(&y);
     Py_RETURN_NONE;
 }
+
+/* plan.run_crops(crops, mean, std, out): crops uint8 (B, H, W[, C]) C-contiguous, normalized in the
+ * input stage; the same results as run() on InputSpec.normalize(crops), without the float copy. */
+static PyObject *plan_run_crops(Plan *self, PyObject *args) { return crops_batch(self, args, 0); }
+
+/* plan.run_crops_decoded(crops, mean, std, sigmoid, min_peak, out): run_crops, then decode_heatmaps of
+ * its maps into out, float64 (B, channels, 4); no CHW copy of the maps, no float output array. */
+static PyObject *plan_run_crops_decoded(Plan *self, PyObject *args) { return crops_batch(self, args, 1); }
 
 static double now(void) {
     struct timespec t;
