@@ -1,6 +1,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bitface import bundled
@@ -19,12 +20,13 @@ def test_bench_measures_every_bundled_model_and_writes_table_json_and_plot(tmp_p
     names = [r["model"] for r in result["rows"]]
     assert names == [m["name"] for m in bundled.list_models()]
     assert all(r["latency_us_median"] > 0 and r["file_bytes"] > 0 for r in result["rows"])
+    assert all(r["api_latency_us_median"] > 0 for r in result["rows"])
     assert out.with_suffix(".md").read_text().count("|") > 10 and (tmp_path / "bench.png").stat().st_size > 0
     if DATA.is_dir():
         assert all(r["faces"] == 5 and 0 < r["nme"] < 20 for r in result["rows"])
     else:
         assert all("not found" in r["test_set"] and r["nme"] is None for r in result["rows"])
-    assert "us/face" in capsys.readouterr().out
+    assert "us/image+box" in capsys.readouterr().out
 
 
 def test_bench_without_data_still_times_and_says_why_accuracy_is_missing(tmp_path):
@@ -40,9 +42,20 @@ def test_dlib_is_measured_as_a_peer_when_installed(tmp_path):
     if dlib_model_file() is None or not dlib_model_file().is_file():
         pytest.skip("dlib's 68-point model file is not installed (face_recognition_models)")
     peer = dlib_candidate(DATA, 3)
-    assert peer.scheme == "68pt" and peer.face().shape == (68, 2)
+    assert peer.scheme == "68pt" and peer.face is None and peer.image_face().shape == (68, 2)
     if DATA.is_dir():
         assert peer.accuracy["faces"] + peer.accuracy["missed"] == 3
+
+
+def test_the_like_for_like_timing_goes_through_the_api_from_image_and_box(tmp_path):
+    from bitface.bench import TIMING_BOX, bundled_candidates
+
+    [candidate] = bundled_candidates(["regression5-acn1bit"], tmp_path / "nowhere", None)
+    [face] = candidate.image_face()
+    assert face.points.shape == (5, 2)
+    np.testing.assert_array_equal(face.box, TIMING_BOX)  # the box given, points mapped back to the image
+    x0, y0, x1, y1 = TIMING_BOX
+    assert ((face.points > [x0 - 40, y0 - 40]) & (face.points < [x1 + 40, y1 + 40])).all()
 
 
 def test_bad_bench_arguments_are_refused(capsys):

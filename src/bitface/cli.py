@@ -353,7 +353,9 @@ def _bench(args) -> int:
     result = run_bench(args.models, args.data, args.out, args.peers, args.rounds, args.max_faces)
     for row in result["rows"]:
         nme = "n/a" if row["nme"] is None else f"{row['nme']:.3f}%"
-        print(f"{row['model']:28} {row['file_bytes']:>10,} B  NME {nme:>8}  {row['latency_us_median']:9.1f} us/face")
+        crop, api = (row[k] for k in ("latency_us_median", "api_latency_us_median"))
+        crop = "-" if crop is None else f"{crop:.1f}"
+        print(f"{row['model']:28} {row['file_bytes']:>10,} B  NME {nme:>8}  {crop:>9} us/crop  {api:9.1f} us/image+box")
     for note in result["notes"]:
         print(note)
     print(f"wrote {args.out.with_suffix('.md')}, {args.out.with_suffix('.json')} and {args.out}.png")
