@@ -377,18 +377,25 @@ def _models(args) -> int:
     default = bundled.default_model()
     names = [row["name"] + (" (default)" if row["name"] == default else "") for row in rows]
     width, kind_width = max(map(len, names + ["name"])), max(len(row["kind"]) for row in rows)
-    print(f"{'name':{width}} {'scheme':6} {'kind':{kind_width}} {'bytes':>9} {'us/face':>8}  test NME (%)")
+    header = f"{'name':{width}} {'scheme':6} {'kind':{kind_width}} {'bytes':>9} {'us/face':>8} {'us/image':>8}"
+    print(header + "  test NME (%)")
     timed = []
     for name, row in zip(names, rows, strict=True):
         test, nme = next(iter(row["nme"].items()))
         latency = row.get("latency_us")
         timed += [latency] if latency else []
-        speed = f"{latency['median']:8.1f}" if latency else f"{'-':>8}"
+        speed = " ".join(
+            f"{v:8.1f}" if v is not None else f"{'-':>8}"
+            for v in ((latency or {}).get("median"), (latency or {}).get("image_and_box_median"))
+        )
         size = f"{row['file_bytes']:>9,}"
         print(f"{name:{width}} {row['scheme']:6} {row['kind']:{kind_width}} {size} {speed}  {nme:.3f} ({test})")
     if timed:
         where = sorted({f"{t['cpu']}, {t['date'][:10]}" for t in timed})
-        print(f"us/face: median of bitface bench ({timed[0]['what']}), measured on {'; '.join(where)}")
+        print(
+            f"us/face: median of bitface bench ({timed[0]['what']}); us/image: a 256 x 256 gray image and a box "
+            f"through Landmarker; measured on {'; '.join(where)}"
+        )
     return 0
 
 

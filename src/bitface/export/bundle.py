@@ -48,6 +48,9 @@ def record_latency(rows: list[dict], provenance: dict) -> list[str]:
             "median": round(row["latency_us_median"], 1),
             "min": round(row["latency_us_min"], 1),
             "what": "one face, uint8 crop to points, one thread pinned",
+            "image_and_box_median": None
+            if row.get("api_latency_us_median") is None
+            else round(row["api_latency_us_median"], 1),
             "cpu": provenance.get("cpu"),
             "date": provenance.get("date"),
             "git_revision": provenance.get("git_revision"),
