@@ -11,7 +11,8 @@ if os.name == "nt":
     flags = ["/O2", "/fp:precise"]
 else:
     # -ffp-contract=off: float epilogues must round exactly as the numpy reference does.
-    flags = ["-O3", "-std=gnu11", "-ffp-contract=off", "-fno-strict-aliasing"]
+    # -Werror=pointer-arith: arithmetic on a void * buffer counts bytes, not floats.
+    flags = ["-O3", "-std=gnu11", "-ffp-contract=off", "-fno-strict-aliasing", "-Werror=pointer-arith"]
 
 setup(
     ext_modules=[

@@ -90,3 +90,20 @@ def test_heatmaps_decoded_where_the_network_left_them_match_decoding_its_output(
     assert any(ties)  # the first of tied maxima is taken, as numpy's argmax
     with pytest.raises(ValueError, match="run_crops"):
         network.run_crops_decoded(crops[:, :-1], 127.5, 60.0, as_logits)
+
+
+def test_an_output_that_starts_inside_its_buffer_is_read_from_there(kernel_path):
+    """The plan's output view may start inside its buffer (here a channel slice, as when a border or a
+    concat comes first): both the CHW copy and the in-place decoding start where it does."""
+    network = native.Network(heatmap_network())
+    c = network.compiled
+    buf, channels, h, w, offset, row, pix = c.output
+    sliced = native._native.Plan(c.stages, c.buffers, (buf, channels - 1, h, w, offset + 1, row, pix), 12 * 13)
+    crops = np.random.default_rng(4).integers(0, 256, (2, 12, 13), dtype=np.uint8)
+    maps = network.run_crops(crops, 127.5, 60.0)
+    out = np.empty((2, channels - 1, h, w), np.float32)
+    sliced.run_crops(crops, 127.5, 60.0, out)
+    np.testing.assert_array_equal(out, maps[:, 1:])
+    decoded = np.empty((2, channels - 1, 4))
+    sliced.run_crops_decoded(crops, 127.5, 60.0, False, 1e-6, decoded)
+    np.testing.assert_allclose(decoded[..., :2], decode_argmax(maps[:, 1:]).points, rtol=0, atol=1e-12)

@@ -1491,7 +1491,7 @@ static void run_one(Plan *self, const Input *input, float *result) {
     /* the output value, HWC in its buffer, leaves as CHW (fields in locals: `result` may alias them) */
     const int64_t *o = self->output;
     const int64_t channels = o[1], height = o[2], width = o[3], row = o[5], pix = o[6], plane = height * width;
-    const float *buf = self->buffers[o[0]] + o[4];
+    const float *buf = (const float *)self->buffers[o[0]] + o[4];
     for (int64_t c = 0; c < channels; c++)
         for (int64_t y = 0; y < height; y++) {
             const float *src = buf + y * row + c;
@@ -1557,7 +1557,7 @@ static PyObject *crops_batch(Plan *self, PyObject *args, const int decode) {
             continue;
         }
         run_stages(self, &input); /* the maps decoded where the network left them (HWC) */
-        decode_hwc(self->buffers[o[0]] + o[4], channels, o[2], o[3], o[5], o[6], sigmoid, min_peak,
+        decode_hwc((const float *)self->buffers[o[0]] + o[4], channels, o[2], o[3], o[5], o[6], sigmoid, min_peak,
                    (double *)y.buf + b * per_image);
     }
     Py_END_ALLOW_THREADS
