@@ -1824,24 +1824,17 @@ static void decode_peak(const float *best, int64_t y, int64_t x, int64_t h, int6
 static void decode_map(const float *map, int64_t h, int64_t w, int sigmoid, double min_peak, double *out) {
     float top, bottom;
     int special;
-#if defined(BF_X86)
-    const int wide = isa_current == ISA_AVX512;
-#else
-    const int wide = 0;
-#endif
-#if defined(BF_X86)
-    if (wide)
-        map_extremes_avx512(map, h * w, &top, &bottom, &special);
-    else
-#endif
-        map_extremes(map, h * w, &top, &bottom, &special);
     int64_t best = 0; /* the first maximum, as numpy's argmax */
-    if (!special) {
 #if defined(BF_X86)
-        if (wide)
-            best = first_equal_avx512(map, h * w, top);
-        else
+    if (isa_current == ISA_AVX512) {
+        map_extremes_avx512(map, h * w, &top, &bottom, &special);
+        if (!special) best = first_equal_avx512(map, h * w, top);
+        clean_upper(); /* before libm in decode_peak: SSE at full speed */
+    } else
 #endif
+    {
+        map_extremes(map, h * w, &top, &bottom, &special);
+        if (!special)
             while (map[best] != top) best++;
     }
     decode_peak(map + best, best / w, best % w, h, w, w, 1, top, bottom, special, sigmoid, min_peak, out);
@@ -1851,7 +1844,7 @@ static void decode_map(const float *map, int64_t h, int64_t w, int sigmoid, doub
 
 #if defined(BF_X86)
 /* decode_hwc's two passes with 16 channels per register: per channel, the extremes and whether any value
- * is special; then the pixel index of the first value equal to the top (first[] starts at -1). */
+ * is special; then the pixel index of the first value equal to the top (0 for special channels). */
 __attribute__((target(AVX512))) static void hwc_scan_avx512(const float *base, int64_t n, int64_t h, int64_t w,
                                                             int64_t row, int64_t pix, float *top, float *bottom,
                                                             int32_t *special, int32_t *first) {
@@ -1886,9 +1879,35 @@ __attribute__((target(AVX512))) static void hwc_scan_avx512(const float *base, i
 }
 #endif
 
+/* hwc_scan_avx512 in plain C: contiguous channel runs, which the compiler vectorizes. */
+static void hwc_scan_portable(const float *base, int64_t n, int64_t h, int64_t w, int64_t row, int64_t pix, float *top,
+                              float *bottom, int32_t *special, int32_t *first) {
+    for (int64_t c = 0; c < n; c++) top[c] = bottom[c] = base[c], special[c] = 0, first[c] = -1;
+    for (int64_t y = 0; y < h; y++)
+        for (int64_t x = 0; x < w; x++) {
+            const float *v = base + y * row + x * pix;
+            for (int64_t c = 0; c < n; c++) {
+                uint32_t bits;
+                memcpy(&bits, v + c, 4);
+                special[c] |= (bits & 0x7f800000u) == 0x7f800000u;
+                top[c] = v[c] > top[c] ? v[c] : top[c];
+                bottom[c] = v[c] < bottom[c] ? v[c] : bottom[c];
+            }
+        }
+    int64_t left = n; /* channels whose first maximum is still to find */
+    for (int64_t c = 0; c < n; c++)
+        if (special[c]) first[c] = 0, left--;
+    for (int64_t y = 0; y < h && left; y++)
+        for (int64_t x = 0; x < w && left; x++) {
+            const float *v = base + y * row + x * pix;
+            for (int64_t c = 0; c < n; c++)
+                if (first[c] < 0 && v[c] == top[c]) first[c] = (int32_t)(y * w + x), left--;
+        }
+}
+
 /* decode_map for each channel of HWC maps (pixel (y, x) channel c at y * row + x * pix + c), read in
- * place: one pass over the pixels for every channel's extremes and special values (contiguous channel
- * runs, which the compiler vectorizes), one for their first maxima. */
+ * place: one pass over the pixels for every channel's extremes and special values, one for their
+ * first maxima, then each channel's peak. */
 static void decode_hwc(const float *buf, int64_t channels, int64_t h, int64_t w, int64_t row, int64_t pix, int sigmoid,
                        double min_peak, double *out) {
     float top[DECODE_MAX_CHANNELS], bottom[DECODE_MAX_CHANNELS];
@@ -1899,42 +1918,16 @@ static void decode_hwc(const float *buf, int64_t channels, int64_t h, int64_t w,
 #if defined(BF_X86)
         if (isa_current == ISA_AVX512) {
             hwc_scan_avx512(base, n, h, w, row, pix, top, bottom, special, first);
-            goto peaks;
-        }
+            clean_upper(); /* before libm in decode_peak: SSE at full speed */
+        } else
 #endif
-        for (int64_t c = 0; c < n; c++) top[c] = bottom[c] = base[c], special[c] = 0, first[c] = -1;
-        for (int64_t y = 0; y < h; y++)
-            for (int64_t x = 0; x < w; x++) {
-                const float *v = base + y * row + x * pix;
-                for (int64_t c = 0; c < n; c++) {
-                    uint32_t bits;
-                    memcpy(&bits, v + c, 4);
-                    special[c] |= (bits & 0x7f800000u) == 0x7f800000u;
-                    top[c] = v[c] > top[c] ? v[c] : top[c];
-                    bottom[c] = v[c] < bottom[c] ? v[c] : bottom[c];
-                }
-            }
-        int64_t left = n; /* channels whose first maximum is still to find */
-        for (int64_t c = 0; c < n; c++)
-            if (special[c]) first[c] = 0, left--;
-        for (int64_t y = 0; y < h && left; y++)
-            for (int64_t x = 0; x < w && left; x++) {
-                const float *v = base + y * row + x * pix;
-                for (int64_t c = 0; c < n; c++)
-                    if (first[c] < 0 && v[c] == top[c]) first[c] = (int32_t)(y * w + x), left--;
-            }
-#if defined(BF_X86)
-    peaks:
-#endif
+            hwc_scan_portable(base, n, h, w, row, pix, top, bottom, special, first);
         for (int64_t c = 0; c < n; c++) {
             const int64_t y = first[c] / w, x = first[c] % w;
             decode_peak(base + y * row + x * pix + c, y, x, h, w, row, pix, top[c], bottom[c], special[c], sigmoid, min_peak,
                         out + 4 * (c0 + c));
         }
     }
-#if defined(BF_X86)
-    if (isa_current != ISA_PORTABLE) clean_upper();
-#endif
 }
 
 /* decode_heatmaps(maps, h, w, sigmoid, min_peak, out): maps float32 (count, h, w) contiguous;
@@ -1954,12 +1947,11 @@ static PyObject *decode_heatmaps(PyObject *self, PyObject *args) {
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-    for (int64_t i = 0; i < count; i++) {
-        decode_map((const float *)maps.buf + i * h * w, h, w, sigmoid, min_peak, (double *)out.buf + 4 * i);
 #if defined(BF_X86)
-        if (isa_current != ISA_PORTABLE) clean_upper(); /* after vector code: SSE and libm at full speed */
+    if (isa_current != ISA_PORTABLE) clean_upper(); /* whoever ran vector code last: SSE and libm at full speed */
 #endif
-    }
+    for (int64_t i = 0; i < count; i++)
+        decode_map((const float *)maps.buf + i * h * w, h, w, sigmoid, min_peak, (double *)out.buf + 4 * i);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&maps);
     PyBuffer_Release(&out);
