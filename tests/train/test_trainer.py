@@ -170,3 +170,49 @@ def test_train_init_starts_a_binary_twin_from_a_real_model_and_refuses_another_a
     (tmp_path / "other.yaml").write_text(yaml.safe_dump(recipe))
     with pytest.raises(RecipeError, match=r"train.init: .*model.safetensors: .* is \("):
         Trainer(load_recipe(tmp_path / "other.yaml"), tmp_path / "other", progress=False).fit(until_epoch=0)
+
+
+def test_distillation_mixes_the_task_loss_with_the_loss_against_the_teachers_output(tiny_recipe, tmp_path):
+    import yaml
+
+    from bitface.data.dataset import make_loader
+    from bitface.train.errors import RecipeError
+    from bitface.train.trainer import task_loss
+
+    teacher_recipe = load_recipe(tiny_recipe, {"model.options.method": "cnn", "train.epochs": 1})
+    Trainer(teacher_recipe, tmp_path / "teacher", progress=False).fit()
+    teacher = load_model(tmp_path / "teacher" / "model.safetensors").network.eval()
+
+    recipe = yaml.safe_load(tiny_recipe.read_text())
+    recipe["train"].update(teacher="teacher/model.safetensors", distill=0.25, epochs=1)  # relative to the recipe
+    (tmp_path / "student.yaml").write_text(yaml.safe_dump(recipe))
+    student = Trainer(load_recipe(tmp_path / "student.yaml"), tmp_path / "student", progress=False)
+    batch = next(iter(make_loader(student.train_set, 8, shuffle=False)))
+    prediction = student.network(batch["image"])
+    with torch.no_grad():
+        soft = teacher(batch["image"])
+    expected = 0.75 * task_loss(student.loss, prediction, batch["target"]) + 0.25 * task_loss(
+        student.loss, prediction, soft
+    )
+    torch.testing.assert_close(student.objective(prediction, batch), expected)
+    assert not any(p.requires_grad for p in student.teacher.network.parameters())
+    student.fit()  # trains, and the teacher stays in eval mode throughout
+    assert not student.teacher.network.training and np.isfinite(student.history[0]["loss"])
+
+    recipe["crop"]["size"] = 40
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(recipe))
+    with pytest.raises(RecipeError, match=r"train.teacher: .*model.safetensors: its crop is"):
+        Trainer(load_recipe(tmp_path / "other.yaml"), tmp_path / "other", progress=False)
+
+
+def test_a_heatmap_teacher_gives_probabilities_through_its_own_activation(tiny_recipe, tmp_path):
+    from bitface.train.trainer import Teacher
+
+    hourglass = {"num_points": 5, "block": "hpm", "binarization": "real", "features": 8, "depth": 1, "input_size": 32}
+    heatmaps = {"target.output": "heatmap", "crop.size": 32, "train.loss": "bce", "train.epochs": 1}
+    recipe = load_recipe(tiny_recipe, heatmaps | {"model.name": "hourglass", "model.options": hourglass})
+    Trainer(recipe, tmp_path / "run", progress=False).fit()
+    teacher = Teacher(tmp_path / "run" / "model.safetensors", recipe)
+    images = torch.randn(2, 1, 32, 32)
+    expected = torch.sigmoid(load_model(tmp_path / "run" / "model.safetensors").network.eval()(images))
+    torch.testing.assert_close(teacher(images), expected)

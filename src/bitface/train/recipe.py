@@ -86,6 +86,11 @@ class OptimSpec:
     # a trained model file (path relative to the recipe) whose weights start the network, e.g. a real-valued
     # run for its binary twin (Real-to-Binary style); tensors the file lacks (ACN amplitudes) keep their init
     init: str | None = None
+    # a trained model file (path relative to the recipe) whose outputs are soft targets (distillation):
+    # the loss is (1 - distill) * loss(prediction, target) + distill * loss(prediction, teacher's output
+    # through the recipe's heatmap activation), e.g. a real-valued teacher for its binary twin
+    teacher: str | None = None
+    distill: float = 0.5
 
     def __post_init__(self):
         checks = [
@@ -103,6 +108,8 @@ class OptimSpec:
             ("loss", self.loss in LOSSES, f"must be one of {', '.join(LOSSES)}"),
             ("workers", self.workers >= 0, "must be >= 0"),
             ("threads", self.threads >= 1, "must be >= 1"),
+            ("distill", 0 <= self.distill <= 1, "must be in [0, 1]"),
+            ("teacher", self.teacher is None or self.loss != "cross_entropy", "is not supported with cross_entropy"),
         ]
         for key, ok, why in checks:
             if not ok:
@@ -193,8 +200,9 @@ def _read_with_bases(path: Path, seen: tuple[Path, ...]) -> dict:
 
 def _resolve_paths(data: dict, folder: Path) -> None:
     train = data.get("train")
-    if isinstance(train, dict) and isinstance(train.get("init"), str):
-        train["init"] = str(Path(folder, train["init"]).resolve())
+    for key in ("init", "teacher"):
+        if isinstance(train, dict) and isinstance(train.get(key), str):
+            train[key] = str(Path(folder, train[key]).resolve())
     section = data.get("data")
     if not isinstance(section, dict):
         return

@@ -121,6 +121,37 @@ def start_from(network: torch.nn.Module, path: str | Path) -> list[str]:
     return sorted(set(own) - set(source))
 
 
+class Teacher:
+    """A trained model whose outputs are the soft targets of distillation (train.teacher): its maps or
+    coordinates in the space of the targets (through its own heatmap activation), computed without
+    gradients, the network always in eval mode."""
+
+    def __init__(self, path: str | Path, recipe: Recipe):
+        model = load_model(path)
+        mine = {
+            "scheme": recipe.scheme.name,
+            "crop": recipe.crop,
+            "input": recipe.input,
+            "output": recipe.target.output,
+            "heatmap_stride": recipe.target.stride,
+        }
+        theirs = {key: getattr(model, key) for key in mine if key != "scheme"} | {"scheme": model.scheme.name}
+        for key, value in mine.items():
+            if theirs[key] != value:
+                raise RecipeError(f"train.teacher: {path}: its {key} is {theirs[key]!r}, this recipe's {value!r}")
+        self.network = model.network.eval().requires_grad_(False)
+        self.activation = model.heatmap_activation
+        self.probabilities = recipe.train.loss == "bce"  # soft targets of a cross-entropy lie in [0, 1]
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        output = self.network(images)
+        output = output[-1] if isinstance(output, (list, tuple)) else output  # a stack's final output
+        if self.activation == "sigmoid":
+            output = torch.sigmoid(output)
+        return output.clamp(0, 1) if self.probabilities else output
+
+
 @torch.no_grad()
 def score_parts(network: torch.nn.Module, dataset: LandmarkDataset) -> dict:
     """Part segmentation scores at crop resolution: the class logits upsampled bilinearly to the crop
@@ -186,6 +217,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["base_lr"] = group["lr"]
         self.loss = _loss_fn(spec.loss)
+        self.teacher = Teacher(spec.teacher, recipe) if spec.teacher else None
         self.fallback_crop = calibrate_points_crop(self.train_samples, recipe.crop)
         self.epoch = 0  # epochs finished
         self.history: list[dict] = []
@@ -287,8 +319,7 @@ class Trainer:
             factor = rate_factor(spec, epoch * steps + batch_index, steps)
             for group in self.optimizer.param_groups:
                 group["lr"] = group["base_lr"] * factor
-            prediction = self.network(batch["image"])
-            loss = task_loss(self.loss, prediction, batch["target"])
+            loss = self.objective(self.network(batch["image"]), batch)
             if not torch.isfinite(loss):
                 kept = f"the last good checkpoint ({self.epoch} epochs) is {self.files.model}"
                 raise TrainingDiverged(
@@ -307,6 +338,15 @@ class Trainer:
             "lr": self.optimizer.param_groups[0]["lr"],
             "seconds": time.perf_counter() - start,
         }
+
+    def objective(self, prediction, batch: dict) -> torch.Tensor:
+        """The task loss against the targets, mixed with the loss against the teacher's outputs when
+        the recipe distills."""
+        loss = task_loss(self.loss, prediction, batch["target"])
+        if self.teacher is None:
+            return loss
+        weight = self.recipe.train.distill
+        return (1 - weight) * loss + weight * task_loss(self.loss, prediction, self.teacher(batch["image"]))
 
     @torch.no_grad()
     def validate(self) -> dict | None:
