@@ -42,9 +42,12 @@ def pending_command(recipe: Path, folder: Path, until: int | None = None) -> lis
 
 def run_queue(commands: list[list[str]], parallel: int = 2, pin: bool = True) -> list[int]:
     """Run the commands `parallel` at a time with one thread each (pinned to separate cores where
-    the OS allows); returns their exit codes in order."""
+    the OS allows and more than one runs at once); returns their exit codes in order."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    cores = sorted(os.sched_getaffinity(0)) if pin and hasattr(os, "sched_getaffinity") else []
+    # a lone job is left to the scheduler: pinning it to the first core would stack it on another
+    # queue's job there
+    pinned = pin and parallel > 1 and hasattr(os, "sched_getaffinity")
+    cores = sorted(os.sched_getaffinity(0)) if pinned else []
     waiting = list(enumerate(commands))
     running: dict[subprocess.Popen, tuple[int, int | None]] = {}
     codes: list[int] = [0] * len(commands)
@@ -62,7 +65,7 @@ def run_queue(commands: list[list[str]], parallel: int = 2, pin: bool = True) ->
             print(f"[{(time.time() - start) / 60:6.1f} min] start {name(command)}", flush=True)
             process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, preexec_fn=preexec)
             running[process] = (index, core)
-        time.sleep(2)
+        time.sleep(0.5)
         for process in [p for p in running if p.poll() is not None]:
             index, _ = running.pop(process)
             codes[index] = process.returncode

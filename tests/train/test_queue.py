@@ -1,0 +1,32 @@
+import os
+import sys
+
+import pytest
+
+from bitface.train.queue import run_queue
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="needs Linux CPU affinity")
+
+# each job writes the cores it may run on to the file after --out
+REPORT = "import os, sys; open(sys.argv[2], 'w').write(' '.join(map(str, sorted(os.sched_getaffinity(0)))))"
+
+
+def job(path) -> list[str]:
+    return [sys.executable, "-c", REPORT, "--out", str(path)]
+
+
+def cores_of(path) -> set[int]:
+    return {int(c) for c in path.read_text().split()}
+
+
+def test_a_lone_job_is_not_pinned_so_it_cannot_stack_on_another_queues_core(tmp_path, capsys):
+    assert run_queue([job(tmp_path / "a"), job(tmp_path / "b")], parallel=1) == [0, 0]
+    assert cores_of(tmp_path / "a") == cores_of(tmp_path / "b") == os.sched_getaffinity(0)
+    assert "done: a" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
+def test_parallel_jobs_run_pinned_to_separate_cores(tmp_path):
+    assert run_queue([job(tmp_path / "a"), job(tmp_path / "b")], parallel=2) == [0, 0]
+    a, b = cores_of(tmp_path / "a"), cores_of(tmp_path / "b")
+    assert len(a) == len(b) == 1 and a != b
