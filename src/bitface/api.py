@@ -30,12 +30,18 @@ class Face:
     points: np.ndarray  # (N, 2) x, y in image pixels (pixel centres at integers)
     score: float | None = None  # the detector's confidence (None for boxes the caller gave)
     detector_box: np.ndarray | None = field(default=None, repr=False)
+    # (N,) each point's confidence from a heatmap model: the peak of its map after the model's activation
+    # (a probability for the bundled 68-point models; 0 where a map had no usable peak). None for
+    # coordinate regressors (the 5-point models), which give none.
+    point_scores: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
+        scores = self.point_scores
         return {
             "box": [round(float(v), 2) for v in self.box],
             "points": [[round(float(x), 3), round(float(y), 3)] for x, y in self.points],
             "score": None if self.score is None else round(float(self.score), 4),
+            "point_scores": None if scores is None else [round(float(v), 4) for v in scores],
         }
 
 
@@ -114,8 +120,9 @@ class Landmarker:
                 matrices.append(matrix)
                 owners.append((i, face))
         if crops:
-            points = self.model.predict_crops(np.stack(crops))
-            for (i, face), p, m in zip(owners, points, matrices, strict=True):
+            points, scores = self.model.predict_crops_scored(np.stack(crops))
+            for k, ((i, face), p, m) in enumerate(zip(owners, points, matrices, strict=True)):
                 face.points = to_original(p, m)
+                face.point_scores = None if scores is None else scores[k]
                 found[i].append(face)
         return found

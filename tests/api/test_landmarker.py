@@ -126,3 +126,23 @@ def test_cli_predict_on_a_video_writes_one_entry_per_frame_smoothed_by_default(s
     np.testing.assert_allclose(smoothed[0], raw[0])  # a new track starts unsmoothed
     frame_to_frame = lambda p: np.abs(np.diff(p, axis=0)).mean()  # noqa: E731
     assert frame_to_frame(smoothed) < frame_to_frame(raw)
+
+
+def test_heatmap_models_score_each_point_and_a_face_scores_above_noise(sample):
+    from bitface.data.geometry import warp
+    from bitface.data.pipeline import to_original
+
+    lm68 = Landmarker("landmarks68-hourglass-real")
+    [face] = lm68(sample)
+    assert face.point_scores.shape == (68,) and ((face.point_scores > 0) & (face.point_scores <= 1)).all()
+    # the scores belong to the points returned: the decoded peaks of the same crop
+    matrix = lm68.model.crop.matrix(face.box)
+    crop = warp(cv2.cvtColor(sample, cv2.COLOR_RGB2GRAY), matrix, lm68.model.crop.size)
+    points, scores = lm68.model.predict_crops_scored(crop[None])
+    np.testing.assert_array_equal(scores[0], face.point_scores)
+    np.testing.assert_allclose(to_original(points[0], matrix), face.points)
+    noise = np.random.default_rng(0).integers(0, 256, (300, 300), np.uint8)
+    [guess] = lm68(noise, boxes=[[50, 50, 250, 250]])
+    assert np.median(guess.point_scores) < np.median(face.point_scores) - 0.3
+    assert json.loads(json.dumps(face.to_dict()))["point_scores"] == [round(float(v), 4) for v in face.point_scores]
+    assert Landmarker()(sample)[0].point_scores is None  # the 5-point regressor gives none

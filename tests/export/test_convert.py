@@ -145,7 +145,11 @@ def test_hourglass_exports_as_a_graph_the_reference_runs_like_torch(block, binar
     np.testing.assert_allclose(reference.run(packed.packed, x), model.forward(x), atol=2e-5, rtol=1e-5)
     np.testing.assert_allclose(packed.forward(x), model.forward(x), atol=2e-5, rtol=1e-5)
     crops = np.random.default_rng(2).integers(0, 255, (2, 32, 32), dtype=np.uint8)
-    np.testing.assert_allclose(packed.predict_crops(crops), model.predict_crops(crops), atol=1e-3)
+    points, scores = packed.predict_crops_scored(crops)  # decoded in C, from the maps where they lie
+    expected_points, expected_scores = model.predict_crops_scored(crops)  # torch, then the numpy decoder
+    np.testing.assert_allclose(points, expected_points, atol=1e-3)
+    assert scores.shape == (2, 5) and (scores > 0).all()
+    np.testing.assert_allclose(scores, expected_scores, atol=1e-5)
 
 
 def test_binary_convs_with_built_in_padding_count_padded_positions_as_zero():

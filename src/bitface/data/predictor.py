@@ -14,7 +14,7 @@ from ..io.sample import DataError, Sample
 from ..schemes import Scheme, get_scheme
 from .crop import CropSpec
 from .geometry import OutputSpace, warp
-from .heatmaps import decode_argmax, sigmoid
+from .heatmaps import Decoded, decode_argmax, sigmoid
 from .pipeline import InputSpec, load_for, to_original
 
 
@@ -61,20 +61,30 @@ class CroppedPredictor:
 
     def decode(self, output: np.ndarray) -> np.ndarray:
         """Raw output (B, N, 2) coordinates or (B, N, H, W) heatmaps -> points (B, N, 2) in crop pixels."""
-        if self.output == "heatmap":
-            output = self.heatmap_points(output)
-        output = np.asarray(output, dtype=np.float64)
-        return self.space.to_crop(output)
+        return self.decode_scored(output)[0]
 
-    def heatmap_points(self, maps: np.ndarray) -> np.ndarray:
-        """Heatmaps (B, N, H, W) -> points (B, N, 2) in cells. The maps stay float32: the decoder reads
-        few values in float64. (The packed runtime does the same decoding in C.)"""
+    def decode_scored(self, output: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """`decode`, and for heatmap models each point's confidence (B, N): its map's peak after the
+        model's activation (a probability for cross-entropy models; 0 for an unusable map). Coordinate
+        regressors have no per-point confidence: None."""
+        if self.output != "heatmap":
+            return self.space.to_crop(np.asarray(output, dtype=np.float64)), None
+        decoded = self.heatmaps_decoded(output)
+        return self.space.to_crop(decoded.points), decoded.confidence
+
+    def heatmaps_decoded(self, maps: np.ndarray) -> Decoded:
+        """Heatmaps (B, N, H, W) -> points (B, N, 2) in cells and their confidences. The maps stay
+        float32: the decoder reads few values in float64. (The packed runtime does the same in C.)"""
         activation = sigmoid if self.heatmap_activation == "sigmoid" else None
-        return decode_argmax(maps, activation=activation).points
+        return decode_argmax(maps, activation=activation)
 
     def predict_crops(self, crops: np.ndarray) -> np.ndarray:
         """uint8 crops (B, S, S[, 3]) -> points (B, N, 2) in crop pixels."""
-        return self.decode(self.forward(self.input.normalize(crops)))
+        return self.predict_crops_scored(crops)[0]
+
+    def predict_crops_scored(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """`predict_crops` and the per-point confidences of `decode_scored`."""
+        return self.decode_scored(self.forward(self.input.normalize(crops)))
 
     def predict_samples(self, samples: list[Sample], batch_size: int = 256, progress=None) -> PredictionSet:
         """Predict every face in original-image coordinates; faces whose image fails to load are

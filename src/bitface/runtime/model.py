@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.heatmaps import Decoded
 from ..data.predictor import CroppedPredictor, settings_from
 from ..export.format import PackedModel, load_packed
 from ..io.sample import DataError
@@ -34,27 +35,28 @@ class PackedLandmarker(CroppedPredictor):
             )
         return self._points_shape(self.network(x))
 
-    def predict_crops(self, crops: np.ndarray) -> np.ndarray:
-        """uint8 crops (B, S, S[, 3]) -> points (B, N, 2) in crop pixels; the native plan normalizes
-        them itself (no float copy in numpy), with the same result as `forward(input.normalize(..))`."""
+    def predict_crops_scored(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """uint8 crops (B, S, S[, 3]) -> points (B, N, 2) in crop pixels and per-point confidences; the
+        native plan normalizes them itself (no float copy in numpy), with the same result as
+        `forward(input.normalize(..))`."""
         crops = np.asarray(crops)
         channels, size = self.input_shape[0], self.input_shape[1:]
         shape = size if channels == 1 else (*size, channels)
         if self.network.plan is None or crops.dtype != np.uint8 or crops.ndim < 1 or crops.shape[1:] != shape:
-            return super().predict_crops(crops)
+            return super().predict_crops_scored(crops)
         if self.output == "heatmap":  # decoded in the same native call, the maps read where they lie
             sigmoid = self.heatmap_activation == "sigmoid"
-            cells = self.network.run_crops_decoded(crops, self.input.mean, self.input.std, sigmoid).points
-            return self.space.to_crop(cells)
-        return self.decode(self._points_shape(self.network.run_crops(crops, self.input.mean, self.input.std)))
+            decoded = self.network.run_crops_decoded(crops, self.input.mean, self.input.std, sigmoid)
+            return self.space.to_crop(decoded.points), decoded.confidence
+        return self.decode_scored(self._points_shape(self.network.run_crops(crops, self.input.mean, self.input.std)))
 
     def _points_shape(self, out: np.ndarray) -> np.ndarray:
         if self.output in ("normalized", "pixels"):
             return out.reshape(len(out), self.scheme.num_points, 2)
         return out
 
-    def heatmap_points(self, maps: np.ndarray) -> np.ndarray:
-        return decode_heatmaps(maps, self.heatmap_activation == "sigmoid").points  # the numpy decoding, in C
+    def heatmaps_decoded(self, maps: np.ndarray) -> Decoded:
+        return decode_heatmaps(maps, self.heatmap_activation == "sigmoid")  # the numpy decoding, in C
 
 
 def load_packed_model(path: str | Path) -> PackedLandmarker:
