@@ -17,8 +17,6 @@ import cv2
 import numpy as np
 
 from . import bundled
-from .data.geometry import warp
-from .data.pipeline import to_original
 from .detect import Detection, get_detector, load_calibration
 from .io.images import load_image
 from .runtime import load_packed_model
@@ -66,14 +64,6 @@ def as_rgb(image, channel_order: str = "rgb", where: str = "image") -> np.ndarra
     return np.ascontiguousarray(rgb[:, :, ::-1] if channel_order == "bgr" else rgb)
 
 
-def _to_mode(crop: np.ndarray, mode: str) -> np.ndarray:
-    if mode == "gray" and crop.ndim == 3:
-        return cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
-    if mode == "rgb" and crop.ndim == 2:
-        return cv2.cvtColor(crop, cv2.COLOR_GRAY2RGB)
-    return crop
-
-
 class Landmarker:
     """A bundled model name (see `bitface models`) or a .bitface path, and a detector name."""
 
@@ -96,13 +86,13 @@ class Landmarker:
         return self.detector(gray)
 
     def batch(self, images: list, boxes: list | None = None, channel_order: str = "rgb") -> list[list[Face]]:
-        """Faces of every image; all faces of all images go through the network as one batch.
+        """Faces of every image; the faces of one image go through the network in one native call.
         boxes: per image, face boxes [x0, y0, x1, y1] in the training annotations' convention
         (used instead of detection)."""
         if boxes is not None and len(boxes) != len(images):
             raise ValueError(f"{len(images)} images but {len(boxes)} lists of boxes")
         mode = self.model.input.mode
-        crops, matrices, owners, found = [], [], [], [[] for _ in images]
+        found = []
         for i, image in enumerate(images):
             rgb = as_rgb(image, channel_order, where=f"image {i}")
             gray = rgb if rgb.ndim == 2 else None
@@ -111,18 +101,14 @@ class Landmarker:
             else:  # detect on a gray image made once here, so a gray model can crop from it too
                 gray = gray if gray is not None else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
                 faces = [Face(self.calibration.apply(d.box), None, d.score, d.box) for d in self.detect(gray)]
-            # a gray model reads the gray image where detection made one; otherwise only the small crop
-            # is converted, not the whole image
-            source = gray if mode == "gray" and gray is not None else rgb
-            for face in faces:
-                matrix = self.model.crop.matrix(face.box)
-                crops.append(_to_mode(warp(source, matrix, self.model.crop.size), mode))
-                matrices.append(matrix)
-                owners.append((i, face))
-        if crops:
-            points, scores = self.model.predict_crops_scored(np.stack(crops))
-            for k, ((i, face), p, m) in enumerate(zip(owners, points, matrices, strict=True)):
-                face.points = to_original(p, m)
-                face.point_scores = None if scores is None else scores[k]
-                found[i].append(face)
+            if faces:
+                # a gray model reads the gray image where detection made one (its crops are sampled in the
+                # native call); otherwise only the small crops are converted, not the whole image
+                source = gray if mode == "gray" and gray is not None else rgb
+                matrices = [self.model.crop.matrix(face.box) for face in faces]
+                points, scores = self.model.predict_in_image(source, matrices)
+                for k, face in enumerate(faces):
+                    face.points = points[k]
+                    face.point_scores = None if scores is None else scores[k]
+            found.append(faces)
         return found

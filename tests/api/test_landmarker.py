@@ -146,3 +146,21 @@ def test_heatmap_models_score_each_point_and_a_face_scores_above_noise(sample):
     assert np.median(guess.point_scores) < np.median(face.point_scores) - 0.3
     assert json.loads(json.dumps(face.to_dict()))["point_scores"] == [round(float(v), 4) for v in face.point_scores]
     assert Landmarker()(sample)[0].point_scores is None  # the 5-point regressor gives none
+
+
+@pytest.mark.parametrize("name", ["landmarks68-hourglass-xnor", "regression5-acn1bit"])
+def test_crops_sampled_natively_give_the_points_of_cv2_crops(name, sample):
+    from bitface.data.predictor import CroppedPredictor
+
+    model = Landmarker(name, detector="none").model
+    gray = cv2.cvtColor(sample, cv2.COLOR_RGB2GRAY)
+    boxes = [[180, 60, 300, 220], [-40, -30, 90, 80], [400, 420, 530, 560], [20, 20, 500, 500]]  # the last: >2x
+    for group in (boxes[:3], boxes):  # native; and with a face that is area-downsampled first (warp's path)
+        ms = [model.crop.matrix(np.array(b, float)) for b in group]
+        points, scores = model.predict_in_image(gray, ms)
+        expected_points, expected_scores = CroppedPredictor.predict_in_image(model, gray, ms)  # cv2 crops
+        np.testing.assert_allclose(points, expected_points, rtol=0, atol=1e-9)
+        if expected_scores is None:
+            assert scores is None
+        else:
+            np.testing.assert_array_equal(scores, expected_scores)

@@ -7,6 +7,18 @@ from bitface.train.queue import run_queue
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="needs Linux CPU affinity")
 
+# the cores this process had at collection, before any test pinned it (bitface bench pins itself to one)
+START_CORES = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+
+
+@pytest.fixture(autouse=True)
+def all_start_cores():
+    now = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, START_CORES)
+    yield
+    os.sched_setaffinity(0, now)
+
+
 # each job writes the cores it may run on to the file after --out
 REPORT = "import os, sys; open(sys.argv[2], 'w').write(' '.join(map(str, sorted(os.sched_getaffinity(0)))))"
 
@@ -21,11 +33,11 @@ def cores_of(path) -> set[int]:
 
 def test_a_lone_job_is_not_pinned_so_it_cannot_stack_on_another_queues_core(tmp_path, capsys):
     assert run_queue([job(tmp_path / "a"), job(tmp_path / "b")], parallel=1) == [0, 0]
-    assert cores_of(tmp_path / "a") == cores_of(tmp_path / "b") == os.sched_getaffinity(0)
+    assert cores_of(tmp_path / "a") == cores_of(tmp_path / "b") == START_CORES
     assert "done: a" in capsys.readouterr().out
 
 
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
+@pytest.mark.skipif(len(START_CORES) < 2, reason="needs two cores")
 def test_parallel_jobs_run_pinned_to_separate_cores(tmp_path):
     assert run_queue([job(tmp_path / "a"), job(tmp_path / "b")], parallel=2) == [0, 0]
     a, b = cores_of(tmp_path / "a"), cores_of(tmp_path / "b")

@@ -42,8 +42,9 @@ class CropSpec:
 
     def square(self, box) -> tuple[np.ndarray, float]:
         """Centre and side (original pixels) of the crop square for a face box [x0, y0, x1, y1]."""
-        centre, side = geometry.square_from_box(box, self.margin)
-        return centre + np.array([self.shift_x * (box[2] - box[0]), self.shift_y * (box[3] - box[1])]), side
+        x0, y0, x1, y1 = np.asarray(box, dtype=np.float64).reshape(4).tolist()
+        centre, side = geometry.square_from_box((x0, y0, x1, y1), self.margin)
+        return centre + np.array([self.shift_x * (x1 - x0), self.shift_y * (y1 - y0)]), side
 
     def matrix(self, box) -> np.ndarray:
         """Original image -> crop, for a face box [x0, y0, x1, y1]."""

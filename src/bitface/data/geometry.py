@@ -37,7 +37,7 @@ def invert(matrix: np.ndarray) -> np.ndarray:
 def square_from_box(box, margin: float = 0.0) -> tuple[np.ndarray, float]:
     """Centre and side of the square around box [x0, y0, x1, y1], grown by `margin` of its size on
     each side (margin 0.1: side = 1.2 * max(w, h))."""
-    x0, y0, x1, y1 = np.asarray(box, dtype=np.float64)
+    x0, y0, x1, y1 = np.asarray(box, dtype=np.float64).reshape(4).tolist()  # floats: numpy scalars cost more
     if not (x1 > x0 and y1 > y0):
         raise ValueError(f"empty box {[x0, y0, x1, y1]}")
     return np.array([(x0 + x1) / 2, (y0 + y1) / 2]), max(x1 - x0, y1 - y0) * (1 + 2 * margin)
@@ -49,7 +49,7 @@ def crop_matrix(centre, side: float, size: int) -> np.ndarray:
     The square's continuous extent [c - side/2, c + side/2] lands on the crop's [-0.5, size - 0.5].
     """
     s = size / side
-    cx, cy = centre
+    cx, cy = np.asarray(centre, dtype=np.float64).tolist()
     return np.array([[s, 0, size / 2 - 0.5 - cx * s], [0, s, size / 2 - 0.5 - cy * s], [0, 0, 1]])
 
 
@@ -70,35 +70,48 @@ def about_centre(size: int, angle_deg: float = 0.0, scale: float = 1.0, shift=(0
 def warp(image: np.ndarray, matrix: np.ndarray, size: int, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
     """Resample `image` into a size x size crop; outside the image is black (as in our crop data).
 
-    When the crop shrinks the face a lot, the image is first area-downsampled so that bilinear
-    sampling does not alias.
+    When the crop shrinks the face a lot, the image is first area-downsampled (`warp_source`) so that
+    bilinear sampling does not alias.
     """
-    (a, b), (c, d) = matrix[0, :2].tolist(), matrix[1, :2].tolist()
-    scale = abs(a * d - b * c) ** 0.5  # the linear part's determinant, in closed form (linalg.det costs more)
-    if scale < 0.5:
-        factor = int(np.floor(1 / scale))
-        h, w = image.shape[:2]
-        # Only the part of the image the crop covers is downsampled (plus a border for the bilinear
-        # taps), its origin on the factor grid, so a small face in a big photo costs little.
-        corners = invert(matrix) @ np.array([[0, size - 1, 0, size - 1], [0, 0, size - 1, size - 1], [1, 1, 1, 1]])
-        lo = np.floor(corners[:2].min(1)).astype(int) - 2 * factor
-        hi = np.ceil(corners[:2].max(1)).astype(int) + 2 * factor + 1
-        if hi[0] <= 0 or hi[1] <= 0 or lo[0] >= w or lo[1] >= h:  # the crop lies wholly outside the image
-            return np.zeros((size, size, *image.shape[2:]), image.dtype)
-        x0, y0 = (max(0, v) // factor * factor for v in lo)
-        # ends rounded up to the factor grid too (or the image's end), so the area resize is by exactly `factor`
-        x1 = min(w, -(-max(hi[0], x0 + factor) // factor) * factor)
-        y1 = min(h, -(-max(hi[1], y0 + factor) // factor) * factor)
-        region = image[y0:y1, x0:x1]
-        rw, rh = x1 - x0, y1 - y0
-        small = cv2.resize(region, (max(1, rw // factor), max(1, rh // factor)), interpolation=cv2.INTER_AREA)
-        # pixel-centre mapping of an area resize of the region: x_small = (x - x0 + 0.5) * (w_small / rw) - 0.5
-        sx, sy = small.shape[1] / rw, small.shape[0] / rh
-        to_small = np.array([[sx, 0, (0.5 - x0) * sx - 0.5], [0, sy, (0.5 - y0) * sy - 0.5], [0, 0, 1]])
-        image, matrix = small, matrix @ invert(to_small)
+    image, matrix = warp_source(image, matrix, size)
     return cv2.warpAffine(
         image, matrix[:2], (size, size), flags=interpolation, borderMode=cv2.BORDER_CONSTANT, borderValue=0
     )
+
+
+def shrinks_by_more_than_2(matrix: np.ndarray) -> bool:
+    """Whether the crop shrinks the image by more than 2x (then `warp` area-downsamples it first)."""
+    (a, b), (c, d) = matrix[0, :2].tolist(), matrix[1, :2].tolist()
+    return abs(a * d - b * c) < 0.25  # the linear part's determinant, in closed form (linalg.det costs more)
+
+
+def warp_source(image: np.ndarray, matrix: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The image that `warp` samples bilinearly, and the matrix from it to the crop: the image itself,
+    or where the crop shrinks by more than 2x, the region the crop covers area-downsampled by a whole
+    factor."""
+    if not shrinks_by_more_than_2(matrix):
+        return image, matrix
+    (a, b), (c, d) = matrix[0, :2].tolist(), matrix[1, :2].tolist()
+    factor = int(np.floor(1 / abs(a * d - b * c) ** 0.5))
+    h, w = image.shape[:2]
+    # Only the part of the image the crop covers is downsampled (plus a border for the bilinear
+    # taps), its origin on the factor grid, so a small face in a big photo costs little.
+    corners = invert(matrix) @ np.array([[0, size - 1, 0, size - 1], [0, 0, size - 1, size - 1], [1, 1, 1, 1]])
+    lo = np.floor(corners[:2].min(1)).astype(int) - 2 * factor
+    hi = np.ceil(corners[:2].max(1)).astype(int) + 2 * factor + 1
+    if hi[0] <= 0 or hi[1] <= 0 or lo[0] >= w or lo[1] >= h:  # the crop lies wholly outside the image
+        return np.zeros((1, 1, *image.shape[2:]), image.dtype), matrix  # black: every sample is 0
+    x0, y0 = (max(0, v) // factor * factor for v in lo)
+    # ends rounded up to the factor grid too (or the image's end), so the area resize is by exactly `factor`
+    x1 = min(w, -(-max(hi[0], x0 + factor) // factor) * factor)
+    y1 = min(h, -(-max(hi[1], y0 + factor) // factor) * factor)
+    region = image[y0:y1, x0:x1]
+    rw, rh = x1 - x0, y1 - y0
+    small = cv2.resize(region, (max(1, rw // factor), max(1, rh // factor)), interpolation=cv2.INTER_AREA)
+    # pixel-centre mapping of an area resize of the region: x_small = (x - x0 + 0.5) * (w_small / rw) - 0.5
+    sx, sy = small.shape[1] / rw, small.shape[0] / rh
+    to_small = np.array([[sx, 0, (0.5 - x0) * sx - 0.5], [0, sy, (0.5 - y0) * sy - 0.5], [0, 0, 1]])
+    return small, matrix @ invert(to_small)
 
 
 @dataclass(frozen=True)

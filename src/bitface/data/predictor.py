@@ -8,6 +8,7 @@ import dataclasses
 import functools
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from ..io.sample import DataError, Sample
@@ -86,6 +87,14 @@ class CroppedPredictor:
         """`predict_crops` and the per-point confidences of `decode_scored`."""
         return self.decode_scored(self.forward(self.input.normalize(crops)))
 
+    def predict_in_image(self, image: np.ndarray, matrices: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """The faces at `matrices` (3x3, image -> crop, from `crop.matrix(box)`) of one uint8 image, gray
+        (H, W) or RGB (H, W, 3), each crop converted to the model's input mode: points (B, N, 2) in image
+        pixels and the per-point confidences of `decode_scored`."""
+        crops = np.stack([to_mode(warp(image, m, self.crop.size), self.input.mode) for m in matrices])
+        points, scores = self.predict_crops_scored(crops)
+        return np.stack([to_original(p, m) for p, m in zip(points, matrices, strict=True)]), scores
+
     def predict_samples(self, samples: list[Sample], batch_size: int = 256, progress=None) -> PredictionSet:
         """Predict every face in original-image coordinates; faces whose image fails to load are
         listed in `errors` and left out of `indices`, never scored as zeros."""
@@ -115,6 +124,15 @@ class CroppedPredictor:
         return PredictionSet(
             np.asarray(points, dtype=np.float64).reshape(-1, self.scheme.num_points, 2), indices, errors
         )
+
+
+def to_mode(image: np.ndarray, mode: str) -> np.ndarray:
+    """A uint8 gray or RGB image in `mode` ("gray" or "rgb"), by OpenCV's colour conversion."""
+    if mode == "gray" and image.ndim == 3:
+        return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    if mode == "rgb" and image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    return image
 
 
 def settings_from(meta: dict) -> dict:

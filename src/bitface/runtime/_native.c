@@ -1442,12 +1442,99 @@ static int plan_init(Plan *self, PyObject *args, PyObject *kwds) {
     return 0;
 }
 
-/* A network input: float32 NCHW image, or a uint8 HWC crop with its normalization. */
+/* A network input: float32 NCHW image, a uint8 HWC crop with its normalization, or a gray image with
+ * the crop's place in it and the normalization. */
 typedef struct {
     const float *image;
     const uint8_t *crop;
     float mean, std;
+    const uint8_t *gray; /* or a gray image (height x width, rows `width` apart) sampled at the crop's pixels */
+    int64_t height, width;
+    const double *matrix; /* image -> crop, 2 x 3 (as for cv2.warpAffine) */
 } Input;
+
+/* The inverse of an image -> crop matrix (2 x 3), in double as cv2.warpAffine computes it. */
+static void crop_to_image(const double *f, double m[6]) {
+    const double det = f[0] * f[4] - f[1] * f[3], d = det != 0 ? 1. / det : 0;
+    m[0] = f[4] * d, m[1] = f[1] * -d, m[3] = f[3] * -d, m[4] = f[0] * d;
+    m[2] = -m[0] * f[2] - m[1] * f[5], m[5] = -m[3] * f[2] - m[4] * f[5];
+}
+
+/* take_affine for a matrix without rotation (m1 = m3 = 0): a crop row reads two image rows, each
+ * column the same two taps of them. The same arithmetic, without branches: a tap outside the image
+ * gets weight 0 (its index clamped inside), which is what OpenCV's zero taps amount to. */
+static void take_axis_aligned(const Stage *s, const Input *in, float *out, const int64_t *step_x, int64_t x0,
+                              double m4, double m5, const float *level) {
+    const int64_t h = in->height, w = in->width;
+    int64_t left[s->wo], right[s->wo], weight_left[s->wo], weight_right[s->wo];
+    for (int64_t x = 0; x < s->wo; x++) {
+        const int64_t fx = (x0 + step_x[x]) >> 5, sx = fx >> 5, ax = fx & 31;
+        left[x] = sx < 0 ? 0 : sx >= w ? w - 1 : sx;
+        right[x] = sx + 1 < 0 ? 0 : sx + 1 >= w ? w - 1 : sx + 1;
+        weight_left[x] = sx >= 0 && sx < w ? 32 - ax : 0;
+        weight_right[x] = sx + 1 >= 0 && sx + 1 < w ? ax : 0;
+    }
+    for (int64_t y = 0; y < s->ho; y++) {
+        const int64_t fy = (llrint((m4 * y + m5) * 1024) + 16) >> 5, sy = fy >> 5, ay = fy & 31;
+        const uint8_t *upper = in->gray + (sy < 0 ? 0 : sy >= h ? h - 1 : sy) * w;
+        const uint8_t *lower = in->gray + (sy + 1 < 0 ? 0 : sy + 1 >= h ? h - 1 : sy + 1) * w;
+        const int64_t weight_upper = sy >= 0 && sy < h ? 32 - ay : 0, weight_lower = sy + 1 >= 0 && sy + 1 < h ? ay : 0;
+        float *dst = out + s->out_off + y * s->out_row;
+        const int64_t pix = s->out_pix;
+        for (int64_t x = 0; x < s->wo; x++) {
+            const int64_t a = left[x], b = right[x], wa = weight_left[x], wb = weight_right[x];
+            const int64_t top = wa * upper[a] + wb * upper[b], bottom = wa * lower[a] + wb * lower[b];
+            dst[x * pix] = level[(weight_upper * top + weight_lower * bottom + 512) >> 10];
+        }
+    }
+}
+
+/* The crop cv2.warpAffine(gray, matrix, (wo, ho), INTER_LINEAR, BORDER_CONSTANT 0) makes, bit for bit,
+ * normalized as take_crop normalizes a uint8 crop, without making the crop. OpenCV's arithmetic (its
+ * documented fixed point, imgwarp.cpp): it inverts the matrix in double as below; source positions are
+ * rounded to 1/1024 pixel, then floored to 1/32 (each row's offset rounded once, each column's step
+ * rounded once, both plus a half 32nd); the bilinear weights are products of 32nds, the sum rounded half
+ * up; taps outside the image are 0, and a pixel with no tap inside is 0. */
+static void take_affine(const Stage *s, const Input *in, float *out) {
+    double m[6];
+    crop_to_image(in->matrix, m);
+    const double m0 = m[0], m1 = m[1], m2 = m[2], m3 = m[3], m4 = m[4], m5 = m[5];
+    const int64_t h = in->height, w = in->width;
+    const uint8_t *g = in->gray;
+    int64_t step_x[s->wo], step_y[s->wo]; /* each column's rounded step, once per crop (llrint is a call) */
+    for (int64_t x = 0; x < s->wo; x++) step_x[x] = llrint(m0 * x * 1024), step_y[x] = llrint(m3 * x * 1024);
+    float level[256]; /* each grey level normalized as take_crop does it, 256 divisions instead of one a pixel */
+    for (int v = 0; v < 256; v++) level[v] = ((float)v - in->mean) / in->std;
+    if (m1 == 0 && m3 == 0 && fabs(m2) < 1e12 && fabs(m5) < 1e12) /* no rotation: every crop Landmarker makes */
+        return take_axis_aligned(s, in, out, step_x, llrint(m2 * 1024) + 16, m4, m5, level);
+    for (int64_t y = 0; y < s->ho; y++) {
+        float *dst = out + s->out_off + y * s->out_row;
+        const double row_x = (m1 * y + m2) * 1024, row_y = (m4 * y + m5) * 1024;
+        if (fabs(row_x) > 1e15 || fabs(row_y) > 1e15) { /* far outside any image */
+            for (int64_t x = 0; x < s->wo; x++) dst[x * s->out_pix] = level[0];
+            continue;
+        }
+        const int64_t x0 = llrint(row_x) + 16, y0 = llrint(row_y) + 16;
+        for (int64_t x = 0; x < s->wo; x++) {
+            const int64_t fx = (x0 + step_x[x]) >> 5, fy = (y0 + step_y[x]) >> 5;
+            const int64_t sx = fx >> 5, sy = fy >> 5, ax = fx & 31, ay = fy & 31;
+            int64_t v = 0;
+            if (sx >= -1 && sx < w && sy >= -1 && sy < h) { /* at least one of the four taps inside */
+                int64_t p00, p01, p10, p11;
+                const int64_t at = sy * w + sx;
+                if (sx >= 0 && sx + 1 < w && sy >= 0 && sy + 1 < h)
+                    p00 = g[at], p01 = g[at + 1], p10 = g[at + w], p11 = g[at + w + 1];
+                else { /* on the border: taps outside are 0 */
+                    const int left = sx >= 0, right = sx + 1 < w, top = sy >= 0, bottom = sy + 1 < h;
+                    p00 = top && left ? g[at] : 0, p01 = top && right ? g[at + 1] : 0;
+                    p10 = bottom && left ? g[at + w] : 0, p11 = bottom && right ? g[at + w + 1] : 0;
+                }
+                v = ((32 - ax) * (32 - ay) * p00 + ax * (32 - ay) * p01 + (32 - ax) * ay * p10 + ax * ay * p11 + 512) >> 10;
+            }
+            dst[x * s->out_pix] = level[v];
+        }
+    }
+}
 
 /* Clears the upper halves of the vector registers. GCC leaves out the vzeroupper at the exit of some
  * AVX-512 kernels (the large ones), and while the upper state is dirty every later SSE instruction in
@@ -1462,7 +1549,9 @@ static void run_stage(Plan *self, Py_ssize_t i, const Input *input) {
         void *in = s->in_buf >= 0 ? self->buffers[s->in_buf] : NULL, *out = self->buffers[s->out_buf];
         switch (s->kind) {
         case ST_INPUT:
-            if (input->crop)
+            if (input->gray)
+                take_affine(s, input, out);
+            else if (input->crop)
                 take_crop(s, input->crop, input->mean, input->std, out);
             else
                 take_input(s, input->image, out);
@@ -1527,7 +1616,39 @@ static PyObject *plan_run(Plan *self, PyObject *args) {
 static void decode_hwc(const float *buf, int64_t channels, int64_t h, int64_t w, int64_t row, int64_t pix, int sigmoid,
                        double min_peak, double *out);
 
-/* run_crops and run_crops_decoded: the network on each crop, its maps out as CHW floats, or decoded. */
+/* The batch loop of run_crops(_decoded) and run_faces(_decoded): `input` advanced by crop_step bytes
+ * and matrix_step doubles per face; each network's maps out as CHW floats, or decoded. */
+static void run_batch(Plan *self, Input input, int64_t batch, int64_t crop_step, int64_t matrix_step,
+                      const int decode, int sigmoid, double min_peak, double stride, void *out) {
+    const int64_t *o = self->output, channels = o[1];
+    const int64_t per_image = decode ? 4 * channels : channels * o[2] * o[3]; /* doubles or floats */
+    for (int64_t b = 0; b < batch; b++) {
+        if (b && crop_step) input.crop += crop_step;
+        if (b && matrix_step) input.matrix += matrix_step;
+        if (!decode) {
+            run_one(self, &input, (float *)out + b * per_image);
+            continue;
+        }
+        run_stages(self, &input); /* the maps decoded where the network left them (HWC) */
+        double *points = (double *)out + b * per_image;
+        decode_hwc((const float *)self->buffers[o[0]] + o[4], channels, o[2], o[3], o[5], o[6], sigmoid, min_peak,
+                   points);
+        if (!input.gray) continue;
+        double m[6]; /* sampled from an image: cells -> crop pixels (OutputSpace "heatmap") -> image pixels */
+        crop_to_image(input.matrix, m);
+        for (int64_t c = 0; c < channels; c++) {
+            const double x = (points[4 * c] + 0.5) * stride - 0.5, y = (points[4 * c + 1] + 0.5) * stride - 0.5;
+            points[4 * c] = m[0] * x + m[1] * y + m[2], points[4 * c + 1] = m[3] * x + m[4] * y + m[5];
+        }
+    }
+}
+
+static int64_t output_bytes(Plan *self, const int decode) {
+    const int64_t *o = self->output;
+    return decode ? 8 * 4 * o[1] : 4 * o[1] * o[2] * o[3];
+}
+
+/* run_crops and run_crops_decoded: the network on each uint8 crop. */
 static PyObject *crops_batch(Plan *self, PyObject *args, const int decode) {
     Py_buffer x, y;
     float mean, std;
@@ -1536,30 +1657,20 @@ static PyObject *crops_batch(Plan *self, PyObject *args, const int decode) {
     if (decode ? !PyArg_ParseTuple(args, "y*ffpdw*", &x, &mean, &std, &sigmoid, &min_peak, &y)
                : !PyArg_ParseTuple(args, "y*ffw*", &x, &mean, &std, &y))
         return NULL;
-    const int64_t *o = self->output, channels = o[1];
-    const int64_t per_image = decode ? 4 * channels : channels * o[2] * o[3]; /* doubles or floats */
-    const int64_t itemsize = decode ? 8 : 4;
+    const int64_t per_image = output_bytes(self, decode);
     const int64_t batch = self->input_size ? (int64_t)x.len / self->input_size : 0;
-    if (x.len % self->input_size || y.len != itemsize * batch * per_image || self->nstages == 0 ||
+    if (x.len % self->input_size || y.len != batch * per_image || self->nstages == 0 ||
         self->stages[0].kind != ST_INPUT) {
         PyErr_Format(PyExc_ValueError, "%s: %zd crop bytes and %zd output bytes do not fit %lld and %lld per image",
                      decode ? "run_crops_decoded" : "run_crops", x.len, y.len, (long long)self->input_size,
-                     (long long)(itemsize * per_image));
+                     (long long)per_image);
         PyBuffer_Release(&x);
         PyBuffer_Release(&y);
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-    for (int64_t b = 0; b < batch; b++) {
-        const Input input = {NULL, (const uint8_t *)x.buf + b * self->input_size, mean, std};
-        if (!decode) {
-            run_one(self, &input, (float *)y.buf + b * per_image);
-            continue;
-        }
-        run_stages(self, &input); /* the maps decoded where the network left them (HWC) */
-        decode_hwc((const float *)self->buffers[o[0]] + o[4], channels, o[2], o[3], o[5], o[6], sigmoid, min_peak,
-                   (double *)y.buf + b * per_image);
-    }
+    const Input input = {NULL, (const uint8_t *)x.buf, mean, std, NULL, 0, 0, NULL};
+    run_batch(self, input, batch, self->input_size, 0, decode, sigmoid, min_peak, 1.0, y.buf);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&x);
     PyBuffer_Release(&y);
@@ -1573,6 +1684,51 @@ static PyObject *plan_run_crops(Plan *self, PyObject *args) { return crops_batch
 /* plan.run_crops_decoded(crops, mean, std, sigmoid, min_peak, out): run_crops, then decode_heatmaps of
  * its maps into out, float64 (B, channels, 4); no CHW copy of the maps, no float output array. */
 static PyObject *plan_run_crops_decoded(Plan *self, PyObject *args) { return crops_batch(self, args, 1); }
+
+/* run_faces and run_faces_decoded: the network on crops sampled from one gray image. */
+static PyObject *faces_batch(Plan *self, PyObject *args, const int decode) {
+    Py_buffer image, matrices, y;
+    Py_ssize_t height, width;
+    float mean, std;
+    int sigmoid = 0;
+    double min_peak = 0.0, stride = 1.0;
+    if (decode ? !PyArg_ParseTuple(args, "y*nny*ffpddw*", &image, &height, &width, &matrices, &mean, &std, &sigmoid,
+                                   &min_peak, &stride, &y)
+               : !PyArg_ParseTuple(args, "y*nny*ffw*", &image, &height, &width, &matrices, &mean, &std, &y))
+        return NULL;
+    const int64_t per_image = output_bytes(self, decode), batch = (int64_t)matrices.len / 48;
+    const char *why = NULL;
+    if (self->nstages == 0 || self->stages[0].kind != ST_INPUT || self->stages[0].cin != 1)
+        why = "the network's input is not one gray channel";
+    else if (height < 1 || width < 1 || image.len != (Py_ssize_t)height * width)
+        why = "the image bytes are not height x width";
+    else if (matrices.len % 48 || y.len != batch * per_image)
+        why = "the matrices (6 doubles per face) and the output do not fit";
+    if (why) {
+        PyErr_Format(PyExc_ValueError, "%s: %s", decode ? "run_faces_decoded" : "run_faces", why);
+        PyBuffer_Release(&image);
+        PyBuffer_Release(&matrices);
+        PyBuffer_Release(&y);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    const Input input = {NULL, NULL, mean, std, (const uint8_t *)image.buf, height, width, (const double *)matrices.buf};
+    run_batch(self, input, batch, 0, 6, decode, sigmoid, min_peak, stride, y.buf);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&image);
+    PyBuffer_Release(&matrices);
+    PyBuffer_Release(&y);
+    Py_RETURN_NONE;
+}
+
+/* plan.run_faces(image, height, width, matrices, mean, std, out): image uint8 gray (height, width)
+ * C-contiguous; matrices float64 (B, 2, 3), each mapping image pixels to crop pixels; out as run_crops. */
+static PyObject *plan_run_faces(Plan *self, PyObject *args) { return faces_batch(self, args, 0); }
+
+/* plan.run_faces_decoded(image, height, width, matrices, mean, std, sigmoid, min_peak, stride, out): run_faces,
+ * then the maps decoded as run_crops_decoded does, and the points mapped to image pixels (a heatmap
+ * cell is `stride` crop pixels, centres aligned as OutputSpace "heatmap" aligns them). */
+static PyObject *plan_run_faces_decoded(Plan *self, PyObject *args) { return faces_batch(self, args, 1); }
 
 static double now(void) {
     struct timespec t;
@@ -1626,6 +1782,11 @@ static PyMethodDef plan_methods[] = {
      "run_crops(crops, mean, std, out): the whole network on uint8 crops, normalized natively"},
     {"run_crops_decoded", (PyCFunction)plan_run_crops_decoded, METH_VARARGS,
      "run_crops_decoded(crops, mean, std, sigmoid, min_peak, out): run_crops, then its heatmaps decoded in place"},
+    {"run_faces", (PyCFunction)plan_run_faces, METH_VARARGS,
+     "run_faces(image, height, width, matrices, mean, std, out): the network on crops sampled from a gray image"},
+    {"run_faces_decoded", (PyCFunction)plan_run_faces_decoded, METH_VARARGS,
+     "run_faces_decoded(image, height, width, matrices, mean, std, sigmoid, min_peak, stride, out): run_faces, "
+     "then decoded, in image pixels"},
     {"profile", (PyCFunction)plan_profile, METH_VARARGS, "profile(image, repeats) -> seconds per stage"},
     {"buffer", (PyCFunction)plan_buffer, METH_VARARGS, "buffer(index, nbytes) -> bytes"},
     {NULL, NULL, 0, NULL},

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.geometry import shrinks_by_more_than_2
 from ..data.heatmaps import Decoded
+from ..data.pipeline import to_original
 from ..data.predictor import CroppedPredictor, settings_from
 from ..export.format import PackedModel, load_packed
 from ..io.sample import DataError
@@ -49,6 +51,38 @@ class PackedLandmarker(CroppedPredictor):
             decoded = self.network.run_crops_decoded(crops, self.input.mean, self.input.std, sigmoid)
             return self.space.to_crop(decoded.points), decoded.confidence
         return self.decode_scored(self._points_shape(self.network.run_crops(crops, self.input.mean, self.input.std)))
+
+    def predict_in_image(self, image: np.ndarray, matrices: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """As CroppedPredictor.predict_in_image; a gray model on a gray image samples its crops in the
+        native call that runs the network: the crops cv2.warpAffine makes, bit for bit, without making
+        them (a heatmap model's points come back in image pixels from that call too). A face that the
+        crop shrinks more than 2x is area-downsampled first, by `warp`."""
+        image = np.asarray(image)
+        if self.network.plan is None or self.input_shape[0] != 1 or image.ndim != 2 or image.dtype != np.uint8:
+            return super().predict_in_image(image, matrices)
+        direct = [i for i, m in enumerate(matrices) if not shrinks_by_more_than_2(m)]
+        if len(direct) < len(matrices):  # some faces need the downsampled source: those go through `warp`
+            shrunk = [i for i in range(len(matrices)) if i not in set(direct)]
+            parts = [(shrunk, super().predict_in_image(image, [matrices[i] for i in shrunk]))]
+            if direct:
+                parts.append((direct, self.predict_in_image(image, [matrices[i] for i in direct])))
+            points = np.empty((len(matrices), self.scheme.num_points, 2))
+            scores = None if parts[0][1][1] is None else np.empty((len(matrices), self.scheme.num_points))
+            for indices, (p, c) in parts:
+                points[indices] = p
+                if scores is not None:
+                    scores[indices] = c
+            return points, scores
+        image = np.ascontiguousarray(image)
+        if self.output == "heatmap":
+            sigmoid = self.heatmap_activation == "sigmoid"
+            decoded = self.network.run_faces_decoded(
+                image, matrices, self.input.mean, self.input.std, sigmoid, self.heatmap_stride
+            )
+            return decoded.points, decoded.confidence
+        out = self.network.run_faces(image, matrices, self.input.mean, self.input.std)
+        in_crop, scores = self.decode_scored(self._points_shape(out))
+        return np.stack([to_original(p, m) for p, m in zip(in_crop, matrices, strict=True)]), scores
 
     def _points_shape(self, out: np.ndarray) -> np.ndarray:
         if self.output in ("normalized", "pixels"):

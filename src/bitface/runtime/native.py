@@ -92,6 +92,38 @@ class Network:
         self.plan.run_crops_decoded(crops, mean, std, bool(sigmoid), float(min_peak), out)
         return _decoded(out, (len(crops), channels))
 
+    def _faces(self, gray: np.ndarray, matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.compiled.input_shape[0] != 1:
+            raise ValueError(f"run_faces: the network takes {self.compiled.input_shape[0]} channels, not one gray")
+        gray = np.ascontiguousarray(gray)
+        if gray.dtype != np.uint8 or gray.ndim != 2:
+            raise ValueError(f"run_faces: the image must be uint8 (H, W), got {gray.dtype} {gray.shape}")
+        matrices = np.ascontiguousarray(np.asarray(matrices, np.float64)[:, :2])
+        if matrices.ndim != 3 or matrices.shape[1:] != (2, 3) or not np.isfinite(matrices).all():
+            raise ValueError(f"run_faces: matrices must be finite (B, 2 or 3, 3), got shape {matrices.shape}")
+        return gray, matrices
+
+    def run_faces(self, gray: np.ndarray, matrices: np.ndarray, mean: float, std: float) -> np.ndarray:
+        """run_crops on the crops cv2.warpAffine would make from a uint8 gray image (H, W) with `matrices`
+        (B, 2 or 3, 3; image -> crop; bilinear, 0 outside), bit for bit, sampled in the native call."""
+        gray, matrices = self._faces(gray, matrices)
+        out = np.empty((len(matrices), *self.compiled.output_shape), np.float32)
+        self.plan.run_faces(gray, gray.shape[0], gray.shape[1], matrices, mean, std, out)
+        return out
+
+    def run_faces_decoded(
+        self, gray, matrices, mean: float, std: float, sigmoid: bool, stride: float, min_peak: float = 1e-6
+    ) -> Decoded:
+        """run_faces, its heatmaps decoded in the same native call (as run_crops_decoded) and the points
+        mapped to image pixels (a map cell is `stride` crop pixels, as OutputSpace "heatmap" has it)."""
+        gray, matrices = self._faces(gray, matrices)
+        channels = self.compiled.output_shape[0]
+        out = np.empty((len(matrices), channels, 4), np.float64)
+        self.plan.run_faces_decoded(
+            gray, gray.shape[0], gray.shape[1], matrices, mean, std, bool(sigmoid), float(min_peak), float(stride), out
+        )
+        return _decoded(out, (len(matrices), channels))
+
 
 def _decoded(out: np.ndarray, lead: tuple) -> Decoded:
     """decode_heatmaps' (..., 4) rows (x, y, confidence, valid) as a Decoded of shape `lead`."""
