@@ -1460,19 +1460,64 @@ static void crop_to_image(const double *f, double m[6]) {
     m[2] = -m[0] * f[2] - m[1] * f[5], m[5] = -m[3] * f[2] - m[4] * f[5];
 }
 
+/* Crop pixels [from, to) of one row of take_axis_aligned: rows `upper` and `lower` with their weights,
+ * each column's two taps (index clamped inside the row, weight 0 outside it). */
+static void axis_row(const uint8_t *upper, const uint8_t *lower, int64_t weight_upper, int64_t weight_lower,
+                     const int32_t *left, const int32_t *right, const int32_t *weight_left,
+                     const int32_t *weight_right, int64_t from, int64_t to, const float *level, float *dst,
+                     int64_t pix) {
+    for (int64_t x = from; x < to; x++) {
+        const int64_t a = left[x], b = right[x], wa = weight_left[x], wb = weight_right[x];
+        const int64_t top = wa * upper[a] + wb * upper[b], bottom = wa * lower[a] + wb * lower[b];
+        dst[x * pix] = level[(weight_upper * top + weight_lower * bottom + 512) >> 10];
+    }
+}
+
+#if defined(BF_X86)
+/* axis_row for columns whose two taps are both inside the row (right = left + 1), 16 at a time, into a
+ * dense row: one 4-byte gather per image row reads both taps. The caller makes sure that the bytes
+ * read past a row's end are still in the image (the lower row is not its last). The same integers;
+ * the normalization a correctly rounded division as in `level`. */
+__attribute__((target(AVX512))) static void axis_row_avx512(const uint8_t *upper, const uint8_t *lower,
+                                                           int32_t weight_upper, int32_t weight_lower,
+                                                           const int32_t *left, const int32_t *weight_left,
+                                                           const int32_t *weight_right, int64_t from, int64_t to,
+                                                           float mean, float std, float *dst) {
+    const __m512i byte = _mm512_set1_epi32(0xff), wu = _mm512_set1_epi32(weight_upper);
+    const __m512i wl = _mm512_set1_epi32(weight_lower), half = _mm512_set1_epi32(512);
+    const __m512 vmean = _mm512_set1_ps(mean), vstd = _mm512_set1_ps(std);
+    for (int64_t x = from; x < to; x += 16) {
+        const __mmask16 m = lanes16(to - x);
+        const __m512i at = _mm512_maskz_loadu_epi32(m, left + x);
+        const __m512i u = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, at, upper, 1);
+        const __m512i l = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, at, lower, 1);
+        const __m512i wa = _mm512_maskz_loadu_epi32(m, weight_left + x), wb = _mm512_maskz_loadu_epi32(m, weight_right + x);
+        const __m512i top = _mm512_add_epi32(_mm512_mullo_epi32(wa, _mm512_and_si512(u, byte)),
+                                              _mm512_mullo_epi32(wb, _mm512_and_si512(_mm512_srli_epi32(u, 8), byte)));
+        const __m512i bottom = _mm512_add_epi32(_mm512_mullo_epi32(wa, _mm512_and_si512(l, byte)),
+                                                _mm512_mullo_epi32(wb, _mm512_and_si512(_mm512_srli_epi32(l, 8), byte)));
+        const __m512i v = _mm512_srli_epi32(
+            _mm512_add_epi32(_mm512_add_epi32(_mm512_mullo_epi32(wu, top), _mm512_mullo_epi32(wl, bottom)), half), 10);
+        _mm512_mask_storeu_ps(dst + x, m, _mm512_div_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(v), vmean), vstd));
+    }
+}
+#endif
+
 /* take_affine for a matrix without rotation (m1 = m3 = 0): a crop row reads two image rows, each
  * column the same two taps of them. The same arithmetic, without branches: a tap outside the image
  * gets weight 0 (its index clamped inside), which is what OpenCV's zero taps amount to. */
 static void take_axis_aligned(const Stage *s, const Input *in, float *out, const int64_t *step_x, int64_t x0,
                               double m4, double m5, const float *level) {
     const int64_t h = in->height, w = in->width;
-    int64_t left[s->wo], right[s->wo], weight_left[s->wo], weight_right[s->wo];
+    int32_t left[s->wo], right[s->wo], weight_left[s->wo], weight_right[s->wo];
+    int64_t inside_from = s->wo, inside_to = 0; /* the columns with both taps inside: one run (sx is monotonic) */
     for (int64_t x = 0; x < s->wo; x++) {
         const int64_t fx = (x0 + step_x[x]) >> 5, sx = fx >> 5, ax = fx & 31;
-        left[x] = sx < 0 ? 0 : sx >= w ? w - 1 : sx;
-        right[x] = sx + 1 < 0 ? 0 : sx + 1 >= w ? w - 1 : sx + 1;
-        weight_left[x] = sx >= 0 && sx < w ? 32 - ax : 0;
-        weight_right[x] = sx + 1 >= 0 && sx + 1 < w ? ax : 0;
+        left[x] = (int32_t)(sx < 0 ? 0 : sx >= w ? w - 1 : sx);
+        right[x] = (int32_t)(sx + 1 < 0 ? 0 : sx + 1 >= w ? w - 1 : sx + 1);
+        weight_left[x] = (int32_t)(sx >= 0 && sx < w ? 32 - ax : 0);
+        weight_right[x] = (int32_t)(sx + 1 >= 0 && sx + 1 < w ? ax : 0);
+        if (sx >= 0 && sx + 1 < w) inside_from = x < inside_from ? x : inside_from, inside_to = x + 1;
     }
     for (int64_t y = 0; y < s->ho; y++) {
         const int64_t fy = (llrint((m4 * y + m5) * 1024) + 16) >> 5, sy = fy >> 5, ay = fy & 31;
@@ -1481,11 +1526,20 @@ static void take_axis_aligned(const Stage *s, const Input *in, float *out, const
         const int64_t weight_upper = sy >= 0 && sy < h ? 32 - ay : 0, weight_lower = sy + 1 >= 0 && sy + 1 < h ? ay : 0;
         float *dst = out + s->out_off + y * s->out_row;
         const int64_t pix = s->out_pix;
-        for (int64_t x = 0; x < s->wo; x++) {
-            const int64_t a = left[x], b = right[x], wa = weight_left[x], wb = weight_right[x];
-            const int64_t top = wa * upper[a] + wb * upper[b], bottom = wa * lower[a] + wb * lower[b];
-            dst[x * pix] = level[(weight_upper * top + weight_lower * bottom + 512) >> 10];
+#if defined(BF_X86)
+        /* rows whose lower row is not the image's last: the gathers' extra bytes lie in the next row */
+        if (isa_current == ISA_AVX512 && pix == 1 && sy >= 0 && sy + 2 < h && inside_from < inside_to) {
+            axis_row(upper, lower, weight_upper, weight_lower, left, right, weight_left, weight_right, 0, inside_from,
+                     level, dst, pix);
+            axis_row_avx512(upper, lower, (int32_t)weight_upper, (int32_t)weight_lower, left, weight_left,
+                            weight_right, inside_from, inside_to, in->mean, in->std, dst);
+            axis_row(upper, lower, weight_upper, weight_lower, left, right, weight_left, weight_right, inside_to,
+                     s->wo, level, dst, pix);
+            continue;
         }
+#endif
+        axis_row(upper, lower, weight_upper, weight_lower, left, right, weight_left, weight_right, 0, s->wo, level,
+                 dst, pix);
     }
 }
 
