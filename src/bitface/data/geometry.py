@@ -79,20 +79,15 @@ def warp(image: np.ndarray, matrix: np.ndarray, size: int, interpolation: int = 
     )
 
 
-def shrinks_by_more_than_2(matrix: np.ndarray) -> bool:
-    """Whether the crop shrinks the image by more than 2x (then `warp` area-downsamples it first)."""
-    (a, b), (c, d) = matrix[0, :2].tolist(), matrix[1, :2].tolist()
-    return abs(a * d - b * c) < 0.25  # the linear part's determinant, in closed form (linalg.det costs more)
-
-
 def warp_source(image: np.ndarray, matrix: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """The image that `warp` samples bilinearly, and the matrix from it to the crop: the image itself,
     or where the crop shrinks by more than 2x, the region the crop covers area-downsampled by a whole
-    factor."""
-    if not shrinks_by_more_than_2(matrix):
-        return image, matrix
+    factor (the native runtime samples the same source)."""
     (a, b), (c, d) = matrix[0, :2].tolist(), matrix[1, :2].tolist()
-    factor = int(np.floor(1 / abs(a * d - b * c) ** 0.5))
+    scale = abs(a * d - b * c) ** 0.5  # the linear part's determinant, in closed form (linalg.det costs more)
+    if scale >= 0.5:
+        return image, matrix
+    factor = int(np.floor(1 / scale))
     h, w = image.shape[:2]
     # Only the part of the image the crop covers is downsampled (plus a border for the bilinear
     # taps), its origin on the factor grid, so a small face in a big photo costs little.

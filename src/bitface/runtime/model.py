@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.geometry import shrinks_by_more_than_2
+from ..data.geometry import apply, invert, warp_source
 from ..data.heatmaps import Decoded
 from ..data.pipeline import to_original
 from ..data.predictor import CroppedPredictor, settings_from
@@ -54,33 +54,43 @@ class PackedLandmarker(CroppedPredictor):
 
     def predict_in_image(self, image: np.ndarray, matrices: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
         """As CroppedPredictor.predict_in_image; a gray model on a gray image samples its crops in the
-        native call that runs the network: the crops cv2.warpAffine makes, bit for bit, without making
-        them (a heatmap model's points come back in image pixels from that call too). A face that the
-        crop shrinks more than 2x is area-downsampled first, by `warp`."""
+        native call that runs the network: the crops `warp` makes, bit for bit, without making them
+        (cv2.warpAffine's arithmetic; a face that the crop shrinks more than 2x is sampled from its
+        area-downsampled region, as `warp` does it)."""
         image = np.asarray(image)
         if self.network.plan is None or self.input_shape[0] != 1 or image.ndim != 2 or image.dtype != np.uint8:
             return super().predict_in_image(image, matrices)
-        direct = [i for i, m in enumerate(matrices) if not shrinks_by_more_than_2(m)]
-        if len(direct) < len(matrices):  # some faces need the downsampled source: those go through `warp`
-            shrunk = [i for i in range(len(matrices)) if i not in set(direct)]
-            parts = [(shrunk, super().predict_in_image(image, [matrices[i] for i in shrunk]))]
-            if direct:
-                parts.append((direct, self.predict_in_image(image, [matrices[i] for i in direct])))
-            points = np.empty((len(matrices), self.scheme.num_points, 2))
-            scores = None if parts[0][1][1] is None else np.empty((len(matrices), self.scheme.num_points))
-            for indices, (p, c) in parts:
-                points[indices] = p
-                if scores is not None:
-                    scores[indices] = c
-            return points, scores
         image = np.ascontiguousarray(image)
-        if self.output == "heatmap":
+        sources = [warp_source(image, m, self.crop.size) for m in matrices]
+        direct = [i for i, (source, _) in enumerate(sources) if source is image]
+        if len(direct) == len(matrices):  # the usual case: one native call for every face
+            return self._sampled(image, matrices, matrices)
+        points = np.empty((len(matrices), self.scheme.num_points, 2))
+        scores = None if self.output != "heatmap" else np.empty((len(matrices), self.scheme.num_points))
+        groups = [(direct, image)] if direct else []
+        groups += [([i], source) for i, (source, _) in enumerate(sources) if source is not image]
+        for indices, source in groups:
+            p, c = self._sampled(
+                np.ascontiguousarray(source), [sources[i][1] for i in indices], [matrices[i] for i in indices]
+            )
+            points[indices] = p
+            if scores is not None:
+                scores[indices] = c
+        return points, scores
+
+    def _sampled(self, source: np.ndarray, to_crop: list, matrices: list) -> tuple[np.ndarray, np.ndarray | None]:
+        """Points in original image pixels and confidences of the crops `to_crop` (source -> crop) of a
+        gray source: the image itself (to_crop is `matrices`, original -> crop) or a region of it."""
+        if self.output == "heatmap":  # decoded in the native call, in source pixels
             sigmoid = self.heatmap_activation == "sigmoid"
             decoded = self.network.run_faces_decoded(
-                image, matrices, self.input.mean, self.input.std, sigmoid, self.heatmap_stride
+                source, to_crop, self.input.mean, self.input.std, sigmoid, self.heatmap_stride
             )
-            return decoded.points, decoded.confidence
-        out = self.network.run_faces(image, matrices, self.input.mean, self.input.std)
+            points = decoded.points
+            if to_crop is not matrices:  # source -> original: crop -> original after source -> crop
+                points = np.stack([apply(invert(m) @ t, p) for m, t, p in zip(matrices, to_crop, points, strict=True)])
+            return points, decoded.confidence
+        out = self.network.run_faces(source, to_crop, self.input.mean, self.input.std)
         in_crop, scores = self.decode_scored(self._points_shape(out))
         return np.stack([to_original(p, m) for p, m in zip(in_crop, matrices, strict=True)]), scores
 
