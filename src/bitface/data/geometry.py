@@ -7,6 +7,7 @@ moves both pixels and points and the inverse mapping is exact.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -82,31 +83,39 @@ def warp(image: np.ndarray, matrix: np.ndarray, size: int, interpolation: int = 
 def warp_source(image: np.ndarray, matrix: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """The image that `warp` samples bilinearly, and the matrix from it to the crop: the image itself,
     or where the crop shrinks by more than 2x, the region the crop covers area-downsampled by a whole
-    factor (the native runtime samples the same source)."""
-    (a, b), (c, d) = matrix[0, :2].tolist(), matrix[1, :2].tolist()
-    scale = abs(a * d - b * c) ** 0.5  # the linear part's determinant, in closed form (linalg.det costs more)
+    factor (the native runtime samples the same source). The geometry in Python floats: once per
+    face, numpy's small-array calls cost more than the resize."""
+    (a, b, tx), (c, d, ty) = matrix[0].tolist(), matrix[1].tolist()
+    det = a * d - b * c
+    scale = abs(det) ** 0.5
     if scale >= 0.5:
         return image, matrix
-    factor = int(np.floor(1 / scale))
+    factor = math.floor(1 / scale)
     h, w = image.shape[:2]
     # Only the part of the image the crop covers is downsampled (plus a border for the bilinear
     # taps), its origin on the factor grid, so a small face in a big photo costs little.
-    corners = invert(matrix) @ np.array([[0, size - 1, 0, size - 1], [0, 0, size - 1, size - 1], [1, 1, 1, 1]])
-    lo = np.floor(corners[:2].min(1)).astype(int) - 2 * factor
-    hi = np.ceil(corners[:2].max(1)).astype(int) + 2 * factor + 1
+    xs, ys = [], []
+    for u, v in ((0, 0), (size - 1, 0), (0, size - 1), (size - 1, size - 1)):  # crop corners -> image
+        xs.append((d * (u - tx) - b * (v - ty)) / det)
+        ys.append((a * (v - ty) - c * (u - tx)) / det)
+    lo = (math.floor(min(xs)) - 2 * factor, math.floor(min(ys)) - 2 * factor)
+    hi = (math.ceil(max(xs)) + 2 * factor + 1, math.ceil(max(ys)) + 2 * factor + 1)
     if hi[0] <= 0 or hi[1] <= 0 or lo[0] >= w or lo[1] >= h:  # the crop lies wholly outside the image
         return np.zeros((1, 1, *image.shape[2:]), image.dtype), matrix  # black: every sample is 0
     x0, y0 = (max(0, v) // factor * factor for v in lo)
     # ends rounded up to the factor grid too (or the image's end), so the area resize is by exactly `factor`
     x1 = min(w, -(-max(hi[0], x0 + factor) // factor) * factor)
     y1 = min(h, -(-max(hi[1], y0 + factor) // factor) * factor)
-    region = image[y0:y1, x0:x1]
     rw, rh = x1 - x0, y1 - y0
-    small = cv2.resize(region, (max(1, rw // factor), max(1, rh // factor)), interpolation=cv2.INTER_AREA)
-    # pixel-centre mapping of an area resize of the region: x_small = (x - x0 + 0.5) * (w_small / rw) - 0.5
-    sx, sy = small.shape[1] / rw, small.shape[0] / rh
-    to_small = np.array([[sx, 0, (0.5 - x0) * sx - 0.5], [0, sy, (0.5 - y0) * sy - 0.5], [0, 0, 1]])
-    return small, matrix @ invert(to_small)
+    small = cv2.resize(image[y0:y1, x0:x1], (max(1, rw // factor), max(1, rh // factor)), interpolation=cv2.INTER_AREA)
+    # pixel-centre mapping of an area resize of the region: x_small = (x - x0 + 0.5) * (w_small / rw) - 0.5,
+    # so small -> image is x = (x_small + 0.5) * (rw / w_small) - 0.5 + x0, composed before image -> crop
+    kx, ky = rw / small.shape[1], rh / small.shape[0]
+    ox, oy = (0.5 * kx - 0.5 + x0), (0.5 * ky - 0.5 + y0)
+    to_crop = np.array(
+        [[a * kx, b * ky, a * ox + b * oy + tx], [c * kx, d * ky, c * ox + d * oy + ty], [0.0, 0.0, 1.0]]
+    )
+    return small, to_crop
 
 
 @dataclass(frozen=True)

@@ -63,16 +63,20 @@ class PackedLandmarker(CroppedPredictor):
         image = np.ascontiguousarray(image)
         sources = [warp_source(image, m, self.crop.size) for m in matrices]
         direct = [i for i, (source, _) in enumerate(sources) if source is image]
-        if len(direct) == len(matrices):  # the usual case: one native call for every face
-            return self._sampled(image, matrices, matrices)
-        points = np.empty((len(matrices), self.scheme.num_points, 2))
-        scores = None if self.output != "heatmap" else np.empty((len(matrices), self.scheme.num_points))
+        # one native call for the faces sampled from the image itself, one per face sampled from its region
         groups = [(direct, image)] if direct else []
         groups += [([i], source) for i, (source, _) in enumerate(sources) if source is not image]
-        for indices, source in groups:
-            p, c = self._sampled(
+        results = [
+            self._sampled(
                 np.ascontiguousarray(source), [sources[i][1] for i in indices], [matrices[i] for i in indices]
             )
+            for indices, source in groups
+        ]
+        if len(groups) == 1:
+            return results[0]
+        points = np.empty((len(matrices), self.scheme.num_points, 2))
+        scores = None if results[0][1] is None else np.empty((len(matrices), self.scheme.num_points))
+        for (indices, _), (p, c) in zip(groups, results, strict=True):
             points[indices] = p
             if scores is not None:
                 scores[indices] = c
@@ -80,14 +84,14 @@ class PackedLandmarker(CroppedPredictor):
 
     def _sampled(self, source: np.ndarray, to_crop: list, matrices: list) -> tuple[np.ndarray, np.ndarray | None]:
         """Points in original image pixels and confidences of the crops `to_crop` (source -> crop) of a
-        gray source: the image itself (to_crop is `matrices`, original -> crop) or a region of it."""
+        gray source: the image itself (a face's to_crop is then its matrix, original -> crop) or a region."""
         if self.output == "heatmap":  # decoded in the native call, in source pixels
             sigmoid = self.heatmap_activation == "sigmoid"
             decoded = self.network.run_faces_decoded(
                 source, to_crop, self.input.mean, self.input.std, sigmoid, self.heatmap_stride
             )
             points = decoded.points
-            if to_crop is not matrices:  # source -> original: crop -> original after source -> crop
+            if any(t is not m for m, t in zip(matrices, to_crop, strict=True)):  # a region: -> crop -> original
                 points = np.stack([apply(invert(m) @ t, p) for m, t, p in zip(matrices, to_crop, points, strict=True)])
             return points, decoded.confidence
         out = self.network.run_faces(source, to_crop, self.input.mean, self.input.std)
