@@ -16,6 +16,14 @@ def test_ste_sign_forward_and_gradient():
     assert x.grad.tolist() == [0, 1, 1, 1, 1, 1, 0]
 
 
+def test_signs_are_those_the_runtime_packs_for_every_float():
+    tiny = torch.finfo(torch.float32).tiny
+    x = torch.tensor([-0.0, 0.0, -1e-45, 1e-45, -tiny, tiny, -3e38, 3e38, float("-inf"), float("inf")])
+    assert ste_sign(x).tolist() == torch.where(x >= 0, 1.0, -1.0).tolist()  # the packing's test: x >= 0
+    wide = torch.randn(4, 64, 9, 9, dtype=torch.float64)  # and in other dtypes
+    assert torch.equal(ste_sign(wide), torch.where(wide >= 0, 1.0, -1.0).to(torch.float64))
+
+
 def test_approx_sign_gradient():
     x = torch.tensor([-2.0, -0.5, 0.0, 0.25, 1.0], requires_grad=True)
     approx_sign(x).sum().backward()
