@@ -87,7 +87,7 @@ def score(row: str, test_samples: dict) -> tuple[dict, dict]:
     totals = summarize(model.network, (model.input.channels, model.crop.size, model.crop.size)).totals()
     log = trained_rows.read_log(folder)
     recipe = load_recipe(recipe_path(row))
-    init = recipe.train.init  # a row started from another row's weights
+    init, teacher = recipe.train.init, recipe.train.teacher  # another row's weights to start from / distill
     result = {
         "row": row,
         "block": recipe.model.options["block"],
@@ -102,6 +102,8 @@ def score(row: str, test_samples: dict) -> tuple[dict, dict]:
         "epochs": len(log),
         "train_minutes": sum(r["seconds"] for r in log) / 60,  # not counting the row it starts from
         "init": str(Path(init).resolve().relative_to(ROOT)) if init else None,
+        "teacher": str(Path(teacher).resolve().relative_to(ROOT)) if teacher else None,
+        "distill": recipe.train.distill if teacher else None,
         "recipe": str(recipe_path(row).relative_to(ROOT)),
         "checkpoint": None,
     }
@@ -118,13 +120,22 @@ def score(row: str, test_samples: dict) -> tuple[dict, dict]:
     return result, curves
 
 
+def lineage(row: dict) -> str:
+    """What a row started from and learned from besides the labels, for its model card."""
+    parts = [f"started from `{row['init']}`"] if row.get("init") else []
+    if row.get("teacher"):
+        parts.append(f"distilled from `{row['teacher']}` (weight {row['distill']})")
+    return "; " + " and ".join(parts) if parts else ""
+
+
 def model_card(name: str, row: dict) -> str:
     return f"""# {name}: 68 points, binary-hourglass family, {row["block"]} block, {row["binarization"]}
 
 - **What**: one hourglass (depth 3, {row["features"]} features) of {row["block"]} blocks
   (Bulat & Tzimiropoulos, ICCV 2017), binarization `{row["binarization"]}` (first conv and heatmap head real),
   on 128 x 128 gray crops; 68 heatmaps at 32 x 32 decoded with sub-pixel refinement; iBUG 68-point order.
-- **Recipe**: `{row["recipe"]}`, {row["epochs"]} epochs, {row["train_minutes"]:.0f} minutes on one CPU thread.
+- **Recipe**: `{row["recipe"]}`, {row["epochs"]} epochs, {row["train_minutes"]:.0f} minutes on one CPU
+  thread{lineage(row)}.
 - **Size as the paper counts it**: {row["params"]:,} parameters, {row["memory_bits"] / 8 / 1024:.1f} KiB.
   This packed file: {{file_bytes}} bytes (`bitface summary {name}`).
 - **Accuracy** (last epoch, no selection on test; `python benchmarks/hourglass_68.py report`):
