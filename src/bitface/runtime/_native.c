@@ -1556,12 +1556,13 @@ static void take_affine(const Stage *s, const Input *in, float *out) {
     const int64_t h = in->height, w = in->width;
     const uint8_t *g = in->gray;
     int64_t step_x[s->wo], step_y[s->wo]; /* each column's rounded step, once per crop (llrint is a call) */
-    for (int64_t x = 0; x < s->wo; x++) step_x[x] = llrint(m0 * x * 1024), step_y[x] = llrint(m3 * x * 1024);
+    for (int64_t x = 0; x < s->wo; x++) step_x[x] = llrint(m0 * x * 1024);
     float level[256]; /* each grey level normalized as take_crop does it, 256 divisions instead of one a pixel */
     for (int v = 0; v < 256; v++) level[v] = ((float)v - in->mean) / in->std;
     /* no rotation (every crop Landmarker makes), column indices in int32 */
     if (m1 == 0 && m3 == 0 && fabs(m2) < 1e12 && fabs(m5) < 1e12 && in->width < INT32_MAX)
         return take_axis_aligned(s, in, out, step_x, llrint(m2 * 1024) + 16, m4, m5, level);
+    for (int64_t x = 0; x < s->wo; x++) step_y[x] = llrint(m3 * x * 1024);
     for (int64_t y = 0; y < s->ho; y++) {
         float *dst = out + s->out_off + y * s->out_row;
         const double row_x = (m1 * y + m2) * 1024, row_y = (m4 * y + m5) * 1024;

@@ -98,10 +98,10 @@ class Network:
         gray = np.ascontiguousarray(gray)
         if gray.dtype != np.uint8 or gray.ndim != 2:
             raise ValueError(f"run_faces: the image must be uint8 (H, W), got {gray.dtype} {gray.shape}")
-        matrices = np.ascontiguousarray(np.asarray(matrices, np.float64)[:, :2])
-        if matrices.ndim != 3 or matrices.shape[1:] != (2, 3) or not np.isfinite(matrices).all():
-            raise ValueError(f"run_faces: matrices must be finite (B, 2 or 3, 3), got shape {matrices.shape}")
-        return gray, matrices
+        given = np.asarray(matrices, np.float64)
+        if given.ndim != 3 or given.shape[1:] not in ((2, 3), (3, 3)) or not np.isfinite(given).all():
+            raise ValueError(f"run_faces: matrices must be finite (B, 2 or 3, 3), got shape {given.shape}")
+        return gray, np.ascontiguousarray(given[:, :2])
 
     def run_faces(self, gray: np.ndarray, matrices: np.ndarray, mean: float, std: float) -> np.ndarray:
         """run_crops on the crops cv2.warpAffine would make from a uint8 gray image (H, W) with `matrices`

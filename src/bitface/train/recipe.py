@@ -88,7 +88,7 @@ class OptimSpec:
     init: str | None = None
     # a trained model file (path relative to the recipe) whose outputs are soft targets (distillation):
     # the loss is (1 - distill) * loss(prediction, target) + distill * loss(prediction, teacher's output
-    # through the recipe's heatmap activation), e.g. a real-valued teacher for its binary twin
+    # through the teacher's own heatmap activation), e.g. a real-valued teacher for its binary twin
     teacher: str | None = None
     distill: float = 0.5
 

@@ -128,17 +128,16 @@ class Teacher:
 
     def __init__(self, path: str | Path, recipe: Recipe):
         model = load_model(path)
-        mine = {
-            "scheme": recipe.scheme.name,
-            "crop": recipe.crop,
-            "input": recipe.input,
-            "output": recipe.target.output,
-            "heatmap_stride": recipe.target.stride,
+        pairs = {  # what the teacher has and what this recipe has
+            "scheme": (model.scheme.name, recipe.scheme.name),
+            "crop": (model.crop, recipe.crop),
+            "input": (model.input, recipe.input),
+            "output": (model.output, recipe.target.output),
+            "heatmap_stride": (model.heatmap_stride, recipe.target.stride),
         }
-        theirs = {key: getattr(model, key) for key in mine if key != "scheme"} | {"scheme": model.scheme.name}
-        for key, value in mine.items():
-            if theirs[key] != value:
-                raise RecipeError(f"train.teacher: {path}: its {key} is {theirs[key]!r}, this recipe's {value!r}")
+        for key, (theirs, mine) in pairs.items():
+            if theirs != mine:
+                raise RecipeError(f"train.teacher: {path}: its {key} is {theirs!r}, this recipe's {mine!r}")
         self.network = model.network.eval().requires_grad_(False).to(memory_format=torch.channels_last)
         self.activation = model.heatmap_activation
         self.probabilities = recipe.train.loss == "bce"  # soft targets of a cross-entropy lie in [0, 1]
