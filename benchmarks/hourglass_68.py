@@ -51,6 +51,8 @@ ROWS = (
     # the shipped models: the best block trained 4x longer (not ablation rows: a larger budget)
     "hpm_real_long",
     "hpm_xnor_long",  # starts from hpm_real's weights and distills from it (train.teacher)
+    "hpm_acn1bit_long",  # starts from and distills from hpm_real_long (the shipped real model)
+    "hpm_acn1bit_long_lightaug",  # the same with half the geometric augmentation
 )
 THRESHOLDS = {"0.08": "08", "0.1": "10"}  # report key: field suffix (auc_08, fr_10, ...)
 MODELS = ROOT / "models"  # committed checkpoints (with model cards) of the shipped rows

@@ -52,6 +52,26 @@ def test_cached_patches_give_the_same_geometry(samples, tmp_path):
         assert (a["image"] - b["image"]).abs().mean() < 0.03  # one extra resampling, in [-1, 1] units
 
 
+def test_two_runs_writing_one_cache_at_once_both_succeed(samples, tmp_path, monkeypatch):
+    # two training runs started together build the same cache; the first writer's file must not be
+    # renamed away under the second (this failed a two-row training queue)
+    import bitface.data.cache as cache_module
+
+    crop, real_savez, writes = CropSpec(40, margin=0.1), np.savez, []
+
+    def savez_with_a_rival(file, **arrays):
+        real_savez(file, **arrays)
+        if not writes:  # while the first writer holds its temporary file, the rival writes and renames
+            writes.append(1)
+            PatchCache.build(samples, crop, InputSpec(), directory=tmp_path / "cache", progress=False)
+
+    monkeypatch.setattr(cache_module.np, "savez", savez_with_a_rival)
+    cache = PatchCache.build(samples, crop, InputSpec(), directory=tmp_path / "cache", progress=False)
+    loaded = PatchCache.build(samples, crop, InputSpec(), directory=tmp_path / "cache", progress=False)
+    np.testing.assert_array_equal(cache.patches, loaded.patches)
+    assert not list((tmp_path / "cache").glob("*.tmp*"))  # no temporary file left behind
+
+
 def test_cache_leaves_out_undecodable_images(samples, tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not a png")
     bad = Sample(image_path=tmp_path / "bad.png", points=FACE5, box=np.array([25, 20, 95, 100.0]), source="bad")

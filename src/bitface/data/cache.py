@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -83,11 +84,16 @@ class PatchCache:
         return digest.hexdigest()[:16]
 
     def _save(self, stem: Path) -> None:
+        # Two training runs started together build the same cache: each writes its own temporary file
+        # and renames it into place (the contents are equal, the last rename wins); the .json, which
+        # marks the cache complete, comes last.
         stem.parent.mkdir(parents=True, exist_ok=True)
-        tmp = stem.with_name(stem.name + ".tmp.npz")
-        np.savez(tmp, patches=self.patches, matrices=self.matrices, kept=np.array(self.kept, dtype=np.int64))
-        tmp.replace(stem.with_suffix(".npz"))
-        stem.with_suffix(".json").write_text(json.dumps({"version": self.VERSION, "errors": self.errors}))
+        with tempfile.NamedTemporaryFile(dir=stem.parent, prefix=stem.name, suffix=".tmp.npz", delete=False) as f:
+            np.savez(f, patches=self.patches, matrices=self.matrices, kept=np.array(self.kept, dtype=np.int64))
+        Path(f.name).replace(stem.with_suffix(".npz"))
+        with tempfile.NamedTemporaryFile("w", dir=stem.parent, prefix=stem.name, suffix=".tmp.json", delete=False) as f:
+            json.dump({"version": self.VERSION, "errors": self.errors}, f)
+        Path(f.name).replace(stem.with_suffix(".json"))
 
     @classmethod
     def _load(cls, stem: Path) -> PatchCache:
