@@ -55,6 +55,8 @@ ROWS = (
     "hpm_acn1bit_long_lightaug",  # the same with half the geometric augmentation
 )
 THRESHOLDS = {"0.08": "08", "0.1": "10"}  # report key: field suffix (auc_08, fr_10, ...)
+RESULTS = ROOT / "benchmarks" / "results" / "hourglass_68.json"
+PER_FACE = RESULTS.with_name("hourglass_68_per_face.json")  # HELEN per-face errors: the CED of carried rows
 MODELS = ROOT / "models"  # committed checkpoints (with model cards) of the shipped rows
 SHIPPED = {
     "hpm_real_long": "landmarks68-hourglass-real",  # the hpm block trained 4x longer
@@ -77,17 +79,23 @@ def run_folder(row: str) -> Path:
     return RUNS / row
 
 
-def score(row: str, test_samples: dict) -> tuple[dict, dict]:
-    """The row's results and its per-face HELEN errors (for the CED plot)."""
+def score(row: str, test_samples: dict, committed: dict | None = None) -> tuple[dict, dict]:
+    """The row's results and its per-face HELEN errors (for the CED plot): from its finished run, or,
+    where the run is not on this machine, from the committed checkpoint with the committed training
+    fields (`committed`: the row as the results file holds it)."""
     from bitface.evaluate.protocol import evaluate_model
     from bitface.models.model_file import load_model
     from bitface.models.summary import summarize
     from bitface.train.recipe import load_recipe
 
-    folder = run_folder(row)
-    model = load_model(folder / "model.safetensors")
+    if committed is None:
+        model = load_model(run_folder(row) / "model.safetensors")
+        log = trained_rows.read_log(run_folder(row))
+        trained = {"epochs": len(log), "train_minutes": sum(r["seconds"] for r in log) / 60, "checkpoint": None}
+    else:
+        model = load_model(ROOT / committed["checkpoint"])
+        trained = {k: committed[k] for k in ("epochs", "train_minutes", "checkpoint")}
     totals = summarize(model.network, (model.input.channels, model.crop.size, model.crop.size)).totals()
-    log = trained_rows.read_log(folder)
     recipe = load_recipe(recipe_path(row))
     init, teacher = recipe.train.init, recipe.train.teacher  # another row's weights to start from / distill
     result = {
@@ -101,13 +109,14 @@ def score(row: str, test_samples: dict) -> tuple[dict, dict]:
         "memory_bits": totals["memory_bits"],
         "binary_macs": totals["binary_macs"],
         "float_macs": totals["float_macs"],
-        "epochs": len(log),
-        "train_minutes": sum(r["seconds"] for r in log) / 60,  # not counting the row it starts from
+        "epochs": trained["epochs"],
+        "train_minutes": trained["train_minutes"],  # not counting the row it starts from
         "init": str(Path(init).resolve().relative_to(ROOT)) if init else None,
         "teacher": str(Path(teacher).resolve().relative_to(ROOT)) if teacher else None,
         "distill": recipe.train.distill if teacher else None,
         "recipe": str(recipe_path(row).relative_to(ROOT)),
-        "checkpoint": None,
+        "checkpoint": trained["checkpoint"],
+        "scored_from": "run" if committed is None else "checkpoint",
     }
     curves = {}
     for name, samples in test_samples.items():
@@ -120,6 +129,44 @@ def score(row: str, test_samples: dict) -> tuple[dict, dict]:
         result[f"skipped{suffix}"] = report.extra["skipped"]
         curves[name] = report.per_face
     return result, curves
+
+
+def gather(test_samples: dict) -> tuple[list[dict], list[dict], dict]:
+    """Every row's result, the rows still pending and the per-face HELEN errors. A finished run on this
+    machine is scored; a row whose run is not here keeps its committed result (run folders are not
+    committed), rescored from its checkpoint where that is committed; the rest are pending."""
+    import numpy as np
+
+    from bitface.train.queue import finished_epochs
+    from bitface.train.recipe import load_recipe
+
+    committed = {r["row"]: r for r in json.loads(RESULTS.read_text())["rows"]} if RESULTS.is_file() else {}
+    old_curves = json.loads(PER_FACE.read_text()) if PER_FACE.is_file() else {}
+    revision = json.loads(RESULTS.read_text())["provenance"]["git_revision"] if committed else None
+    rows, pending, ced = [], [], {}
+    for row in ROWS:
+        epochs = load_recipe(recipe_path(row)).train.epochs
+        done = finished_epochs(run_folder(row))
+        before = committed.get(row)
+        if before and row not in SHIPPED:
+            before = {**before, "checkpoint": None}  # models/ holds only the shipped rows' checkpoints
+        if done >= epochs:
+            result, curves = score(row, test_samples)
+        elif before and before["checkpoint"] and (ROOT / before["checkpoint"]).is_file():
+            result, curves = score(row, test_samples, committed=before)
+        elif before:  # scored before by this command; its run folder is not on this machine
+            earlier = before.get("scored_from", "")
+            carried = earlier if earlier.startswith("committed") else f"committed ({revision})"
+            result = {**before, "scored_from": carried}
+            curves = {"helen_test": np.array(old_curves[row])} if row in old_curves else {}
+        else:
+            pending.append({"row": row, "epochs_done": done, "epochs": epochs})
+            continue
+        rows.append(result)
+        if "helen_test" in curves:
+            ced[row] = curves["helen_test"]
+        print(f"{row}: NME_io {result['nme_io']:.3f}% ({result['scored_from']})", flush=True)
+    return rows, pending, ced
 
 
 def lineage(row: dict) -> str:
@@ -154,9 +201,9 @@ def model_card(name: str, row: dict) -> str:
 """
 
 
-def bundle(rows: list[dict], from_runs: bool = True) -> None:
-    """Commit the shipped rows' checkpoints to models/ (from their runs, unless `from_runs` is False:
-    then the committed checkpoints are re-exported) and their packed files into the package."""
+def bundle(rows: list[dict]) -> None:
+    """Commit the shipped rows' checkpoints to models/ (from their runs where they were scored from one,
+    else the committed checkpoints are re-exported) and their packed files into the package."""
     import shutil
 
     from bitface.export.bundle import bundle_model
@@ -167,7 +214,7 @@ def bundle(rows: list[dict], from_runs: bool = True) -> None:
         if name is None:
             continue
         target = MODELS / f"{name}.safetensors"
-        if from_runs:
+        if row.get("scored_from") == "run":
             shutil.copyfile(run_folder(row["row"]) / "model.safetensors", target)
         row["checkpoint"] = str(target.relative_to(ROOT))
         card = model_card(name, row)
@@ -188,23 +235,12 @@ def report() -> None:
     from bitface.evaluate.report import plot_ced
     from bitface.evaluate.results import markdown_table, provenance, write_results
     from bitface.io import read_annotations
-    from bitface.train.queue import finished_epochs
-    from bitface.train.recipe import load_recipe
 
     test_samples = {name: read_annotations(path, check="exists").samples for name, path in TEST_SETS.items()}
-    rows, pending, ced = [], [], {}
-    for row in ROWS:
-        epochs = load_recipe(recipe_path(row)).train.epochs
-        done = finished_epochs(run_folder(row))
-        if done < epochs:
-            pending.append({"row": row, "epochs_done": done, "epochs": epochs})
-            continue
-        result, curves = score(row, test_samples)
-        rows.append(result)
-        ced[row] = curves["helen_test"]
-        print(f"{row}: NME_io {result['nme_io']:.3f}%", flush=True)
+    rows, pending, ced = gather(test_samples)
     bundle(rows)
-    out = ROOT / "benchmarks" / "results" / "hourglass_68"
+    out = RESULTS.with_suffix("")
+    PER_FACE.write_text(json.dumps({row: [round(float(e), 6) for e in errors] for row, errors in ced.items()}))
     plot = plot_ced(ced, "interocular", out.with_name("hourglass_68_ced.png"), max_error=0.15) if ced else None
     command = "python benchmarks/hourglass_68.py train && python benchmarks/hourglass_68.py report"
     data = {
@@ -228,8 +264,9 @@ def report() -> None:
         "pending": pending,
         "ced_plot": None if plot is None else str(plot.relative_to(ROOT)),
     }
-    columns = ["row", "block", "binarization", "loss", "augment", "params", "memory (KiB)", "NME_io", "AUC@0.08",
-               "FR@0.08 (%)", "FR@0.10 (%)", "NME_io YTF", "epochs", "train min", "shipped as"]  # fmt: skip
+    columns = ["row", "block", "binarization", "loss", "augment", "params", "memory (KiB)", "NME_io",
+               "AUC@0.08", "FR@0.08 (%)", "FR@0.10 (%)", "NME_io YTF", "epochs", "train min", "shipped as",
+               "scored from"]  # fmt: skip
     table = [
         {
             "row": r["row"],
@@ -247,6 +284,7 @@ def report() -> None:
             "epochs": r["epochs"],
             "train min": r["train_minutes"],
             "shipped as": SHIPPED.get(r["row"], ""),
+            "scored from": r["scored_from"],
         }
         for r in rows
     ]
@@ -255,8 +293,10 @@ def report() -> None:
     body = (
         "HELEN testset (300-W, 330 faces), inter-ocular NME in percent, the last epoch of every run. "
         "Training: 300-W HELEN trainset (870) + YTF training (3,462), 128 px gray, one thread per run. "
-        "The *_long rows are the shipped models' longer runs, not ablation rows (hpm_xnor_long starts from "
-        "hpm_real's weights and distills from it).\n\n"
+        "The *_long rows are the shipped models' longer runs, not ablation rows (each recipe says what it "
+        "starts from and distills from). 'scored from': run = a finished run on the machine that wrote this "
+        "report; checkpoint = the committed checkpoint, rescored here (training figures from its run); "
+        "committed (REV) = the result written at REV, kept because run folders are not committed.\n\n"
         + (markdown_table(table, columns, formats) if table else "No row has finished training yet.\n")
         + trained_rows.pending_note(pending)
         + (f"\n![CED]({plot.name})\n" if plot else "")
@@ -265,9 +305,8 @@ def report() -> None:
 
 
 if __name__ == "__main__":
-    results = ROOT / "benchmarks" / "results" / "hourglass_68.json"
 
     def rebundle() -> None:
-        bundle(json.loads(results.read_text())["rows"], from_runs=False)
+        bundle([{**r, "scored_from": "checkpoint"} for r in json.loads(RESULTS.read_text())["rows"]])
 
     trained_rows.main(__doc__, ROWS, RECIPES, RUNS, report, rebundle)
