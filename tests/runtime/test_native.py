@@ -463,3 +463,12 @@ def test_a_buffer_needing_two_border_values_is_refused():
     graph.append({"op": "add", "inputs": [0, 1]})
     with pytest.raises(Unsupported, match="zero and -inf borders"):
         compile_plan(PackedModel(graph, tensors, {"input_shape": [2, 5, 5]}))
+
+
+def test_the_peak_micro_benchmark_follows_the_kernel_path(kernel_path):
+    """benchmarks/runtime_speed.py divides by the peak of the path in use (VPOPCNTQ, or AVX2's table)."""
+    if kernel_path == "portable":
+        with pytest.raises(RuntimeError, match="AVX"):
+            native._native.peak(10)
+    else:
+        assert native._native.peak(10) == 10 * {"avx2": 8 * 256, "avx512": 12 * 512}[kernel_path]

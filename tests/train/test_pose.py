@@ -67,5 +67,7 @@ def test_the_mpii_recipe_trains_and_reports_pckh(tmp_path, monkeypatch):
     assert main(["eval", str(tmp_path / "run" / "model.safetensors"), f"{mat}#val", "--json", str(out), "--quiet"]) == 0
     report = json.loads(out.read_text())
     assert report["normalizer"] == "head" and report["faces"] == 2
-    assert report["pckh"]["total"] == pytest.approx(log["val"]["pckh"])
+    # validation crops come from the patch cache (one more resampling) and run in channels_last: on a
+    # one-epoch model's near-flat maps that can move one joint of the 32 (seen on an AVX2 CPU)
+    assert abs(report["pckh"]["total"] - log["val"]["pckh"]) <= 100 / 32 + 1e-9
     assert set(report["pckh"]["per_joint"]) == set(recipe.scheme.point_names)

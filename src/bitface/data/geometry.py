@@ -28,8 +28,14 @@ def invert(matrix: np.ndarray) -> np.ndarray:
         return np.linalg.inv(matrix)
     (a, b, c), (d, e, f) = matrix[:2].tolist()
     det = a * e - b * d
-    if det == 0 or not np.isfinite(det):
-        raise np.linalg.LinAlgError(f"affine matrix {matrix[:2].tolist()} is not invertible")
+    if not abs(det) > 1e-300 or not np.isfinite(det):  # singular, or a product that under/overflowed
+        try:
+            inverse = np.linalg.inv(matrix)  # LU with pivoting scales where the closed form cannot
+        except np.linalg.LinAlgError:
+            inverse = None
+        if inverse is None or not np.isfinite(inverse).all():
+            raise np.linalg.LinAlgError(f"affine matrix {matrix[:2].tolist()} is not invertible")
+        return inverse
     return np.array(
         [[e / det, -b / det, (b * f - c * e) / det], [-d / det, a / det, (c * d - a * f) / det], [0.0, 0.0, 1.0]]
     )

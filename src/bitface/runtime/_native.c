@@ -203,40 +203,6 @@ static void bconv_blocks(const Stage *s, const uint64_t *in, void *out, Mismatch
 }
 
 #if defined(BF_X86)
-__attribute__((target("avx2"))) static inline __m256i popcount256(__m256i v) {
-    const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1,
-                                           2, 2, 3, 2, 3, 3, 4);
-    const __m256i low = _mm256_set1_epi8(0x0f);
-    const __m256i counts = _mm256_add_epi8(_mm256_shuffle_epi8(table, _mm256_and_si256(v, low)),
-                                           _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), low)));
-    return _mm256_sad_epu8(counts, _mm256_setzero_si256()); /* four 64-bit counts */
-}
-
-/* 4 pixels per register, 8 channels at a time (16 registers: 8 accumulators and temporaries); all PX
- * pixels are counted (rows have slack), the epilogue keeps np. */
-__attribute__((target("avx2"))) static void mismatches_avx2(const Stage *s, const uint64_t *in, int64_t y, int64_t x0,
-                                                            int64_t np, int64_t ob, int64_t mism[BLOCK][PX]) {
-    (void)np;
-    const int64_t taps = s->kh * s->kw * s->words;
-    for (int64_t half = 0; half < PX; half += 4)
-        for (int64_t j0 = 0; j0 < BLOCK; j0 += 8) {
-            __m256i acc[8];
-            for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_si256();
-            const uint64_t *wp = (const uint64_t *)s->weight + ob * taps * BLOCK + j0;
-            for (int64_t ky = 0; ky < s->kh; ky++)
-                for (int64_t kx = 0; kx < s->kw; kx++)
-                    for (int64_t w = 0; w < s->words; w++, wp += BLOCK) {
-                        const __m256i v = _mm256_loadu_si256(
-                            (const __m256i *)(in + s->in_off + w * s->in_plane + (y + ky) * s->in_row + x0 + half + kx));
-#pragma GCC unroll 8
-                        for (int j = 0; j < 8; j++)
-                            acc[j] = _mm256_add_epi64(
-                                acc[j], popcount256(_mm256_xor_si256(v, _mm256_set1_epi64x((long long)wp[j]))));
-                    }
-            for (int j = 0; j < 8; j++) _mm256_storeu_si256((__m256i *)&mism[j0 + j][half], acc[j]);
-        }
-}
-
 #define AVX512 "avx512f,avx512bw,avx512vl,avx512dq,avx512vpopcntdq,avx512vbmi2"
 
 /* The lanes of a 16-wide step that hold one of the n remaining channels. */
@@ -532,6 +498,210 @@ __attribute__((target(AVX512))) static void bconv_avx512_channels(const Stage *s
     default: return bconv_channels_in2_pool_aff(s, in, out);
     }
 }
+/* ------------------------------------------------------------------------------------------- */
+/* AVX2: binary convolution, channel-vectorized as the AVX-512 channel kernels (registers hold 8 output
+ * channels of one pixel, so results leave in HWC order through a vector epilogue). AVX2 has no vector
+ * popcount: a nibble table (VPSHUFB) counts the bits of each byte, and the byte counts add up over up to
+ * BYTE_TAPS tap words before they are widened, once per chunk of taps. */
+#define AVX2 "avx2,fma"
+#define BYTE_TAPS 31 /* a byte of counts gains at most 8 per tap word: 31 x 8 < 256 */
+
+/* The words' offsets of a binary conv's taps, in weight order ((ky, kx, word)), from a pixel's first word. */
+static int64_t *tap_offsets(const Stage *s) {
+    const int64_t n = s->kh * s->kw * s->words;
+    int64_t *offs = malloc(sizeof(int64_t) * (size_t)n);
+    if (!offs) return NULL;
+    for (int64_t ky = 0, t = 0; ky < s->kh; ky++)
+        for (int64_t kx = 0; kx < s->kw; kx++)
+            for (int64_t w = 0; w < s->words; w++) offs[t++] = w * s->in_plane + ky * s->in_row + kx;
+    return offs;
+}
+
+/* The per-byte bit counts of x. */
+__attribute__((target(AVX2))) static inline __m256i byte_counts(__m256i x, __m256i table, __m256i low) {
+    return _mm256_add_epi8(_mm256_shuffle_epi8(table, _mm256_and_si256(x, low)),
+                           _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(x, 4), low)));
+}
+
+__attribute__((target(AVX2))) static inline __m256i nibble_table(void) {
+    return _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3,
+                            4);
+}
+
+/* Popcount mismatches of PX pixels x 16 channels (block ob) at (y, x0) into mism[pixel][channel].
+ * Narrow inputs (at most 32 channels, s->weight32): 8 channels' 32-bit weight words per register, each
+ * pixel's low half-word a broadcast. Wide: 4 channels' 64-bit words per register. Each weight load
+ * serves PX pixels; all PX are counted (rows have slack), the epilogue keeps np. */
+__attribute__((target(AVX2))) static void mismatches_avx2(const Stage *s, const uint64_t *in, const int64_t *offs,
+                                                          int64_t y, int64_t x0, int64_t ob, int32_t mism[PX][BLOCK]) {
+    const __m256i table = nibble_table(), low = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
+    const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+    const __m256i evens = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    const uint64_t *base = in + s->in_off + y * s->in_row + x0;
+    const int narrow = s->weight32 != NULL;
+    const int64_t n = s->kh * s->kw * s->words, lanes = narrow ? 8 : 4; /* channels per register */
+    for (int64_t c0 = 0; c0 < BLOCK; c0 += lanes)
+        for (int64_t t0 = 0; t0 < n; t0 += BYTE_TAPS) {
+            const int64_t t1 = n - t0 < BYTE_TAPS ? n : t0 + BYTE_TAPS;
+            __m256i acc[PX];
+#pragma GCC unroll 8
+            for (int p = 0; p < PX; p++) acc[p] = zero;
+            if (narrow) {
+                const uint32_t *wp = s->weight32 + (ob * n + t0) * BLOCK + c0;
+                for (int64_t t = t0; t < t1; t++, wp += BLOCK) {
+                    const __m256i w = _mm256_loadu_si256((const __m256i *)wp);
+                    const int32_t *ip = (const int32_t *)(base + offs[t]);
+#pragma GCC unroll 8
+                    for (int p = 0; p < PX; p++)
+                        acc[p] = _mm256_add_epi8(
+                            acc[p], byte_counts(_mm256_xor_si256(_mm256_set1_epi32(ip[2 * p]), w), table, low));
+                }
+            } else {
+                const uint64_t *wp = (const uint64_t *)s->weight + (ob * n + t0) * BLOCK + c0;
+                for (int64_t t = t0; t < t1; t++, wp += BLOCK) {
+                    const __m256i w = _mm256_loadu_si256((const __m256i *)wp);
+                    const uint64_t *ip = base + offs[t];
+#pragma GCC unroll 8
+                    for (int p = 0; p < PX; p++)
+                        acc[p] = _mm256_add_epi8(
+                            acc[p], byte_counts(_mm256_xor_si256(_mm256_set1_epi64x((long long)ip[p]), w), table, low));
+                }
+            }
+#pragma GCC unroll 8
+            for (int p = 0; p < PX; p++) {
+                int32_t *m = &mism[p][c0];
+                if (narrow) { /* the four bytes of each 32-bit lane */
+                    __m256i c = _mm256_madd_epi16(_mm256_maddubs_epi16(acc[p], ones8), ones16);
+                    if (t0) c = _mm256_add_epi32(c, _mm256_loadu_si256((const __m256i *)m));
+                    _mm256_storeu_si256((__m256i *)m, c);
+                } else { /* the eight bytes of each 64-bit lane, narrowed to 32 bits */
+                    __m128i c = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(_mm256_sad_epu8(acc[p], zero), evens));
+                    if (t0) c = _mm_add_epi32(c, _mm_loadu_si128((const __m128i *)m));
+                    _mm_storeu_si128((__m128i *)m, c);
+                }
+            }
+        }
+}
+
+/* The constants of 8 output channels (o0...) of a binary conv's epilogue. */
+typedef struct {
+    int mask; /* the lanes that hold channels */
+    __m256i lanes, k, lo, hi;
+    __m256 scale, shift, aff_scale, aff_shift;
+} Block8;
+
+__attribute__((target(AVX2))) static inline __m256i lanes8(int64_t n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n < 8 ? n : 8)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+__attribute__((target(AVX2))) static inline Block8 block8(const Stage *s, int64_t o0) {
+    Block8 b;
+    const int64_t n = s->cout - o0 < 8 ? s->cout - o0 : 8;
+    b.mask = (1 << n) - 1;
+    b.lanes = lanes8(n);
+    b.k = _mm256_set1_epi32((int)(s->cin * s->kh * s->kw));
+    if (s->out_mode == OUT_BITS) {
+        b.lo = _mm256_maskload_epi32(s->lo + o0, b.lanes);
+        b.hi = _mm256_maskload_epi32(s->hi + o0, b.lanes);
+        return b;
+    }
+    b.scale = _mm256_maskload_ps(s->scale + o0, b.lanes);
+    b.shift = _mm256_maskload_ps(s->shift + o0, b.lanes);
+    if (s->aff_out) {
+        b.aff_scale = _mm256_maskload_ps(s->aff_scale + o0, b.lanes);
+        b.aff_shift = _mm256_maskload_ps(s->aff_shift + o0, b.lanes);
+    }
+    return b;
+}
+
+/* Stores 8 channels (all, or the block's lanes). */
+__attribute__((target(AVX2))) static inline void store8(float *dst, const Block8 *b, __m256 v) {
+    if (b->mask == 0xff)
+        _mm256_storeu_ps(dst, v);
+    else
+        _mm256_maskstore_ps(dst, b->lanes, v);
+}
+
+/* The signs (v * scale + shift >= 0) of 8 channels as a byte. */
+__attribute__((target(AVX2))) static inline int signs8(__m256 v, __m256 scale, __m256 shift, int mask) {
+    const __m256 a = _mm256_add_ps(_mm256_mul_ps(v, scale), shift);
+    return _mm256_movemask_ps(_mm256_cmp_ps(a, _mm256_setzero_ps(), _CMP_GE_OQ)) & mask;
+}
+
+/* The value of 8 channels from their mismatch counts (fix: the pixel's padding corrections or NULL),
+ * as bin_epilogue computes it: dot * scale + shift, ReLU, plus the residual r2 (or NULL). */
+__attribute__((target(AVX2))) static inline __m256 value8(const Stage *s, const Block8 *b, const int32_t *mism,
+                                                          const int32_t *fix, const float *r2) {
+    __m256i dot = _mm256_sub_epi32(b->k, _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)mism), 1));
+    if (fix) dot = _mm256_sub_epi32(dot, _mm256_loadu_si256((const __m256i *)fix));
+    __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(dot), b->scale), b->shift);
+    if (s->relu) v = _mm256_max_ps(v, _mm256_setzero_ps());
+    if (!r2) return v;
+    return _mm256_add_ps(b->mask == 0xff ? _mm256_loadu_ps(r2) : _mm256_maskload_ps(r2, b->lanes), v);
+}
+
+__attribute__((target(AVX2))) static void bconv_avx2(const Stage *s, const uint64_t *in, void *out) {
+    int64_t *offs = tap_offsets(s);
+    if (!offs) return bconv_blocks(s, in, out, mismatches_portable); /* no memory for 9 words: still exact */
+    const int64_t nblocks = s->cout_pad / BLOCK, cout_pad = s->cout_pad;
+    const int bits_out = s->out_mode == OUT_BITS, aff = s->aff_out != NULL;
+    float *const fout = (float *)out + s->out_off;
+    uint64_t bits[PX][MAXWORDS];
+    int32_t mism[PX][BLOCK];
+    for (int64_t y = 0; y < s->ho; y++)
+        for (int64_t x0 = 0; x0 < s->wo; x0 += PX) {
+            const int64_t np = s->wo - x0 < PX ? s->wo - x0 : PX;
+            if (bits_out || aff) clear_bits(s, bits);
+            for (int64_t ob = 0; ob < nblocks; ob++) {
+                mismatches_avx2(s, in, offs, y, x0, ob, mism);
+                for (int64_t o0 = ob * BLOCK; o0 < ob * BLOCK + BLOCK && o0 < s->cout; o0 += 8) {
+                    const Block8 b = block8(s, o0);
+                    const int64_t c = o0 - ob * BLOCK, word = o0 >> 6, shift = o0 & 63;
+                    const int32_t *fix = s->fix ? padding_fix_row(s, y, x0) + o0 : NULL; /* cout_pad apart */
+                    const float *r2 = s->in2 ? s->in2 + s->in2_off + y * s->in2_row + x0 * s->in2_pix + o0 : NULL;
+                    if (bits_out) { /* on <=> lo <= dot <= hi */
+                        for (int64_t p = 0; p < np; p++) {
+                            __m256i dot = _mm256_sub_epi32(
+                                b.k, _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)&mism[p][c]), 1));
+                            if (fix) dot = _mm256_sub_epi32(dot, _mm256_loadu_si256((const __m256i *)(fix + p * cout_pad)));
+                            const __m256i off = _mm256_or_si256(_mm256_cmpgt_epi32(b.lo, dot), _mm256_cmpgt_epi32(dot, b.hi));
+                            const int on = ~_mm256_movemask_ps(_mm256_castsi256_ps(off)) & b.mask;
+                            bits[p][word] |= (uint64_t)on << shift;
+                        }
+                        continue;
+                    }
+                    if (s->pool) { /* pixel pairs in registers, then the window's other row in memory */
+                        float *dst = fout + (y >> 1) * s->out_row + (x0 >> 1) * s->out_pix + o0;
+                        for (int64_t p = 0; p < np; p += 2, dst += s->out_pix) {
+                            const __m256 v0 = value8(s, &b, &mism[p][c], fix ? fix + p * cout_pad : NULL,
+                                                     r2 ? r2 + p * s->in2_pix : NULL);
+                            const __m256 v1 = value8(s, &b, &mism[p + 1][c], fix ? fix + (p + 1) * cout_pad : NULL,
+                                                     r2 ? r2 + (p + 1) * s->in2_pix : NULL);
+                            __m256 v = _mm256_max_ps(v1, v0);
+                            if (y & 1)
+                                v = _mm256_max_ps(b.mask == 0xff ? _mm256_loadu_ps(dst) : _mm256_maskload_ps(dst, b.lanes), v);
+                            store8(dst, &b, v);
+                            if (aff && (y & 1))
+                                bits[p >> 1][word] |=
+                                    (uint64_t)(s->aff_relu ? b.mask : signs8(v, b.aff_scale, b.aff_shift, b.mask)) << shift;
+                        }
+                        continue;
+                    }
+                    float *dst = fout + y * s->out_row + x0 * s->out_pix + o0;
+                    for (int64_t p = 0; p < np; p++, dst += s->out_pix) {
+                        const __m256 v = value8(s, &b, &mism[p][c], fix ? fix + p * cout_pad : NULL,
+                                                r2 ? r2 + p * s->in2_pix : NULL);
+                        store8(dst, &b, v);
+                        if (aff)
+                            bits[p][word] |=
+                                (uint64_t)(s->aff_relu ? b.mask : signs8(v, b.aff_scale, b.aff_shift, b.mask)) << shift;
+                    }
+                }
+            }
+            finish_bits(s, bits, np, y, x0, out);
+        }
+    free(offs);
+}
 #endif
 
 static void bconv(const Stage *s, const uint64_t *in, void *out) {
@@ -539,7 +709,7 @@ static void bconv(const Stage *s, const uint64_t *in, void *out) {
     if (isa_current == ISA_AVX512 && (s->out_mode == OUT_FLOAT || s->weight32))
         return bconv_avx512_channels(s, in, out);
     if (isa_current == ISA_AVX512 && !s->two_sided) return bconv_avx512_bits(s, in, out);
-    if (isa_current == ISA_AVX2) return bconv_blocks(s, in, out, mismatches_avx2);
+    if (isa_current == ISA_AVX2) return bconv_avx2(s, in, out);
 #endif
     bconv_blocks(s, in, out, mismatches_portable);
 }
@@ -605,6 +775,42 @@ static void conv_f32_portable(const Stage *s, const float *in, void *out) {
 }
 
 #if defined(BF_X86)
+/* conv_epilogue with 8 channels per register. */
+__attribute__((target(AVX2))) static void conv_epilogue_avx2(const Stage *s, float acc[PX][BLOCK], int64_t ob,
+                                                             int64_t np, int64_t y, int64_t x0, void *out,
+                                                             uint64_t bits[PX][MAXWORDS]) {
+    const int64_t second = (s->cout + 63) / 64; /* the first word of the second fused affine's signs */
+    const __m256 zero = _mm256_setzero_ps();
+    for (int64_t o0 = ob * BLOCK; o0 < ob * BLOCK + BLOCK && o0 < s->cout; o0 += 8) {
+        const int64_t n = s->cout - o0 < 8 ? s->cout - o0 : 8, word = o0 >> 6, shift = o0 & 63;
+        const int mask = (1 << n) - 1;
+        const __m256i lanes = lanes8(n);
+        const __m256 scale = _mm256_maskload_ps(s->scale + o0, lanes), bias = _mm256_maskload_ps(s->shift + o0, lanes);
+        __m256 a_scale = zero, a_shift = zero, b_scale = zero, b_shift = zero;
+        if (s->aff_out) a_scale = _mm256_maskload_ps(s->aff_scale + o0, lanes), a_shift = _mm256_maskload_ps(s->aff_shift + o0, lanes);
+        if (s->aff2_out)
+            b_scale = _mm256_maskload_ps(s->aff2_scale + o0, lanes), b_shift = _mm256_maskload_ps(s->aff2_shift + o0, lanes);
+        for (int64_t p = 0; p < np; p++) {
+            __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(&acc[p][o0 - ob * BLOCK]), scale), bias);
+            if (s->relu) v = _mm256_max_ps(v, zero);
+            if (s->out_mode == OUT_BITS) {
+                bits[p][word] |= (uint64_t)(_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_GE_OQ)) & mask) << shift;
+                continue;
+            }
+            if (!s->no_store) {
+                float *dst = (float *)out + s->out_off + y * s->out_row + (x0 + p) * s->out_pix + o0;
+                if (mask == 0xff)
+                    _mm256_storeu_ps(dst, v);
+                else
+                    _mm256_maskstore_ps(dst, lanes, v);
+            }
+            if (s->aff_out) bits[p][word] |= (uint64_t)(s->aff_relu ? mask : signs8(v, a_scale, a_shift, mask)) << shift;
+            if (s->aff2_out)
+                bits[p][second + word] |= (uint64_t)(s->aff2_relu ? mask : signs8(v, b_scale, b_shift, mask)) << shift;
+        }
+    }
+}
+
 /* 8 pixels x 8 channels of FMA accumulators; each weight vector is reused by 8 pixels and each
  * input value is a broadcast operand. In dense HWC (pix = channels) the taps (kx, c) of one kernel
  * row are contiguous in both the input and the weights: one loop over them. */
@@ -638,7 +844,7 @@ __attribute__((target("avx2,fma"))) static void conv_f32_avx2(const Stage *s, co
                     }
                     for (int p = 0; p < PX; p++) _mm256_storeu_ps(&acc[p][half], a[p]);
                 }
-                conv_epilogue(s, acc, ob, np, y, x0, out, bits);
+                conv_epilogue_avx2(s, acc, ob, np, y, x0, out, bits);
             }
             finish_bits(s, bits, np, y, x0, out);
         }
@@ -847,8 +1053,31 @@ static void conv_f32(const Stage *s, const float *in, void *out) {
 
 /* The signs of v * scale + shift (all +1 with a ReLU) for `channels` values of one pixel, as words
  * `plane` apart from dst. */
+#if defined(BF_X86)
+__attribute__((target(AVX2))) static void affine_signs_avx2(const float *v, const float *scale, const float *shift,
+                                                            int64_t relu, int64_t channels, uint64_t *dst,
+                                                            int64_t plane) {
+    for (int64_t w = 0; w < (channels + 63) / 64; w++) {
+        uint64_t m = 0;
+        for (int64_t c = w * 64; c < channels && c < w * 64 + 64; c += 8) {
+            const int64_t n = channels - c < 8 ? channels - c : 8;
+            const int mask = (1 << n) - 1;
+            const __m256i lanes = lanes8(n);
+            const int on = relu ? mask
+                                : signs8(_mm256_maskload_ps(v + c, lanes), _mm256_maskload_ps(scale + c, lanes),
+                                         _mm256_maskload_ps(shift + c, lanes), mask);
+            m |= (uint64_t)on << (c & 63);
+        }
+        dst[w * plane] = m;
+    }
+}
+#endif
+
 static void affine_signs(const float *v, const float *scale, const float *shift, int64_t relu, int64_t channels,
                          uint64_t *dst, int64_t plane) {
+#if defined(BF_X86)
+    if (isa_current == ISA_AVX2) return affine_signs_avx2(v, scale, shift, relu, channels, dst, plane);
+#endif
     for (int64_t w = 0; w < (channels + 63) / 64; w++) {
         uint64_t m = 0;
         for (int64_t c = w * 64; c < channels && c < w * 64 + 64; c++) {
@@ -1019,9 +1248,98 @@ __attribute__((target(AVX512))) static void affine_avx512(const Stage *s, const 
 }
 #endif
 
+#if defined(BF_X86)
+/* AVX2 element-wise stages: 8 channels per register, the fused signs as affine_signs_avx2. */
+__attribute__((target(AVX2))) static void affine_avx2(const Stage *s, const float *in, void *out) {
+    const __m256 zero = _mm256_setzero_ps();
+    for (int64_t y = 0; y < s->ho; y++)
+        for (int64_t x = 0; x < s->wo; x++) {
+            const float *ip = in + s->in_off + y * s->in_row + x * s->in_pix;
+            if (s->out_mode == OUT_BITS) {
+                affine_signs_avx2(ip, s->scale, s->shift, 0, s->cout, (uint64_t *)out + s->out_off + y * s->out_row + x,
+                                  s->out_plane);
+                if (s->relu) /* sign(relu(a)) is +1: every channel's bit */
+                    for (int64_t w = 0; w < (s->cout + 63) / 64; w++)
+                        ((uint64_t *)out)[s->out_off + y * s->out_row + x + w * s->out_plane] =
+                            s->cout - 64 * w >= 64 ? ~(uint64_t)0 : ((uint64_t)1 << (s->cout - 64 * w)) - 1;
+                continue;
+            }
+            float *o = (float *)out + s->out_off + y * s->out_row + x * s->out_pix;
+            for (int64_t c = 0; c < s->cout; c += 8) {
+                const __m256i lanes = lanes8(s->cout - c);
+                __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_maskload_ps(ip + c, lanes), _mm256_maskload_ps(s->scale + c, lanes)),
+                                         _mm256_maskload_ps(s->shift + c, lanes));
+                if (s->relu) v = _mm256_max_ps(v, zero);
+                _mm256_maskstore_ps(o + c, lanes, v);
+            }
+        }
+}
+
+/* 8 floats from p: all of them, or the lanes' (n < 8 channels left). */
+__attribute__((target(AVX2))) static inline __m256 load8(const float *p, int64_t n, __m256i lanes) {
+    return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, lanes);
+}
+
+__attribute__((target(AVX2))) static inline void put8(float *p, int64_t n, __m256i lanes, __m256 v) {
+    if (n >= 8)
+        _mm256_storeu_ps(p, v);
+    else
+        _mm256_maskstore_ps(p, lanes, v);
+}
+
+/* The fused affine's signs of channels c..c+7 (values v) into `word`, stored to pixel (y, x) when the
+ * word is full or the channels end; returns what is left to add to. */
+__attribute__((target(AVX2))) static inline uint64_t fused_signs8(const Stage *s, __m256 v, int64_t c, int64_t n,
+                                                                  __m256i lanes, int64_t y, int64_t x, uint64_t word) {
+    const int mask = (1 << (n < 8 ? n : 8)) - 1;
+    const int on = s->aff_relu ? mask : signs8(v, load8(s->aff_scale + c, n, lanes), load8(s->aff_shift + c, n, lanes), mask);
+    word |= (uint64_t)on << (c & 63);
+    if ((c & 63) != 56 && c + 8 < s->cout) return word;
+    s->aff_out[s->aff_off + y * s->aff_row + x + (c >> 6) * s->aff_plane] = word;
+    return 0;
+}
+
+__attribute__((target(AVX2))) static void add_avx2(const Stage *s, const float *a, const float *b, float *out) {
+    for (int64_t y = 0; y < s->ho; y++)
+        for (int64_t x = 0; x < s->wo; x++) {
+            const float *pa = a + s->in_off + y * s->in_row + x * s->in_pix;
+            const float *pb = b + s->in2_off + y * s->in2_row + x * s->in2_pix;
+            float *o = out + s->out_off + y * s->out_row + x * s->out_pix;
+            uint64_t word = 0;
+            for (int64_t c = 0; c < s->cout; c += 8) {
+                const int64_t n = s->cout - c;
+                const __m256i lanes = lanes8(n);
+                const __m256 v = _mm256_add_ps(load8(pa + c, n, lanes), load8(pb + c, n, lanes));
+                put8(o + c, n, lanes, v);
+                if (s->aff_out) word = fused_signs8(s, v, c, n, lanes, y, x, word);
+            }
+        }
+}
+
+__attribute__((target(AVX2))) static void pool_avx2(const Stage *s, const float *in, float *out) {
+    for (int64_t y = 0; y < s->ho; y++)
+        for (int64_t x = 0; x < s->wo; x++) {
+            const float *first = in + s->in_off + y * s->stride * s->in_row + x * s->stride * s->in_pix;
+            float *o = out + s->out_off + y * s->out_row + x * s->out_pix;
+            uint64_t word = 0;
+            for (int64_t c = 0; c < s->cout; c += 8) { /* as pool_portable: max(window value, running max) */
+                const int64_t n = s->cout - c;
+                const __m256i lanes = lanes8(n);
+                __m256 v = load8(first + c, n, lanes);
+                for (int64_t dy = 0; dy < s->size; dy++)
+                    for (int64_t dx = 0; dx < s->size; dx++)
+                        v = _mm256_max_ps(v, load8(first + dy * s->in_row + dx * s->in_pix + c, n, lanes));
+                put8(o + c, n, lanes, v);
+                if (s->aff_out) word = fused_signs8(s, v, c, n, lanes, y, x, word);
+            }
+        }
+}
+#endif
+
 static void affine(const Stage *s, const float *in, void *out) {
 #if defined(BF_X86)
     if (isa_current == ISA_AVX512) return affine_avx512(s, in, out);
+    if (isa_current == ISA_AVX2) return affine_avx2(s, in, out);
 #endif
     affine_portable(s, in, out);
 }
@@ -1099,6 +1417,7 @@ __attribute__((target(AVX512))) static void pool_avx512(const Stage *s, const fl
 static void pool_f32(const Stage *s, const float *in, float *out) {
 #if defined(BF_X86)
     if (isa_current == ISA_AVX512) return pool_avx512(s, in, out);
+    if (isa_current == ISA_AVX2) return pool_avx2(s, in, out);
 #endif
     pool_portable(s, in, out);
 }
@@ -1106,6 +1425,7 @@ static void pool_f32(const Stage *s, const float *in, float *out) {
 static void add_f32(const Stage *s, const float *a, const float *b, float *out) {
 #if defined(BF_X86)
     if (isa_current == ISA_AVX512) return add_avx512(s, a, b, out);
+    if (isa_current == ISA_AVX2) return add_avx2(s, a, b, out);
 #endif
     for (int64_t y = 0; y < s->ho; y++)
         for (int64_t x = 0; x < s->wo; x++) {
@@ -1907,21 +2227,52 @@ __attribute__((target(AVX512))) static uint64_t peak_loop(int64_t iterations, ui
 }
 #endif
 
+/* The AVX2 kernel's arithmetic at its peak: XOR, nibble-table byte counts and a byte ADD into 8
+ * independent accumulators (the bytes wrap: only the time counts). */
+#define PEAK_CHAINS_AVX2 8
+__attribute__((target(AVX2))) static uint64_t peak_loop_avx2(int64_t iterations, uint64_t seed) {
+    const __m256i table = nibble_table(), low = _mm256_set1_epi8(0x0f);
+    __m256i acc[PEAK_CHAINS_AVX2], key[PEAK_CHAINS_AVX2], v = _mm256_set1_epi64x((long long)seed);
+    for (int j = 0; j < PEAK_CHAINS_AVX2; j++) {
+        acc[j] = _mm256_setzero_si256();
+        key[j] = _mm256_set1_epi64x((long long)(j * 0x9e3779b97f4a7c15ull));
+    }
+    for (int64_t i = 0; i < iterations; i++) {
+#pragma GCC unroll 8
+        for (int j = 0; j < PEAK_CHAINS_AVX2; j++)
+            acc[j] = _mm256_add_epi8(acc[j], byte_counts(_mm256_xor_si256(v, key[j]), table, low));
+        __asm__ volatile("" : "+x"(v));
+    }
+    uint64_t total = 0, lanes[4];
+    for (int j = 0; j < PEAK_CHAINS_AVX2; j++) {
+        _mm256_storeu_si256((__m256i *)lanes, _mm256_sad_epu8(acc[j], _mm256_setzero_si256()));
+        for (int l = 0; l < 4; l++) total += lanes[l];
+    }
+    return total;
+}
+
 static volatile uint64_t peak_sink;
 
-/* peak_loop(iterations) -> binary MACs done (time it from Python). AVX-512 VPOPCNTDQ only. */
+/* peak(iterations) -> binary MACs done (time it from Python): the XOR + popcount loop of the kernel
+ * path in use (AVX-512 VPOPCNTDQ, or AVX2's nibble table). */
 static PyObject *peak(PyObject *self, PyObject *arg) {
     long long n = PyLong_AsLongLong(arg);
     if (n == -1 && PyErr_Occurred()) return NULL;
 #if defined(BF_X86)
-    if (isa_best == ISA_AVX512) {
+    if (isa_current == ISA_AVX512) {
         Py_BEGIN_ALLOW_THREADS
         peak_sink = peak_loop(n, 0x5555); /* stored, so the loop cannot be optimized away */
         Py_END_ALLOW_THREADS
         return PyLong_FromLongLong(n * PEAK_CHAINS * 512);
     }
+    if (isa_current == ISA_AVX2) {
+        Py_BEGIN_ALLOW_THREADS
+        peak_sink = peak_loop_avx2(n, 0x5555);
+        Py_END_ALLOW_THREADS
+        return PyLong_FromLongLong(n * PEAK_CHAINS_AVX2 * 256);
+    }
 #endif
-    PyErr_SetString(PyExc_RuntimeError, "the peak micro-benchmark needs AVX-512 VPOPCNTDQ");
+    PyErr_SetString(PyExc_RuntimeError, "the peak micro-benchmark needs AVX-512 VPOPCNTDQ or AVX2");
     return NULL;
 }
 
@@ -2179,7 +2530,7 @@ static PyMethodDef module_methods[] = {
     {"isa", get_isa, METH_NOARGS, "the binary kernel path in use: portable, avx2 or avx512"},
     {"available", available, METH_NOARGS, "kernel paths this CPU can run"},
     {"set_isa", set_isa, METH_O, "choose a kernel path (tests and benchmarks)"},
-    {"peak", peak, METH_O, "peak(iterations) -> binary MACs of the XOR+popcount peak loop"},
+    {"peak", peak, METH_O, "peak(iterations) -> binary MACs of the current kernel path's XOR+popcount peak loop"},
     {"decode_heatmaps", decode_heatmaps, METH_VARARGS, "decode_heatmaps(maps, h, w, sigmoid, min_peak, out)"},
     {NULL, NULL, 0, NULL},
 };
@@ -2189,7 +2540,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", "bitface n
 PyMODINIT_FUNC PyInit__native(void) {
 #if defined(BF_X86)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2")) isa_best = ISA_AVX2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) isa_best = ISA_AVX2;
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
         __builtin_cpu_supports("avx512vpopcntdq") && __builtin_cpu_supports("avx512vbmi2"))
