@@ -811,7 +811,7 @@ __attribute__((target(AVX2))) static void conv_epilogue_avx2(const Stage *s, flo
     }
 }
 
-/* 8 pixels x 8 channels of FMA accumulators; each weight vector is reused by 8 pixels and each
+/* 4 pixels x 16 channels of FMA accumulators at a time; each weight vector is reused by 4 pixels and each
  * input value is a broadcast operand. In dense HWC (pix = channels) the taps (kx, c) of one kernel
  * row are contiguous in both the input and the weights: one loop over them. */
 __attribute__((target("avx2,fma"))) static void conv_f32_avx2(const Stage *s, const float *in, void *out) {
@@ -826,23 +826,29 @@ __attribute__((target("avx2,fma"))) static void conv_f32_avx2(const Stage *s, co
             const int64_t np = s->wo - x0 < PX ? s->wo - x0 : PX;
             if (s->out_mode == OUT_BITS || s->aff_out) clear_bits(s, bits);
             for (int64_t ob = 0; ob < nblocks; ob++) {
-                for (int half = 0; half < BLOCK; half += 8) {
-                    __m256 a[PX];
-                    for (int p = 0; p < PX; p++) a[p] = _mm256_setzero_ps();
+                for (int g = 0; g < PX; g += 4) { /* 4 pixels x 16 channels: 2 weight loads per 8 FMAs */
+                    __m256 a[4][2];
+                    for (int p = 0; p < 4; p++) a[p][0] = a[p][1] = _mm256_setzero_ps();
                     for (int64_t ky = 0; ky < s->kh; ky++) {
-                        const float *wp = weight + ky * s->kw * s->cin * s->cout_pad + ob * BLOCK + half;
+                        const float *wp = weight + ky * s->kw * s->cin * s->cout_pad + ob * BLOCK;
                         for (int64_t part = 0; part < parts; part++) {
                             const float *ip = in + s->in_off + (y * s->stride + ky) * s->in_row +
-                                              (x0 * s->stride + part) * s->in_pix;
+                                              ((x0 + g) * s->stride + part) * s->in_pix;
                             for (int64_t t = 0; t < run; t++, wp += s->cout_pad) {
-                                const __m256 w = _mm256_loadu_ps(wp);
-#pragma GCC unroll 8
-                                for (int p = 0; p < PX; p++)
-                                    a[p] = _mm256_fmadd_ps(_mm256_broadcast_ss(ip + p * step + t), w, a[p]);
+                                const __m256 w0 = _mm256_loadu_ps(wp), w1 = _mm256_loadu_ps(wp + 8);
+#pragma GCC unroll 4
+                                for (int p = 0; p < 4; p++) {
+                                    const __m256 v = _mm256_broadcast_ss(ip + p * step + t);
+                                    a[p][0] = _mm256_fmadd_ps(v, w0, a[p][0]);
+                                    a[p][1] = _mm256_fmadd_ps(v, w1, a[p][1]);
+                                }
                             }
                         }
                     }
-                    for (int p = 0; p < PX; p++) _mm256_storeu_ps(&acc[p][half], a[p]);
+                    for (int p = 0; p < 4; p++) {
+                        _mm256_storeu_ps(&acc[g + p][0], a[p][0]);
+                        _mm256_storeu_ps(&acc[g + p][8], a[p][1]);
+                    }
                 }
                 conv_epilogue_avx2(s, acc, ob, np, y, x0, out, bits);
             }
