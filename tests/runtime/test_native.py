@@ -12,7 +12,19 @@ import pytest
 from bitface.data.pipeline import InputSpec
 from bitface.export.format import PackedModel, pack_signs
 from bitface.runtime import native, reference
-from bitface.runtime.plan import ADD, BCONV, BPOOL, CONV, FIELDS, INPUT, POOL, SIGN, Unsupported, compile_plan
+from bitface.runtime.plan import (
+    ADD,
+    AFFINE,
+    BCONV,
+    BPOOL,
+    CONV,
+    FIELDS,
+    INPUT,
+    POOL,
+    SIGN,
+    Unsupported,
+    compile_plan,
+)
 from conftest import KERNEL_PATHS as PATHS
 
 pytestmark = pytest.mark.skipif(native._native is None, reason=f"{native.NATIVE_MISSING}")
@@ -472,3 +484,20 @@ def test_the_peak_micro_benchmark_follows_the_kernel_path(kernel_path):
             native._native.peak(10)
     else:
         assert native._native.peak(10) == 10 * {"avx2": 8 * 256, "avx512": 12 * 512}[kernel_path]
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_a_batchnorm_on_the_input_signs_straight_into_a_binary_conv(kernel_path, relu):
+    """An affine stage (with its ReLU: sign(relu(a)) is +1) whose only reader is a binary conv writes
+    sign bits, not floats."""
+    rng = np.random.default_rng(5)
+    graph, tensors = [], {}
+    affine(rng, graph, tensors, 70)
+    if relu:
+        graph.append({"op": "relu"})
+    binconv(rng, graph, tensors, 70, 20, 3)
+    model = PackedModel(graph, tensors, {"input_shape": [70, 6, 9]})
+    kinds = [p[0] for p, *_ in compile_plan(model).stages]
+    assert AFFINE in kinds and kinds[kinds.index(AFFINE) + 1] == BCONV
+    x = inputs(model)
+    np.testing.assert_array_equal(native.Network(model)(x), reference.run(model, x))

@@ -1262,12 +1262,8 @@ __attribute__((target(AVX2))) static void affine_avx2(const Stage *s, const floa
         for (int64_t x = 0; x < s->wo; x++) {
             const float *ip = in + s->in_off + y * s->in_row + x * s->in_pix;
             if (s->out_mode == OUT_BITS) {
-                affine_signs_avx2(ip, s->scale, s->shift, 0, s->cout, (uint64_t *)out + s->out_off + y * s->out_row + x,
-                                  s->out_plane);
-                if (s->relu) /* sign(relu(a)) is +1: every channel's bit */
-                    for (int64_t w = 0; w < (s->cout + 63) / 64; w++)
-                        ((uint64_t *)out)[s->out_off + y * s->out_row + x + w * s->out_plane] =
-                            s->cout - 64 * w >= 64 ? ~(uint64_t)0 : ((uint64_t)1 << (s->cout - 64 * w)) - 1;
+                affine_signs_avx2(ip, s->scale, s->shift, s->relu, s->cout,
+                                  (uint64_t *)out + s->out_off + y * s->out_row + x, s->out_plane);
                 continue;
             }
             float *o = (float *)out + s->out_off + y * s->out_row + x * s->out_pix;
