@@ -501,3 +501,15 @@ def test_a_batchnorm_on_the_input_signs_straight_into_a_binary_conv(kernel_path,
     assert AFFINE in kinds and kinds[kinds.index(AFFINE) + 1] == BCONV
     x = inputs(model)
     np.testing.assert_array_equal(native.Network(model)(x), reference.run(model, x))
+
+
+@pytest.mark.parametrize("cin", [20, 70])  # 32-bit lanes, 64-bit words
+def test_kernels_of_more_taps_than_a_byte_counter_holds(kernel_path, cin):
+    """AVX2 adds bit counts in bytes for up to 31 tap words, then widens them: a 7 x 7 kernel (49 taps)."""
+    rng = np.random.default_rng(cin)
+    graph, tensors = [{"op": "pad", "pad": [3, 3, 3, 3]}], {}
+    binconv(rng, graph, tensors, cin, 24, 7)
+    binconv(rng, graph, tensors, 24, 5, 1)
+    model = PackedModel(graph, tensors, {"input_shape": [cin, 9, 10]})
+    x = inputs(model, batch=2)
+    np.testing.assert_array_equal(native.Network(model)(x), reference.run(model, x))
