@@ -82,7 +82,7 @@ def test_recorded_latencies_are_listed_by_bitface_models(tmp_path, monkeypatch, 
         {"model": "regression5-acn1bit", "latency_us_median": 25.04, "latency_us_min": 24.2},
         {"model": "dlib-ert68 (peer)", "latency_us_median": 800.0, "latency_us_min": 700.0},
     ]
-    provenance = {"cpu": "Test CPU", "date": "2026-11-22T17:00:00+00:00", "git_revision": "abc"}
+    provenance = {"cpu": "Test CPU", "kernel_path": "avx2", "date": "2026-11-22T17:00:00+00:00", "git_revision": "abc"}
     assert bundle.record_latency(rows, provenance) == ["regression5-acn1bit"]
     listed = {m["name"]: m for m in bundled.list_models()}
     assert listed["regression5-acn1bit"]["latency_us"]["median"] == 25.0
@@ -90,4 +90,4 @@ def test_recorded_latencies_are_listed_by_bitface_models(tmp_path, monkeypatch, 
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     line = next(row for row in out.splitlines() if row.startswith("regression5-acn1bit "))
-    assert " 25.0 " in line and "measured on Test CPU, 2026-11-22" in out
+    assert " 25.0 " in line and "measured on Test CPU (avx2 kernels), 2026-11-22" in out

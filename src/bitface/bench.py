@@ -32,6 +32,7 @@ from .evaluate.protocol import evaluate_model
 from .io import read_annotations
 from .io.images import load_image
 from .runtime import load_packed_model
+from .runtime.native import kernel_path
 from .schemes import get_scheme, tight_boxes
 
 # the like-for-like timing input: one 256 x 256 gray image and a face box in it
@@ -271,7 +272,9 @@ def run_bench(
     time_interleaved(candidates, rounds)
     rows = summary_rows(candidates)
     result = {
-        "provenance": provenance(data=str(data), core=core, rounds=rounds, max_faces=max_faces),
+        "provenance": provenance(
+            data=str(data), core=core, rounds=rounds, max_faces=max_faces, kernel_path=kernel_path()
+        ),
         "latency": "per face, detection excluded; latency_us: a uint8 crop in, points out (peers: none); "
         "api_latency_us: a 256 x 256 gray image and a box in, points out (Landmarker; dlib's predictor)",
         "rows": rows,

@@ -391,7 +391,9 @@ def _models(args) -> int:
         size = f"{row['file_bytes']:>9,}"
         print(f"{name:{width}} {row['scheme']:6} {row['kind']:{kind_width}} {size} {speed}  {nme:.3f} ({test})")
     if timed:
-        where = sorted({f"{t['cpu']}, {t['date'][:10]}" for t in timed})
+        where = sorted(
+            {f"{t['cpu']} ({t.get('kernel_path') or 'kernel path not recorded'}), {t['date'][:10]}" for t in timed}
+        )
         print(
             f"us/face: median of bitface bench ({timed[0]['what']}); us/image: a 256 x 256 gray image and a box "
             f"through Landmarker; measured on {'; '.join(where)}"

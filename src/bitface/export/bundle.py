@@ -52,6 +52,7 @@ def record_latency(rows: list[dict], provenance: dict) -> list[str]:
             if row.get("api_latency_us_median") is None
             else round(row["api_latency_us_median"], 1),
             "cpu": provenance.get("cpu"),
+            "kernel_path": provenance.get("kernel_path"),
             "date": provenance.get("date"),
             "git_revision": provenance.get("git_revision"),
         }
