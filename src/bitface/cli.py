@@ -391,9 +391,8 @@ def _models(args) -> int:
         size = f"{row['file_bytes']:>9,}"
         print(f"{name:{width}} {row['scheme']:6} {row['kind']:{kind_width}} {size} {speed}  {nme:.3f} ({test})")
     if timed:
-        where = sorted(
-            {f"{t['cpu']} ({t.get('kernel_path') or 'kernel path not recorded'}), {t['date'][:10]}" for t in timed}
-        )
+        kernels = [f"{t['kernel_path']} kernels" if t.get("kernel_path") else "kernels not recorded" for t in timed]
+        where = sorted({f"{t['cpu']} ({k}), {t['date'][:10]}" for t, k in zip(timed, kernels, strict=True)})
         print(
             f"us/face: median of bitface bench ({timed[0]['what']}); us/image: a 256 x 256 gray image and a box "
             f"through Landmarker; measured on {'; '.join(where)}"
