@@ -503,7 +503,7 @@ def test_a_batchnorm_on_the_input_signs_straight_into_a_binary_conv(kernel_path,
     np.testing.assert_array_equal(native.Network(model)(x), reference.run(model, x))
 
 
-@pytest.mark.parametrize("cin", [20, 70])  # 32-bit lanes, 64-bit words
+@pytest.mark.parametrize("cin", [12, 20, 70])  # 16-bit lanes, 32-bit lanes, 64-bit words
 def test_kernels_of_more_taps_than_a_byte_counter_holds(kernel_path, cin):
     """AVX2 adds bit counts in bytes for up to 31 tap words, then widens them: a 7 x 7 kernel (49 taps)."""
     rng = np.random.default_rng(cin)

@@ -530,7 +530,7 @@ __attribute__((target(AVX2))) static inline __m256i nibble_table(void) {
 
 /* Popcount mismatches of PX pixels x 16 channels (block ob) at (y, x0) into mism[pixel][channel].
  * Narrow inputs (at most 32 channels, s->weight32): 8 channels' 32-bit weight words per register, each
- * pixel's low half-word a broadcast. Wide: 4 channels' 64-bit words per register. Each weight load
+ * pixel's low half-word a broadcast; at most 16 channels: all 16 channels' 16-bit words in one register. Wide: 4 channels' 64-bit words per register. Each weight load
  * serves PX pixels; all PX are counted (rows have slack), the epilogue keeps np. */
 __attribute__((target(AVX2))) static void mismatches_avx2(const Stage *s, const uint64_t *in, const int64_t *offs,
                                                           int64_t y, int64_t x0, int64_t ob, int32_t mism[PX][BLOCK]) {
@@ -540,6 +540,38 @@ __attribute__((target(AVX2))) static void mismatches_avx2(const Stage *s, const 
     const uint64_t *base = in + s->in_off + y * s->in_row + x0;
     const int narrow = s->weight32 != NULL;
     const int64_t n = s->kh * s->kw * s->words, lanes = narrow ? 8 : 4; /* channels per register */
+    if (narrow && s->cin <= 16) { /* 16-bit lanes: one register holds all 16 channels' weights */
+        for (int64_t t0 = 0; t0 < n; t0 += BYTE_TAPS) {
+            const int64_t t1 = n - t0 < BYTE_TAPS ? n : t0 + BYTE_TAPS;
+            __m256i acc[PX];
+#pragma GCC unroll 8
+            for (int p = 0; p < PX; p++) acc[p] = zero;
+            const uint32_t *wp = s->weight32 + (ob * n + t0) * BLOCK;
+            for (int64_t t = t0; t < t1; t++, wp += BLOCK) {
+                /* the 32-bit words' low halves (their high halves are 0), in channel order */
+                const __m256i w = _mm256_permute4x64_epi64(
+                    _mm256_packus_epi32(_mm256_loadu_si256((const __m256i *)wp), _mm256_loadu_si256((const __m256i *)(wp + 8))),
+                    0xd8);
+                const int16_t *ip = (const int16_t *)(base + offs[t]);
+#pragma GCC unroll 8
+                for (int p = 0; p < PX; p++)
+                    acc[p] = _mm256_add_epi8(acc[p], byte_counts(_mm256_xor_si256(_mm256_set1_epi16(ip[4 * p]), w), table, low));
+            }
+#pragma GCC unroll 8
+            for (int p = 0; p < PX; p++) {
+                const __m256i c = _mm256_maddubs_epi16(acc[p], ones8); /* 16 channels' counts, 16 bits each */
+                __m256i lo = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(c));
+                __m256i hi = _mm256_cvtepi16_epi32(_mm256_extracti128_si256(c, 1));
+                if (t0) {
+                    lo = _mm256_add_epi32(lo, _mm256_loadu_si256((const __m256i *)&mism[p][0]));
+                    hi = _mm256_add_epi32(hi, _mm256_loadu_si256((const __m256i *)&mism[p][8]));
+                }
+                _mm256_storeu_si256((__m256i *)&mism[p][0], lo);
+                _mm256_storeu_si256((__m256i *)&mism[p][8], hi);
+            }
+        }
+        return;
+    }
     for (int64_t c0 = 0; c0 < BLOCK; c0 += lanes)
         for (int64_t t0 = 0; t0 < n; t0 += BYTE_TAPS) {
             const int64_t t1 = n - t0 < BYTE_TAPS ? n : t0 + BYTE_TAPS;
