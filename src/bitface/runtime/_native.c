@@ -888,6 +888,103 @@ __attribute__((target("avx2,fma"))) static void conv_f32_avx2(const Stage *s, co
         }
 }
 
+/* AVX2: a gray image's first layer to sign bits (as conv1_bits_avx512: one input channel, stride 1):
+ * 16 pixels (two registers) x CONV1_AVX2_FLIGHT channels of FMA chains, each over the taps in order from a
+ * multiply (PyTorch's summation order, as conv1_signs). Each channel's 16 sign bits land in a mask; eight
+ * channels' masks, transposed as an 8 x 8 bit matrix, are a byte of each pixel's word. */
+#define CONV1_AVX2_FLIGHT 6
+
+static inline uint64_t transpose8x8(uint64_t x) { /* byte i bit j -> byte j bit i */
+    uint64_t t = (x ^ (x >> 7)) & 0x00AA00AA00AA00AAull;
+    x ^= t ^ (t << 7);
+    t = (x ^ (x >> 14)) & 0x0000CCCC0000CCCCull;
+    x ^= t ^ (t << 14);
+    t = (x ^ (x >> 28)) & 0x00000000F0F0F0F0ull;
+    return x ^ t ^ (t << 28);
+}
+
+/* The 16-pixel sign masks of channels o..o+n-1 into masks[o...]. */
+static inline __attribute__((always_inline, target(AVX2))) void conv1_masks_avx2(const Stage *s, const float *base,
+                                                                                  const int64_t *offs, int64_t taps,
+                                                                                  int64_t o, const int n,
+                                                                                  const int vecs, uint16_t *masks) {
+    const float *weight = (const float *)s->weight; /* [kh][kw][1][cout_pad] */
+    const int64_t cp = s->cout_pad;
+    __m256 a[CONV1_AVX2_FLIGHT][2];
+    {
+        const __m256 v0 = _mm256_loadu_ps(base + offs[0]), v1 = vecs > 1 ? _mm256_loadu_ps(base + offs[0] + 8) : v0;
+        for (int j = 0; j < n; j++) {
+            const __m256 w = _mm256_broadcast_ss(weight + o + j);
+            a[j][0] = _mm256_mul_ps(v0, w);
+            if (vecs > 1) a[j][1] = _mm256_mul_ps(v1, w);
+        }
+    }
+    for (int64_t t = 1; t < taps; t++) {
+        const __m256 v0 = _mm256_loadu_ps(base + offs[t]), v1 = vecs > 1 ? _mm256_loadu_ps(base + offs[t] + 8) : v0;
+        for (int j = 0; j < n; j++) {
+            const __m256 w = _mm256_broadcast_ss(weight + t * cp + o + j);
+            a[j][0] = _mm256_fmadd_ps(v0, w, a[j][0]);
+            if (vecs > 1) a[j][1] = _mm256_fmadd_ps(v1, w, a[j][1]);
+        }
+    }
+    const __m256 zero = _mm256_setzero_ps();
+    for (int j = 0; j < n; j++) {
+        const __m256 scale = _mm256_broadcast_ss(s->scale + o + j), shift = _mm256_broadcast_ss(s->shift + o + j);
+        int bits = 0;
+        for (int h = 0; h < vecs; h++) {
+            __m256 r = _mm256_add_ps(_mm256_mul_ps(a[j][h], scale), shift);
+            if (s->relu) r = _mm256_max_ps(r, zero);
+            bits |= _mm256_movemask_ps(_mm256_cmp_ps(r, zero, _CMP_GE_OQ)) << (8 * h);
+        }
+        masks[o + j] = (uint16_t)bits;
+    }
+}
+
+__attribute__((target(AVX2))) static void conv1_bits_avx2(const Stage *s, const float *in, void *out) {
+    const int64_t taps = s->kh * s->kw, nwords = (s->cout + 63) / 64, groups = (s->cout + 7) / 8;
+    int64_t *offs = malloc(sizeof(int64_t) * (size_t)taps);
+    uint16_t *masks = calloc((size_t)groups * 8, sizeof(uint16_t)); /* padding channels stay 0 */
+    if (!offs || !masks) {
+        free(offs), free(masks);
+        return conv_f32_avx2(s, in, out); /* the same bits, more slowly */
+    }
+    for (int64_t ky = 0, t = 0; ky < s->kh; ky++)
+        for (int64_t kx = 0; kx < s->kw; kx++) offs[t++] = ky * s->in_row + kx;
+    for (int64_t y = 0; y < s->ho; y++)
+        for (int64_t x0 = 0; x0 < s->wo; x0 += 16) { /* rows have slack: 16 loads past the last pixel */
+            const int64_t np = s->wo - x0 < 16 ? s->wo - x0 : 16;
+            const float *base = in + s->in_off + y * s->in_row + x0;
+            for (int64_t o = 0; o < s->cout; o += CONV1_AVX2_FLIGHT) {
+                const int64_t n = s->cout - o < CONV1_AVX2_FLIGHT ? s->cout - o : CONV1_AVX2_FLIGHT;
+                switch (n) { /* constant chain counts, so that the chains stay in registers */
+#define CONV1_AVX2_CASE(k)                                                                   \
+    case k:                                                                                  \
+        if (np > 8)                                                                          \
+            conv1_masks_avx2(s, base, offs, taps, o, k, 2, masks);                           \
+        else /* a row's last 8 or fewer pixels: one register */                              \
+            conv1_masks_avx2(s, base, offs, taps, o, k, 1, masks);                           \
+        break;
+                    CONV1_AVX2_CASE(1) CONV1_AVX2_CASE(2) CONV1_AVX2_CASE(3) CONV1_AVX2_CASE(4) CONV1_AVX2_CASE(5)
+                    CONV1_AVX2_CASE(6)
+#undef CONV1_AVX2_CASE
+                }
+            }
+            uint64_t *dst = (uint64_t *)out + s->out_off + y * s->out_row + x0;
+            for (int64_t w = 0; w < nwords; w++) {
+                uint64_t word[16] = {0};
+                for (int64_t g = 8 * w; g < groups && g < 8 * w + 8; g++)
+                    for (int h = 0; h < 2; h++) { /* pixels 8h...8h+7 of channels 8g...8g+7 */
+                        uint64_t m = 0;
+                        for (int j = 0; j < 8; j++) m |= (uint64_t)((masks[8 * g + j] >> (8 * h)) & 0xff) << (8 * j);
+                        m = transpose8x8(m);
+                        for (int p = 0; p < 8; p++) word[8 * h + p] |= ((m >> (8 * p)) & 0xff) << ((8 * g) & 63);
+                    }
+                for (int64_t p = 0; p < np; p++) dst[w * s->out_plane + p] = word[p];
+            }
+        }
+    free(offs), free(masks);
+}
+
 /* NB blocks of 16 channels x 8 pixels of accumulators (NB = 2: 16 registers). In HWC the taps
  * (kx, c) of one kernel row are contiguous in both the input and the weights: one loop over them. */
 __attribute__((target(AVX512), always_inline)) static inline void conv_f32_avx512_blocks(
@@ -1080,6 +1177,8 @@ static void conv_f32(const Stage *s, const float *in, void *out) {
         s->kh * s->kw <= 16)
         return conv1_bits_avx512(s, in, out);
     if (isa_current == ISA_AVX512) return conv_f32_avx512(s, in, out);
+    if (isa_current == ISA_AVX2 && s->cin == 1 && s->in_pix == 1 && s->stride == 1 && s->out_mode == OUT_BITS)
+        return conv1_bits_avx2(s, in, out);
     if (isa_current == ISA_AVX2) return conv_f32_avx2(s, in, out);
 #endif
     conv_f32_portable(s, in, out);
