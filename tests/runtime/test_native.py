@@ -513,3 +513,14 @@ def test_kernels_of_more_taps_than_a_byte_counter_holds(kernel_path, cin):
     model = PackedModel(graph, tensors, {"input_shape": [cin, 9, 10]})
     x = inputs(model, batch=2)
     np.testing.assert_array_equal(native.Network(model)(x), reference.run(model, x))
+
+
+def test_a_binary_layer_of_more_tap_words_than_the_stack_holds(kernel_path):
+    """Over 1,024 tap words (their offsets leave the AVX2 kernel's stack): a binary linear layer on
+    67,584 features (1,056 words)."""
+    rng = np.random.default_rng(9)
+    graph, tensors = [{"op": "flatten"}], {}
+    binlinear(rng, graph, tensors, 64 * 32 * 33, 5)
+    model = PackedModel(graph, tensors, {"input_shape": [64, 32, 33]})
+    x = inputs(model, batch=1)
+    np.testing.assert_array_equal(native.Network(model)(x), reference.run(model, x))

@@ -12,8 +12,10 @@
  * The binary convolution has three kernel paths chosen at run time: AVX-512 VPOPCNTDQ (sign bits
  * out: 8 output pixels per register, 16 output channels in registers, weights broadcast from memory;
  * floats out or padded: 16 output channels per register, 32-bit lanes for inputs of up to 32
- * channels), AVX2 (nibble-table popcount) and portable C. All three give the same integers; tests check each against the numpy
- * reference. Compile with -ffp-contract=off: float epilogues must round like the reference. */
+ * channels), AVX2 (channel-vectorized for every output kind: nibble-table popcount in 16-, 32- or 64-bit
+ * lanes by input width, vector epilogues) and portable C. All three give the same integers; tests check
+ * each against the numpy reference. Compile with -ffp-contract=off: float epilogues must round like the
+ * reference. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -506,10 +508,13 @@ __attribute__((target(AVX512))) static void bconv_avx512_channels(const Stage *s
 #define AVX2 "avx2,fma"
 #define BYTE_TAPS 31 /* a byte of counts gains at most 8 per tap word: 31 x 8 < 256 */
 
-/* The words' offsets of a binary conv's taps, in weight order ((ky, kx, word)), from a pixel's first word. */
-static int64_t *tap_offsets(const Stage *s) {
+#define STACK_TAPS 1024 /* tap words whose offsets fit on the stack (3 x 3 up to 7,281 channels) */
+
+/* The words' offsets of a binary conv's taps, in weight order ((ky, kx, word)), from a pixel's first
+ * word: in `room` (STACK_TAPS long) or, for larger kernels, in memory the caller frees (NULL: none). */
+static int64_t *tap_offsets(const Stage *s, int64_t *room) {
     const int64_t n = s->kh * s->kw * s->words;
-    int64_t *offs = malloc(sizeof(int64_t) * (size_t)n);
+    int64_t *offs = n <= STACK_TAPS ? room : malloc(sizeof(int64_t) * (size_t)n);
     if (!offs) return NULL;
     for (int64_t ky = 0, t = 0; ky < s->kh; ky++)
         for (int64_t kx = 0; kx < s->kw; kx++)
@@ -673,8 +678,9 @@ __attribute__((target(AVX2))) static inline __m256 value8(const Stage *s, const 
 }
 
 __attribute__((target(AVX2))) static void bconv_avx2(const Stage *s, const uint64_t *in, void *out) {
-    int64_t *offs = tap_offsets(s);
-    if (!offs) return bconv_blocks(s, in, out, mismatches_portable); /* no memory for 9 words: still exact */
+    int64_t room[STACK_TAPS];
+    int64_t *offs = tap_offsets(s, room);
+    if (!offs) return bconv_blocks(s, in, out, mismatches_portable); /* no memory: still exact */
     const int64_t nblocks = s->cout_pad / BLOCK, cout_pad = s->cout_pad;
     const int bits_out = s->out_mode == OUT_BITS, aff = s->aff_out != NULL;
     float *const fout = (float *)out + s->out_off;
@@ -732,7 +738,7 @@ __attribute__((target(AVX2))) static void bconv_avx2(const Stage *s, const uint6
             }
             finish_bits(s, bits, np, y, x0, out);
         }
-    free(offs);
+    if (offs != room) free(offs);
 }
 #endif
 
