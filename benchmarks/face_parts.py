@@ -20,6 +20,7 @@ import trained_rows
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "configs" / "parts"
 RUNS = ROOT / "runs" / "parts"
+RESULTS = ROOT / "benchmarks" / "results" / "face_parts"  # .json and .md
 DATA = ROOT.parent / "shared" / "data"
 TEST_SET = DATA / "300w_helen_68pt" / "testset"
 ROWS = ("bottleneck_real", "bottleneck_xnor", "hpm48_xnor")  # the paper's three networks, in its order
@@ -62,15 +63,19 @@ def report() -> None:
     from bitface.train.recipe import load_recipe
 
     test_samples = read_annotations(TEST_SET, check="exists").samples
+    committed, revision = trained_rows.committed_rows(RESULTS.with_suffix(".json"))
     rows, pending = [], []
     for row in ROWS:
         epochs = load_recipe(RECIPES / f"{row}.yaml").train.epochs
         done = finished_epochs(RUNS / row)
-        if done < epochs:
+        if done >= epochs:
+            rows.append({**score(row, test_samples), "scored_from": "run"})
+        elif row in committed:  # its run folder is not on this machine
+            rows.append(trained_rows.carried(committed[row], revision))
+        else:
             pending.append({"row": row, "epochs_done": done, "epochs": epochs})
             continue
-        rows.append(score(row, test_samples))
-        print(f"{row}: mean IU {rows[-1]['mean_iu']:.2f}%", flush=True)
+        print(f"{row}: mean IU {rows[-1]['mean_iu']:.2f}% ({rows[-1]['scored_from']})", flush=True)
     data = {
         "provenance": provenance(
             COMMAND,
@@ -99,6 +104,7 @@ def report() -> None:
             **{f"IU {c}": r["per_class"][c]["iu"] for c in ("eyes", "nose", "upper_lip", "lower_lip")},
             "epochs": r["epochs"],
             "train min": r["train_minutes"],
+            "scored from": r["scored_from"],
         }
         for r in rows
     ]
@@ -106,11 +112,13 @@ def report() -> None:
     formats = {c: ".2f" for c in columns if "%" in c or c.startswith("IU")} | {"train min": ".1f"}
     body = (
         "HELEN testset (300-W, 330 faces), masks painted from the 68 ground-truth points; the last epoch of every "
-        "run. Training: 300-W HELEN trainset (870) + YTF training (3,462), 128 px gray, one thread per run.\n\n"
+        "run. Training: 300-W HELEN trainset (870) + YTF training (3,462), 128 px gray, one thread per run. "
+        "'scored from': run = a finished run on the machine that wrote this report; committed (REV) = the "
+        "result written at REV, kept because run folders are not committed.\n\n"
         + (markdown_table(table, columns, formats) if table else "No row has finished training yet.\n")
         + trained_rows.pending_note(pending)
     )
-    write_results(ROOT / "benchmarks" / "results" / "face_parts", data, "Facial part segmentation (Table 15)", body)
+    write_results(RESULTS, data, "Facial part segmentation (Table 15)", body)
 
 
 if __name__ == "__main__":

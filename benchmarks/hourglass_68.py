@@ -140,9 +140,8 @@ def gather(test_samples: dict) -> tuple[list[dict], list[dict], dict]:
     from bitface.train.queue import finished_epochs
     from bitface.train.recipe import load_recipe
 
-    committed = {r["row"]: r for r in json.loads(RESULTS.read_text())["rows"]} if RESULTS.is_file() else {}
+    committed, revision = trained_rows.committed_rows(RESULTS)
     old_curves = json.loads(PER_FACE.read_text()) if PER_FACE.is_file() else {}
-    revision = json.loads(RESULTS.read_text())["provenance"]["git_revision"] if committed else None
     rows, pending, ced = [], [], {}
     for row in ROWS:
         epochs = load_recipe(recipe_path(row)).train.epochs
@@ -155,9 +154,7 @@ def gather(test_samples: dict) -> tuple[list[dict], list[dict], dict]:
         elif before and before["checkpoint"] and (ROOT / before["checkpoint"]).is_file():
             result, curves = score(row, test_samples, committed=before)
         elif before:  # scored before by this command; its run folder is not on this machine
-            earlier = before.get("scored_from", "")
-            carried = earlier if earlier.startswith("committed") else f"committed ({revision})"
-            result = {**before, "scored_from": carried}
+            result = trained_rows.carried(before, revision)
             curves = {"helen_test": np.array(old_curves[row])} if row in old_curves else {}
         else:
             pending.append({"row": row, "epochs_done": done, "epochs": epochs})

@@ -22,6 +22,21 @@ def read_log(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
 
 
+def committed_rows(results: Path) -> tuple[dict[str, dict], str | None]:
+    """The rows a committed results file holds, by name, and the git revision that wrote it."""
+    if not results.is_file():
+        return {}, None
+    data = json.loads(results.read_text())
+    return {r["row"]: r for r in data["rows"]}, data["provenance"]["git_revision"]
+
+
+def carried(row: dict, revision: str | None) -> dict:
+    """A committed row kept as it is because its run folder is not on this machine (run folders are not
+    committed), saying which revision scored it."""
+    earlier = row.get("scored_from", "")
+    return {**row, "scored_from": earlier if earlier.startswith("committed") else f"committed ({revision})"}
+
+
 def pending_note(pending: list[dict]) -> str:
     if not pending:
         return ""
