@@ -622,7 +622,8 @@ __attribute__((target(AVX2))) static void mismatches_avx2(const Stage *s, const 
 
 /* The constants of 8 output channels (o0...) of a binary conv's epilogue. */
 typedef struct {
-    int mask; /* the lanes that hold channels */
+    int64_t n; /* channels: 8, or fewer in the last block */
+    int mask;  /* the lanes that hold channels */
     __m256i lanes, k, lo, hi;
     __m256 scale, shift, aff_scale, aff_shift;
 } Block8;
@@ -631,9 +632,22 @@ __attribute__((target(AVX2))) static inline __m256i lanes8(int64_t n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n < 8 ? n : 8)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+/* 8 floats from p: all of them, or the lanes' (n < 8 channels left). */
+__attribute__((target(AVX2))) static inline __m256 load8(const float *p, int64_t n, __m256i lanes) {
+    return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, lanes);
+}
+
+__attribute__((target(AVX2))) static inline void put8(float *p, int64_t n, __m256i lanes, __m256 v) {
+    if (n >= 8)
+        _mm256_storeu_ps(p, v);
+    else
+        _mm256_maskstore_ps(p, lanes, v);
+}
+
 __attribute__((target(AVX2))) static inline Block8 block8(const Stage *s, int64_t o0) {
     Block8 b;
     const int64_t n = s->cout - o0 < 8 ? s->cout - o0 : 8;
+    b.n = n;
     b.mask = (1 << n) - 1;
     b.lanes = lanes8(n);
     b.k = _mm256_set1_epi32((int)(s->cin * s->kh * s->kw));
@@ -651,14 +665,6 @@ __attribute__((target(AVX2))) static inline Block8 block8(const Stage *s, int64_
     return b;
 }
 
-/* Stores 8 channels (all, or the block's lanes). */
-__attribute__((target(AVX2))) static inline void store8(float *dst, const Block8 *b, __m256 v) {
-    if (b->mask == 0xff)
-        _mm256_storeu_ps(dst, v);
-    else
-        _mm256_maskstore_ps(dst, b->lanes, v);
-}
-
 /* The signs (v * scale + shift >= 0) of 8 channels as a byte. */
 __attribute__((target(AVX2))) static inline int signs8(__m256 v, __m256 scale, __m256 shift, int mask) {
     const __m256 a = _mm256_add_ps(_mm256_mul_ps(v, scale), shift);
@@ -674,7 +680,7 @@ __attribute__((target(AVX2))) static inline __m256 value8(const Stage *s, const 
     __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(dot), b->scale), b->shift);
     if (s->relu) v = _mm256_max_ps(v, _mm256_setzero_ps());
     if (!r2) return v;
-    return _mm256_add_ps(b->mask == 0xff ? _mm256_loadu_ps(r2) : _mm256_maskload_ps(r2, b->lanes), v);
+    return _mm256_add_ps(load8(r2, b->n, b->lanes), v);
 }
 
 __attribute__((target(AVX2))) static void bconv_avx2(const Stage *s, const uint64_t *in, void *out) {
@@ -717,8 +723,8 @@ __attribute__((target(AVX2))) static void bconv_avx2(const Stage *s, const uint6
                                                      r2 ? r2 + (p + 1) * s->in2_pix : NULL);
                             __m256 v = _mm256_max_ps(v1, v0);
                             if (y & 1)
-                                v = _mm256_max_ps(b.mask == 0xff ? _mm256_loadu_ps(dst) : _mm256_maskload_ps(dst, b.lanes), v);
-                            store8(dst, &b, v);
+                                v = _mm256_max_ps(load8(dst, b.n, b.lanes), v);
+                            put8(dst, b.n, b.lanes, v);
                             if (aff && (y & 1))
                                 bits[p >> 1][word] |=
                                     (uint64_t)(s->aff_relu ? b.mask : signs8(v, b.aff_scale, b.aff_shift, b.mask)) << shift;
@@ -729,7 +735,7 @@ __attribute__((target(AVX2))) static void bconv_avx2(const Stage *s, const uint6
                     for (int64_t p = 0; p < np; p++, dst += s->out_pix) {
                         const __m256 v = value8(s, &b, &mism[p][c], fix ? fix + p * cout_pad : NULL,
                                                 r2 ? r2 + p * s->in2_pix : NULL);
-                        store8(dst, &b, v);
+                        put8(dst, b.n, b.lanes, v);
                         if (aff)
                             bits[p][word] |=
                                 (uint64_t)(s->aff_relu ? b.mask : signs8(v, b.aff_scale, b.aff_shift, b.mask)) << shift;
@@ -835,13 +841,7 @@ __attribute__((target(AVX2))) static void conv_epilogue_avx2(const Stage *s, flo
                 bits[p][word] |= (uint64_t)(_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_GE_OQ)) & mask) << shift;
                 continue;
             }
-            if (!s->no_store) {
-                float *dst = (float *)out + s->out_off + y * s->out_row + (x0 + p) * s->out_pix + o0;
-                if (mask == 0xff)
-                    _mm256_storeu_ps(dst, v);
-                else
-                    _mm256_maskstore_ps(dst, lanes, v);
-            }
+            if (!s->no_store) put8((float *)out + s->out_off + y * s->out_row + (x0 + p) * s->out_pix + o0, n, lanes, v);
             if (s->aff_out) bits[p][word] |= (uint64_t)(s->aff_relu ? mask : signs8(v, a_scale, a_shift, mask)) << shift;
             if (s->aff2_out)
                 bits[p][second + word] |= (uint64_t)(s->aff2_relu ? mask : signs8(v, b_scale, b_shift, mask)) << shift;
@@ -948,12 +948,9 @@ static inline __attribute__((always_inline, target(AVX2))) void conv1_masks_avx2
 
 __attribute__((target(AVX2))) static void conv1_bits_avx2(const Stage *s, const float *in, void *out) {
     const int64_t taps = s->kh * s->kw, nwords = (s->cout + 63) / 64, groups = (s->cout + 7) / 8;
-    int64_t *offs = malloc(sizeof(int64_t) * (size_t)taps);
-    uint16_t *masks = calloc((size_t)groups * 8, sizeof(uint16_t)); /* padding channels stay 0 */
-    if (!offs || !masks) {
-        free(offs), free(masks);
-        return conv_f32_avx2(s, in, out); /* the same bits, more slowly */
-    }
+    int64_t offs[taps]; /* as take_affine's rows: small arrays on the stack (cout <= 4,096 by MAXWORDS) */
+    uint16_t masks[groups * 8];
+    memset(masks, 0, sizeof masks); /* padding channels stay 0 */
     for (int64_t ky = 0, t = 0; ky < s->kh; ky++)
         for (int64_t kx = 0; kx < s->kw; kx++) offs[t++] = ky * s->in_row + kx;
     for (int64_t y = 0; y < s->ho; y++)
@@ -988,7 +985,6 @@ __attribute__((target(AVX2))) static void conv1_bits_avx2(const Stage *s, const 
                 for (int64_t p = 0; p < np; p++) dst[w * s->out_plane + p] = word[p];
             }
         }
-    free(offs), free(masks);
 }
 
 /* NB blocks of 16 channels x 8 pixels of accumulators (NB = 2: 16 registers). In HWC the taps
@@ -1206,9 +1202,8 @@ __attribute__((target(AVX2))) static void affine_signs_avx2(const float *v, cons
             const int64_t n = channels - c < 8 ? channels - c : 8;
             const int mask = (1 << n) - 1;
             const __m256i lanes = lanes8(n);
-            const int on = relu ? mask
-                                : signs8(_mm256_maskload_ps(v + c, lanes), _mm256_maskload_ps(scale + c, lanes),
-                                         _mm256_maskload_ps(shift + c, lanes), mask);
+            const int on =
+                relu ? mask : signs8(load8(v + c, n, lanes), load8(scale + c, n, lanes), load8(shift + c, n, lanes), mask);
             m |= (uint64_t)on << (c & 63);
         }
         dst[w * plane] = m;
@@ -1405,25 +1400,14 @@ __attribute__((target(AVX2))) static void affine_avx2(const Stage *s, const floa
             }
             float *o = (float *)out + s->out_off + y * s->out_row + x * s->out_pix;
             for (int64_t c = 0; c < s->cout; c += 8) {
-                const __m256i lanes = lanes8(s->cout - c);
-                __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_maskload_ps(ip + c, lanes), _mm256_maskload_ps(s->scale + c, lanes)),
-                                         _mm256_maskload_ps(s->shift + c, lanes));
+                const int64_t n = s->cout - c;
+                const __m256i lanes = lanes8(n);
+                __m256 v = _mm256_add_ps(_mm256_mul_ps(load8(ip + c, n, lanes), load8(s->scale + c, n, lanes)),
+                                         load8(s->shift + c, n, lanes));
                 if (s->relu) v = _mm256_max_ps(v, zero);
-                _mm256_maskstore_ps(o + c, lanes, v);
+                put8(o + c, n, lanes, v);
             }
         }
-}
-
-/* 8 floats from p: all of them, or the lanes' (n < 8 channels left). */
-__attribute__((target(AVX2))) static inline __m256 load8(const float *p, int64_t n, __m256i lanes) {
-    return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, lanes);
-}
-
-__attribute__((target(AVX2))) static inline void put8(float *p, int64_t n, __m256i lanes, __m256 v) {
-    if (n >= 8)
-        _mm256_storeu_ps(p, v);
-    else
-        _mm256_maskstore_ps(p, lanes, v);
 }
 
 /* The fused affine's signs of channels c..c+7 (values v) into `word`, stored to pixel (y, x) when the
