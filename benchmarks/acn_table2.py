@@ -4,7 +4,8 @@
     python benchmarks/acn_table2.py report   # evaluates them, writes benchmarks/results/acn_table2.{json,md,png}
 
 `train` runs two recipes at a time, one thread each, in runs/acn_table2/<recipe>/; a run that was
-stopped resumes from its last epoch, a finished one is skipped. `report` scores every final model
+stopped resumes from its last epoch, a finished one is skipped. `report` scores every finished model
+(a row whose run folder is not on this machine keeps its committed result, and says so)
 (the last epoch: the test set is never used to pick an epoch) on CUHK test (3,466 faces, crops from
 the annotated boxes) and MTFL-AFLW (2,995 faces, no boxes: crops from the points' box calibrated to
 the CUHK training boxes), under box_width and interpupil.
@@ -45,6 +46,8 @@ KINDS = {
     "acn1bit": "binary (1-bit weights and activations, ACN)",
 }
 DEFAULT_MODEL = "regression5-cnn"  # the most accurate; the binary ones trade accuracy for speed
+# beside the best model of each method: the smallest 1-bit network, for the lowest latency
+FAST = {"name": "regression5-acn1bit-fast", "structure": "10-20-40-80", "method": "acn1bit"}
 
 
 def recipe_path(structure: str, method: str) -> Path:
@@ -92,6 +95,7 @@ def score(structure: str, method: str, test_samples: dict) -> dict:
     totals = summarize(model.network, (model.input.channels, model.crop.size, model.crop.size)).totals()
     log = trained_rows.read_log(folder)
     row = {
+        "row": f"{structure}_{method}",
         "structure": structure,
         "method": method,
         "params": totals["params"],
@@ -105,6 +109,7 @@ def score(structure: str, method: str, test_samples: dict) -> dict:
         "checkpoint": str((folder / "model.safetensors").relative_to(ROOT)),
         "recipe": str(recipe_path(structure, method).relative_to(ROOT)),
         "paper_nme_cuhk": PAPER_TABLE2[structure].get(method),
+        "scored_from": "run",
     }
     for name, samples in test_samples.items():
         reports = evaluate_model_under(model, samples, ["box_width", "interpupil"], name)
@@ -143,15 +148,24 @@ def plot_curves(structure: str, path: Path) -> Path:
 
 
 def bundle(rows: list[dict]) -> list[dict]:
-    """Copy the best model (lowest CUHK test NME) of CNN, ACN and 1-bit ACN to models/ with a card."""
+    """Copy the best model (lowest CUHK test NME) of CNN, ACN and 1-bit ACN, and the FAST one, to models/
+    with a card. A row carried from the committed results (its run folder is not here) keeps the
+    committed checkpoint, which is the one it was scored from."""
     BUNDLED.mkdir(exist_ok=True)
     chosen = []
-    for method in ("cnn", "acn", "acn1bit"):
-        best = min((r for r in rows if r["method"] == method), key=lambda r: r["nme"]["cuhk_test"])
-        name = f"regression5-{method}"
+    picks = [
+        (f"regression5-{m}", min((r for r in rows if r["method"] == m), key=lambda r: r["nme"]["cuhk_test"]), None)
+        for m in ("cnn", "acn", "acn1bit")
+    ]
+    fast = next(r for r in rows if (r["structure"], r["method"]) == (FAST["structure"], FAST["method"]))
+    picks.append((FAST["name"], fast, "the smallest and fastest 1-bit network of the table (its structure)"))
+    for name, best, why in picks:
         target = BUNDLED / f"{name}.safetensors"
-        shutil.copyfile(ROOT / best["checkpoint"], target)
-        (BUNDLED / f"{name}.md").write_text(model_card(name, best))
+        if (ROOT / best["checkpoint"]).is_file():
+            shutil.copyfile(ROOT / best["checkpoint"], target)
+        elif not (target.is_file() and f"structure {best['structure']}," in (BUNDLED / f"{name}.md").read_text()):
+            raise FileNotFoundError(f"{name}: {best['checkpoint']} is not on this machine; train that row first")
+        (BUNDLED / f"{name}.md").write_text(model_card(name, best, why))
         chosen.append({"name": name, "file": str(target.relative_to(ROOT)), **best})
     package_models(chosen)
     return chosen
@@ -184,7 +198,8 @@ def package_models(chosen: list[dict]) -> None:
         bundle_model(ROOT / entry["file"], name, index_entry, card, default=DEFAULT_MODEL)
 
 
-def model_card(name: str, row: dict) -> str:
+def model_card(name: str, row: dict, why: str | None = None) -> str:
+    why = why or f"the best `{row['method']}` of the four structures by CUHK test NME"
     kib = row["memory_bits"] / 8 / 1024
     return f"""# {name}: 5-point landmarks, {row["structure"]} regression network, {row["method"]}
 
@@ -197,8 +212,7 @@ def model_card(name: str, row: dict) -> str:
   CUHK test {row["nme"]["cuhk_test"]:.3f}% NME by face-box width
   ({row["nme_interpupil"]["cuhk_test"]:.2f}% inter-pupil);
   MTFL-AFLW {row["nme"]["mtfl_aflw"]:.3f}% by the width of the points' box
-  ({row["nme_interpupil"]["mtfl_aflw"]:.2f}% inter-pupil). Chosen as the best `{row["method"]}` of the four
-  structures by CUHK test NME.
+  ({row["nme_interpupil"]["mtfl_aflw"]:.2f}% inter-pupil). Chosen as {why}.
 - **Input**: the face box a detector gives, as in the CUHK lists (left, top, right, bottom); the crop is the
   box's square grown by 5% per side. Boxes from another detector frame faces differently: calibrate first.
 - **Training data**: CUHK "LFW + Webface" training subset, 5,000 faces (Sun, Wang and Tang, CVPR 2013),
@@ -214,13 +228,27 @@ def report() -> None:
     from bitface.io import read_annotations
 
     test_samples = {name: read_annotations(path, check="exists").samples for name, path in TEST_SETS.items()}
+    from bitface.train.queue import finished_epochs
+    from bitface.train.recipe import load_recipe
+
+    out = ROOT / "benchmarks" / "results" / "acn_table2"
+    committed, revision = trained_rows.committed_rows(out.with_suffix(".json"))
     rows = []
     for structure in STRUCTURES:
         for method in METHODS:
-            rows.append(score(structure, method, test_samples))
-            print(f"{structure} {method}: {rows[-1]['nme']}", flush=True)
-    out = ROOT / "benchmarks" / "results" / "acn_table2"
-    curves = plot_curves("20-40-60-80", out.with_name("acn_table2_curves.png"))
+            name, folder = f"{structure}_{method}", run_folder(structure, method)
+            if folder.is_dir() and finished_epochs(folder) >= load_recipe(recipe_path(structure, method)).train.epochs:
+                rows.append(score(structure, method, test_samples))
+            elif name in committed:
+                rows.append(trained_rows.carried({"row": name, **committed[name]}, revision))
+            else:
+                raise FileNotFoundError(f"{name}: neither a finished run in {folder} nor a committed result")
+            print(f"{structure} {method}: {rows[-1]['nme']} ({rows[-1]['scored_from']})", flush=True)
+    curves = out.with_name("acn_table2_curves.png")
+    if all(run_folder("20-40-60-80", m).is_dir() for m in METHODS):
+        plot_curves("20-40-60-80", curves)
+    else:  # the committed figure stays
+        print(f"{curves.name} kept: the 20-40-60-80 run folders are not all on this machine", flush=True)
     bundled = bundle(rows)
     total_minutes = sum(r["train_minutes"] for r in rows)
     data = {
@@ -240,7 +268,9 @@ def report() -> None:
         },
         "total_train_minutes": total_minutes,
         "rows": rows,
-        "bundled": [{"name": b["name"], "file": b["file"], "structure": b["structure"]} for b in bundled],
+        "bundled": [
+            {"name": b["name"], "file": b["file"], "structure": b["structure"], "method": b["method"]} for b in bundled
+        ],
         "curves": str(curves.relative_to(ROOT)),
     }
     table_rows = [
@@ -256,6 +286,7 @@ def report() -> None:
             "MTFL NME ip": r["nme_interpupil"]["mtfl_aflw"],
             "epochs": r["epochs"],
             "train min": r["train_minutes"],
+            "scored from": r["scored_from"],
         }
         for r in rows
     ]
@@ -268,7 +299,9 @@ def report() -> None:
     body = (
         "NME in % of the face-box width (box_width) and of the inter-pupil distance (ip). "
         "'paper CUHK NME' is the ACN paper's Table 2 (theirs, trained on 10,000 faces; the paper gives no "
-        "XNOR-Net row for this table). Ours: 5,000 training faces, the final epoch of each run.\n\n"
+        "XNOR-Net row for this table). Ours: 5,000 training faces, the final epoch of each run. 'scored "
+        "from': run = a finished run on the machine that wrote this report; committed (REV) = the result "
+        "written at REV, kept because run folders are not committed.\n\n"
         + markdown_table(table_rows, columns, formats)
         + f"\nTotal training time: {total_minutes:.1f} minutes of one CPU thread each, two runs at a time.\n"
         + "\nMTFL box_width uses the tight box of the 5 points (the set has no face boxes).\n"

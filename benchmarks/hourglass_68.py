@@ -53,6 +53,8 @@ ROWS = (
     "hpm_xnor_long",  # starts from hpm_real's weights and distills from it (train.teacher)
     "hpm_acn1bit_long",  # starts from and distills from hpm_real_long (the shipped real model)
     "hpm_acn1bit_long_lightaug",  # the same with half the geometric augmentation
+    "hpm_acn1bit_cont",  # a second cosine cycle from hpm_acn1bit_long_lightaug
+    "hpm_acn1bit_cont_noaug",  # the same with flips and shifts only
 )
 THRESHOLDS = {"0.08": "08", "0.1": "10"}  # report key: field suffix (auc_08, fr_10, ...)
 RESULTS = ROOT / "benchmarks" / "results" / "hourglass_68.json"

@@ -27,7 +27,12 @@ def committed_rows(results: Path) -> tuple[dict[str, dict], str | None]:
     if not results.is_file():
         return {}, None
     data = json.loads(results.read_text())
-    return {r["row"]: r for r in data["rows"]}, data["provenance"]["git_revision"]
+    return {row_name(r): r for r in data["rows"]}, data["provenance"]["git_revision"]
+
+
+def row_name(row: dict) -> str:
+    """A row's name: its recipe's stem ("row", or "<structure>_<method>" in the ACN table)."""
+    return row["row"] if "row" in row else f"{row['structure']}_{row['method']}"
 
 
 def carried(row: dict, revision: str | None) -> dict:

@@ -25,8 +25,7 @@ def recorded(path: Path) -> tuple[str, str, float]:
     if path.stem.startswith("regression5-"):
         results = json.loads((RESULTS / "acn_table2.json").read_text())
         entry = next(b for b in results["bundled"] if b["name"] == path.stem)
-        method = path.stem.split("-")[-1]
-        row = next(r for r in results["rows"] if (r["structure"], r["method"]) == (entry["structure"], method))
+        row = next(r for r in results["rows"] if (r["structure"], r["method"]) == (entry["structure"], entry["method"]))
         return "cuhk_lfw_net_5pt/testImageList.txt", "box_width", row["nme"]["cuhk_test"]
     rows = json.loads((RESULTS / "hourglass_68.json").read_text())["rows"]
     row = next(r for r in rows if r["checkpoint"] == relative)

@@ -35,6 +35,20 @@ def test_a_model_file_round_trips_weights_and_settings(tmp_path):
     np.testing.assert_array_equal(loaded.predict_crops(crops), model.predict_crops(crops))
 
 
+def test_a_float64_network_is_evaluated_in_float64():
+    """The precision reference of the runtime benchmark: network.double() runs in float64 end to end."""
+    import copy
+    import dataclasses
+
+    model = small_model(method="cnn")
+    exact = dataclasses.replace(model, network=copy.deepcopy(model.network).double())
+    x = np.random.default_rng(2).normal(size=(3, 1, 39, 39)).astype(np.float32)
+    out32, out64 = model.forward(x), exact.forward(x)
+    assert (out32.dtype, out64.dtype) == (np.float32, np.float64)
+    np.testing.assert_allclose(out64, out32, atol=1e-5)
+    assert not np.array_equal(out64, out32.astype(np.float64))  # not float32 results widened
+
+
 def test_bad_model_files_are_named(tmp_path):
     with pytest.raises(DataError, match="no such model file"):
         load_model(tmp_path / "none.safetensors")

@@ -49,7 +49,8 @@ class LandmarkModel(CroppedPredictor):
     @torch.no_grad()
     def forward(self, x: np.ndarray) -> np.ndarray:
         self.network.eval()
-        return self.network(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
+        dtype = next(self.network.parameters()).dtype  # float64 after network.double(): a precision reference
+        return self.network(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(dtype)).numpy()
 
     def metadata(self) -> dict:
         return {
