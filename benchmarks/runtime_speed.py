@@ -11,13 +11,14 @@ Measured in one run, candidates interleaved round by round, the median of rounds
   fraction of the peak measured in the same round (this machine's speed drifts within a run, so a
   peak from another moment can put a layer above 1), and the speed-up over
   torch.nn.functional.conv2d FP32 of the same shape;
-- per binary network (the bundled 1-bit 5-point model and 68-point binary hourglass and, where
+- per binary network (the bundled 1-bit 5-point models and 68-point binary hourglasses and, where
   trained, the Table 2 XNOR-Net and 1-bit ACN runs and other binary hourglass rows): one face
   through our runtime, through the same structure as an FP32 network in PyTorch
   (channels_last) and in onnxruntime, and the training-time binary simulation in PyTorch; one face
   including preprocessing of an already cropped face (uint8 crop -> points); file size against the
   paper-style memory count; and, where ../shared/data is present, the largest landmark difference
-  from the PyTorch model over the whole test set of its scheme (CUHK test; HELEN testset for 68).
+  from the PyTorch model over the whole test set of its scheme (CUHK test; HELEN testset for 68),
+  and from the same PyTorch model evaluated in float64 (as PyTorch's own float32 result is).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import filecmp
 import os
 import statistics
 import sys
@@ -255,6 +257,7 @@ def bench_network(name: str, checkpoint: Path, rounds: int, limit: float) -> dic
 def networks() -> list[tuple[str, Path]]:
     found = [
         ("bundled regression5-acn1bit", ROOT / "models" / "regression5-acn1bit.safetensors"),
+        ("bundled regression5-acn1bit-fast", ROOT / "models" / "regression5-acn1bit-fast.safetensors"),
         ("bundled landmarks68-hourglass-xnor", ROOT / "models" / "landmarks68-hourglass-xnor.safetensors"),
         ("bundled landmarks68-hourglass-acn1bit", ROOT / "models" / "landmarks68-hourglass-acn1bit.safetensors"),
     ]
@@ -262,8 +265,8 @@ def networks() -> list[tuple[str, Path]]:
     for structure in ("10-20-40-80", "20-40-60-80", "40-60-80-100", "20-20-40-40-60-60-80-80"):
         for method in ("xnor", "acn1bit"):
             path = runs / f"{structure}_{method}" / "model.safetensors"
-            if path.is_file():
-                found.append((f"table2 {structure} {method}", path))
+            if path.is_file() and not any(filecmp.cmp(path, other, shallow=False) for _, other in found):
+                found.append((f"table2 {structure} {method}", path))  # unless it is a bundled one
     from bitface.train.queue import finished_epochs
     from bitface.train.recipe import load_recipe
 
