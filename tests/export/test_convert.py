@@ -129,6 +129,7 @@ def hourglass_like(block: str, binarization: str, stacks: int = 1, seed: int = 0
         input=InputSpec(),
         output="heatmap",
         heatmap_activation="sigmoid",
+        heatmap_smooth=1.5,  # the packed file's decoder smooths too
     )
 
 
@@ -150,6 +151,7 @@ def test_hourglass_exports_as_a_graph_the_reference_runs_like_torch(block, binar
     np.testing.assert_allclose(points, expected_points, atol=1e-3)
     assert scores.shape == (2, 5) and (scores > 0).all()
     np.testing.assert_allclose(scores, expected_scores, atol=1e-5)
+    assert packed.heatmap_smooth == 1.5
 
 
 def test_binary_convs_with_built_in_padding_count_padded_positions_as_zero():

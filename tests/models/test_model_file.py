@@ -49,6 +49,19 @@ def test_a_float64_network_is_evaluated_in_float64():
     assert not np.array_equal(out64, out32.astype(np.float64))  # not float32 results widened
 
 
+def test_the_decoding_settings_round_trip_and_bad_ones_are_refused(tmp_path):
+    from bitface.data.predictor import settings_from
+
+    model = small_model()
+    model.heatmap_smooth = 1.5
+    assert load_model(model.save(tmp_path / "m.safetensors")).heatmap_smooth == 1.5
+    meta = model.metadata()
+    assert settings_from({k: v for k, v in meta.items() if k != "heatmap_smooth"})["heatmap_smooth"] == 0.0  # older
+    for bad in (-1, "1.5", True, float("nan")):
+        with pytest.raises(ValueError, match="heatmap_smooth"):
+            settings_from({**meta, "heatmap_smooth": bad})
+
+
 def test_bad_model_files_are_named(tmp_path):
     with pytest.raises(DataError, match="no such model file"):
         load_model(tmp_path / "none.safetensors")

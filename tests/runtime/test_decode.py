@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from test_native import real
 
-from bitface.data.heatmaps import decode_argmax, gaussian_heatmaps, sigmoid
+from bitface.data.heatmaps import decode_argmax, gaussian_heatmaps, gaussian_taps, sigmoid, smooth_maps
 from bitface.export.format import PackedModel
 from bitface.runtime import native
 
@@ -58,7 +58,42 @@ def test_the_reference_runtime_decodes_with_numpy(monkeypatch):
 
 def test_maps_that_do_not_fit_are_refused():
     with pytest.raises(ValueError, match="do not fit"):
-        native._native.decode_heatmaps(np.zeros(10, np.float32), 3, 3, False, 1e-6, np.zeros((1, 4)))
+        native._native.decode_heatmaps(
+            np.zeros(10, np.float32), 3, 3, False, 1e-6, np.zeros(0, np.float32), np.zeros((1, 4))
+        )
+    with pytest.raises(ValueError, match="odd number"):
+        native._native.decode_heatmaps(
+            np.zeros(9, np.float32), 3, 3, False, 1e-6, np.ones(2, np.float32), np.zeros((1, 4))
+        )
+
+
+@pytest.mark.parametrize("smooth", [0.75, 1.5, 4.0])  # 4.0: a kernel wider than the 13-cell maps
+@pytest.mark.parametrize("size", [32, 13])
+def test_smoothing_before_decoding_matches_numpy_bit_for_bit(size, smooth, kernel_path):
+    maps = maps_with_edge_cases(seed=3, size=size) * 8 - 4  # logit-like, with the flat, NaN and tied maps
+    taps = gaussian_taps(smooth)
+    assert len(taps) == 2 * int(np.ceil(2 * smooth)) + 1 and taps.sum() == pytest.approx(1, abs=1e-6)
+    smoothed = smooth_maps(maps, taps)
+    expected = decode_argmax(maps, activation=sigmoid, smooth=smooth)
+    np.testing.assert_array_equal(expected.points, decode_argmax(smoothed, activation=sigmoid).points)
+    got = native.decode_heatmaps(maps, sigmoid=True, smooth=smooth)
+    np.testing.assert_array_equal(got.valid, expected.valid)
+    np.testing.assert_array_equal(got.points, expected.points)
+    np.testing.assert_array_equal(got.confidence, expected.confidence)
+    assert not got.valid[0, 0] and not got.valid[0, 1]  # flat stays flat, NaN stays not finite
+
+
+def test_smoothing_finds_the_mode_of_a_noisy_map_not_its_spike():
+    """Why decoding smooths: a one-cell spike beside a broad peak wins the raw argmax only."""
+    maps = gaussian_heatmaps(np.array([[20.3, 11.6]]), 32, 32, 1.5)[None] * 0.8
+    maps[0, 0, 25, 5] = 0.9  # the spike
+    raw, smoothed = decode_argmax(maps), decode_argmax(maps, smooth=1.5)
+    np.testing.assert_allclose(raw.points[0, 0], [5, 25])
+    np.testing.assert_allclose(smoothed.points[0, 0], [20.3, 11.6], atol=0.05)
+    assert smoothed.confidence[0, 0] < 0.8  # the smoothed peak, lower than the raw one
+    np.testing.assert_array_equal(smooth_maps(maps[..., :1, :], np.ones(1, np.float32)), maps[..., :1, :])
+    with pytest.raises(ValueError, match="sigma"):
+        gaussian_taps(-1.0)
 
 
 def heatmap_network() -> PackedModel:
@@ -90,6 +125,12 @@ def test_heatmaps_decoded_where_the_network_left_them_match_decoding_its_output(
     assert any(ties)  # the first of tied maxima is taken, as numpy's argmax
     with pytest.raises(ValueError, match="run_crops"):
         network.run_crops_decoded(crops[:, :-1], 127.5, 60.0, as_logits)
+    # smoothed first, in the plan's scratch maps: as numpy smooths the output
+    expected = decode_argmax(maps, activation=sigmoid if as_logits else None, smooth=1.5)
+    got = network.run_crops_decoded(crops, 127.5, 60.0, as_logits, smooth=1.5)
+    np.testing.assert_array_equal(got.points, expected.points)
+    np.testing.assert_array_equal(got.confidence, expected.confidence)
+    assert not np.array_equal(got.points, network.run_crops_decoded(crops, 127.5, 60.0, as_logits).points)
 
 
 def test_an_output_that_starts_inside_its_buffer_is_read_from_there(kernel_path):
@@ -105,5 +146,5 @@ def test_an_output_that_starts_inside_its_buffer_is_read_from_there(kernel_path)
     sliced.run_crops(crops, 127.5, 60.0, out)
     np.testing.assert_array_equal(out, maps[:, 1:])
     decoded = np.empty((2, channels - 1, 4))
-    sliced.run_crops_decoded(crops, 127.5, 60.0, False, 1e-6, decoded)
+    sliced.run_crops_decoded(crops, 127.5, 60.0, False, 1e-6, np.zeros(0, np.float32), decoded)
     np.testing.assert_allclose(decoded[..., :2], decode_argmax(maps[:, 1:]).points, rtol=0, atol=1e-12)

@@ -54,6 +54,7 @@ def test_yaml_exponents_without_a_dot_are_read_as_numbers(tmp_path):
         ({"crop": None}, "crop: expected a mapping"),
         ({"train": {"loss": "bce"}}, "train.loss: bce .sigmoid cross-entropy. needs target.output: heatmap"),
         ({"train": {"optimizer": "lbfgs"}}, "train: optimizer: must be one of adam, sgd, rmsprop"),
+        ({"target": {"output": "heatmap", "decode_smooth": -1}}, "target: decode_smooth must be in"),
     ],
 )
 def test_bad_recipes_fail_naming_the_key(tmp_path, change, message):
@@ -102,3 +103,11 @@ def test_every_committed_recipe_loads_and_builds():
     assert recipes
     for path in recipes:
         load_recipe(path).build_model()
+
+
+def test_heatmap_decoding_smooths_with_the_targets_sigma_unless_told(tmp_path):
+    heatmap = {"output": "heatmap", "sigma": 2.0}
+    assert load_recipe(write(tmp_path, {**BASE, "target": heatmap})).target.smooth == 2.0
+    assert load_recipe(write(tmp_path, {**BASE, "target": {**heatmap, "decode_smooth": 0}})).target.smooth == 0
+    assert load_recipe(write(tmp_path, {**BASE, "target": {**heatmap, "decode_smooth": 1.0}})).target.smooth == 1.0
+    assert load_recipe(write(tmp_path, BASE)).target.smooth == 0  # coordinates: nothing to smooth

@@ -33,6 +33,7 @@ class CroppedPredictor:
     output: str
     heatmap_stride: int
     heatmap_activation: str  # "none", or "sigmoid" for maps output as logits
+    heatmap_smooth: float  # sigma (cells) of the Gaussian that smooths the maps before decoding; 0: none
     fallback_crop: CropSpec | None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -48,6 +49,7 @@ class CroppedPredictor:
             "output": self.output,
             "heatmap_stride": self.heatmap_stride,
             "heatmap_activation": self.heatmap_activation,
+            "heatmap_smooth": self.heatmap_smooth,
         }
 
     @property
@@ -77,7 +79,7 @@ class CroppedPredictor:
         """Heatmaps (B, N, H, W) -> points (B, N, 2) in cells and their confidences. The maps stay
         float32: the decoder reads few values in float64. (The packed runtime does the same in C.)"""
         activation = sigmoid if self.heatmap_activation == "sigmoid" else None
-        return decode_argmax(maps, activation=activation)
+        return decode_argmax(maps, activation=activation, smooth=self.heatmap_smooth)
 
     def predict_crops(self, crops: np.ndarray) -> np.ndarray:
         """uint8 crops (B, S, S[, 3]) -> points (B, N, 2) in crop pixels."""
@@ -147,6 +149,7 @@ def settings_from(meta: dict) -> dict:
         "output": meta["output"],
         "heatmap_stride": int(meta.get("heatmap_stride", 4)),
         "heatmap_activation": _activation(meta.get("heatmap_activation", "none")),
+        "heatmap_smooth": _smooth(meta.get("heatmap_smooth", 0.0)),  # files written before it: none
     }
 
 
@@ -154,6 +157,12 @@ def _activation(name: str) -> str:
     if name not in ("none", "sigmoid"):
         raise ValueError(f"heatmap_activation must be 'none' or 'sigmoid', not {name!r}")
     return name
+
+
+def _smooth(sigma) -> float:
+    if isinstance(sigma, bool) or not isinstance(sigma, int | float) or not 0 <= sigma <= 100:
+        raise ValueError(f"heatmap_smooth must be a number of cells in [0, 100], not {sigma!r}")
+    return float(sigma)
 
 
 @functools.lru_cache(maxsize=64)

@@ -43,6 +43,7 @@ class LandmarkModel(CroppedPredictor):
     output: str = "normalized"
     heatmap_stride: int = 4
     heatmap_activation: str = "none"
+    heatmap_smooth: float = 0.0
     fallback_crop: CropSpec | None = None
     info: dict = field(default_factory=dict)
 

@@ -1620,6 +1620,7 @@ typedef struct {
     Py_buffer *views; /* tensors the stages point into, released on dealloc */
     Py_ssize_t nviews;
     int64_t input_size, output[7]; /* output: buf, c, h, w, off, row, pix */
+    float *smoothed;                 /* twice the output's size: the maps smoothed before decoding */
 } Plan;
 
 static void plan_dealloc(Plan *self) {
@@ -1636,6 +1637,7 @@ static void plan_dealloc(Plan *self) {
     PyMem_Free(self->views);
     PyMem_Free(self->buffers);
     PyMem_Free(self->stages);
+    PyMem_Free(self->smoothed);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1882,6 +1884,11 @@ static int plan_init(Plan *self, PyObject *args, PyObject *kwds) {
         PyErr_SetString(PyExc_ValueError, "output buffer out of range");
         return -1;
     }
+    self->smoothed = PyMem_Malloc(sizeof(float) * 2 * (size_t)(self->output[1] * self->output[2] * self->output[3]));
+    if (!self->smoothed) {
+        PyErr_NoMemory();
+        return -1;
+    }
     return 0;
 }
 
@@ -2115,10 +2122,32 @@ static PyObject *plan_run(Plan *self, PyObject *args) {
 static void decode_hwc(const float *buf, int64_t channels, int64_t h, int64_t w, int64_t row, int64_t pix, int sigmoid,
                        double min_peak, double *out);
 
+#define SMOOTH_MAX_TAPS 401 /* sigma up to 100 cells */
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+/* A smoothing kernel's byte count: none, or an odd number of floats up to SMOOTH_MAX_TAPS. */
+static int taps_fit(Py_ssize_t bytes) {
+    const Py_ssize_t n = bytes / 4;
+    return bytes % 4 == 0 && (n == 0 || (n % 2 == 1 && n <= SMOOTH_MAX_TAPS));
+}
+
+/* How heatmaps are decoded: the activation, the smallest usable peak, and the taps of the Gaussian that
+ * smooths the maps first (ntaps 0: none; bitface.data.heatmaps.smooth_maps). */
+typedef struct {
+    int sigmoid;
+    double min_peak;
+    const float *taps;
+    int64_t ntaps;
+} Decoding;
+
+static void smooth_hwc(const float *src, int64_t n, int64_t h, int64_t w, int64_t row, int64_t pix, const float *taps,
+                       int64_t ntaps, float *tmp, float *dst);
+
 /* The batch loop of run_crops(_decoded) and run_faces(_decoded): `input` advanced by crop_step bytes
  * and matrix_step doubles per face; each network's maps out as CHW floats, or decoded. */
 static void run_batch(Plan *self, Input input, int64_t batch, int64_t crop_step, int64_t matrix_step,
-                      const int decode, int sigmoid, double min_peak, double stride, void *out) {
+                      const Decoding *decode, double stride, void *out) {
     const int64_t *o = self->output, channels = o[1];
     const int64_t per_image = decode ? 4 * channels : channels * o[2] * o[3]; /* doubles or floats */
     for (int64_t b = 0; b < batch; b++) {
@@ -2128,10 +2157,15 @@ static void run_batch(Plan *self, Input input, int64_t batch, int64_t crop_step,
             run_one(self, &input, (float *)out + b * per_image);
             continue;
         }
-        run_stages(self, &input); /* the maps decoded where the network left them (HWC) */
+        run_stages(self, &input); /* the maps decoded where the network left them (HWC), or smoothed first */
         double *points = (double *)out + b * per_image;
-        decode_hwc((const float *)self->buffers[o[0]] + o[4], channels, o[2], o[3], o[5], o[6], sigmoid, min_peak,
-                   points);
+        const float *maps = (const float *)self->buffers[o[0]] + o[4];
+        if (decode->ntaps) {
+            float *smoothed = self->smoothed + channels * o[2] * o[3];
+            smooth_hwc(maps, channels, o[2], o[3], o[5], o[6], decode->taps, decode->ntaps, self->smoothed, smoothed);
+            decode_hwc(smoothed, channels, o[2], o[3], o[3] * channels, channels, decode->sigmoid, decode->min_peak, points);
+        } else
+            decode_hwc(maps, channels, o[2], o[3], o[5], o[6], decode->sigmoid, decode->min_peak, points);
         if (!input.gray) continue;
         double m[6]; /* sampled from an image: cells -> crop pixels (OutputSpace "heatmap") -> image pixels */
         crop_to_image(input.matrix, m);
@@ -2149,14 +2183,21 @@ static int64_t output_bytes(Plan *self, const int decode) {
 
 /* run_crops and run_crops_decoded: the network on each uint8 crop. */
 static PyObject *crops_batch(Plan *self, PyObject *args, const int decode) {
-    Py_buffer x, y;
+    Py_buffer x, y, taps = {0};
     float mean, std;
-    int sigmoid = 0;
-    double min_peak = 0.0;
-    if (decode ? !PyArg_ParseTuple(args, "y*ffpdw*", &x, &mean, &std, &sigmoid, &min_peak, &y)
+    Decoding decoding = {0};
+    if (decode ? !PyArg_ParseTuple(args, "y*ffpdy*w*", &x, &mean, &std, &decoding.sigmoid, &decoding.min_peak, &taps, &y)
                : !PyArg_ParseTuple(args, "y*ffw*", &x, &mean, &std, &y))
         return NULL;
+    decoding.taps = taps.buf, decoding.ntaps = taps.len / 4;
     const int64_t per_image = output_bytes(self, decode);
+    if (decode && !taps_fit(taps.len)) {
+        PyErr_SetString(PyExc_ValueError, "run_crops_decoded: taps must be an odd number of float32 values");
+        PyBuffer_Release(&x);
+        PyBuffer_Release(&y);
+        PyBuffer_Release(&taps);
+        return NULL;
+    }
     const int64_t batch = self->input_size ? (int64_t)x.len / self->input_size : 0;
     if (x.len % self->input_size || y.len != batch * per_image || self->nstages == 0 ||
         self->stages[0].kind != ST_INPUT) {
@@ -2165,14 +2206,16 @@ static PyObject *crops_batch(Plan *self, PyObject *args, const int decode) {
                      (long long)per_image);
         PyBuffer_Release(&x);
         PyBuffer_Release(&y);
+        if (decode) PyBuffer_Release(&taps);
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
     const Input input = {NULL, (const uint8_t *)x.buf, mean, std, NULL, 0, 0, NULL};
-    run_batch(self, input, batch, self->input_size, 0, decode, sigmoid, min_peak, 1.0, y.buf);
+    run_batch(self, input, batch, self->input_size, 0, decode ? &decoding : NULL, 1.0, y.buf);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&x);
     PyBuffer_Release(&y);
+    if (decode) PyBuffer_Release(&taps);
     Py_RETURN_NONE;
 }
 
@@ -2180,21 +2223,23 @@ static PyObject *crops_batch(Plan *self, PyObject *args, const int decode) {
  * input stage; the same results as run() on InputSpec.normalize(crops), without the float copy. */
 static PyObject *plan_run_crops(Plan *self, PyObject *args) { return crops_batch(self, args, 0); }
 
-/* plan.run_crops_decoded(crops, mean, std, sigmoid, min_peak, out): run_crops, then decode_heatmaps of
- * its maps into out, float64 (B, channels, 4); no CHW copy of the maps, no float output array. */
+/* plan.run_crops_decoded(crops, mean, std, sigmoid, min_peak, taps, out): run_crops, then decode_heatmaps of
+ * its maps (smoothed by taps, float32, unless empty) into out, float64 (B, channels, 4); no CHW copy of
+ * the maps, no float output array. */
 static PyObject *plan_run_crops_decoded(Plan *self, PyObject *args) { return crops_batch(self, args, 1); }
 
 /* run_faces and run_faces_decoded: the network on crops sampled from one gray image. */
 static PyObject *faces_batch(Plan *self, PyObject *args, const int decode) {
-    Py_buffer image, matrices, y;
+    Py_buffer image, matrices, y, taps = {0};
     Py_ssize_t height, width;
     float mean, std;
-    int sigmoid = 0;
-    double min_peak = 0.0, stride = 1.0;
-    if (decode ? !PyArg_ParseTuple(args, "y*nny*ffpddw*", &image, &height, &width, &matrices, &mean, &std, &sigmoid,
-                                   &min_peak, &stride, &y)
+    Decoding decoding = {0};
+    double stride = 1.0;
+    if (decode ? !PyArg_ParseTuple(args, "y*nny*ffpdy*dw*", &image, &height, &width, &matrices, &mean, &std,
+                                   &decoding.sigmoid, &decoding.min_peak, &taps, &stride, &y)
                : !PyArg_ParseTuple(args, "y*nny*ffw*", &image, &height, &width, &matrices, &mean, &std, &y))
         return NULL;
+    decoding.taps = taps.buf, decoding.ntaps = taps.len / 4;
     const int64_t per_image = output_bytes(self, decode), batch = (int64_t)matrices.len / 48;
     const char *why = NULL;
     if (self->nstages == 0 || self->stages[0].kind != ST_INPUT || self->stages[0].cin != 1)
@@ -2203,20 +2248,24 @@ static PyObject *faces_batch(Plan *self, PyObject *args, const int decode) {
         why = "the image bytes are not height x width";
     else if (matrices.len % 48 || y.len != batch * per_image)
         why = "the matrices (6 doubles per face) and the output do not fit";
+    else if (decode && !taps_fit(taps.len))
+        why = "taps must be an odd number of float32 values";
     if (why) {
         PyErr_Format(PyExc_ValueError, "%s: %s", decode ? "run_faces_decoded" : "run_faces", why);
         PyBuffer_Release(&image);
         PyBuffer_Release(&matrices);
         PyBuffer_Release(&y);
+        if (decode) PyBuffer_Release(&taps);
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
     const Input input = {NULL, NULL, mean, std, (const uint8_t *)image.buf, height, width, (const double *)matrices.buf};
-    run_batch(self, input, batch, 0, 6, decode, sigmoid, min_peak, stride, y.buf);
+    run_batch(self, input, batch, 0, 6, decode ? &decoding : NULL, stride, y.buf);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&image);
     PyBuffer_Release(&matrices);
     PyBuffer_Release(&y);
+    if (decode) PyBuffer_Release(&taps);
     Py_RETURN_NONE;
 }
 
@@ -2224,7 +2273,7 @@ static PyObject *faces_batch(Plan *self, PyObject *args, const int decode) {
  * C-contiguous; matrices float64 (B, 2, 3), each mapping image pixels to crop pixels; out as run_crops. */
 static PyObject *plan_run_faces(Plan *self, PyObject *args) { return faces_batch(self, args, 0); }
 
-/* plan.run_faces_decoded(image, height, width, matrices, mean, std, sigmoid, min_peak, stride, out): run_faces,
+/* plan.run_faces_decoded(image, height, width, matrices, mean, std, sigmoid, min_peak, taps, stride, out): run_faces,
  * then the maps decoded as run_crops_decoded does, and the points mapped to image pixels (a heatmap
  * cell is `stride` crop pixels, centres aligned as OutputSpace "heatmap" aligns them). */
 static PyObject *plan_run_faces_decoded(Plan *self, PyObject *args) { return faces_batch(self, args, 1); }
@@ -2280,11 +2329,11 @@ static PyMethodDef plan_methods[] = {
     {"run_crops", (PyCFunction)plan_run_crops, METH_VARARGS,
      "run_crops(crops, mean, std, out): the whole network on uint8 crops, normalized natively"},
     {"run_crops_decoded", (PyCFunction)plan_run_crops_decoded, METH_VARARGS,
-     "run_crops_decoded(crops, mean, std, sigmoid, min_peak, out): run_crops, then its heatmaps decoded in place"},
+     "run_crops_decoded(crops, mean, std, sigmoid, min_peak, taps, out): run_crops, then its heatmaps decoded in place"},
     {"run_faces", (PyCFunction)plan_run_faces, METH_VARARGS,
      "run_faces(image, height, width, matrices, mean, std, out): the network on crops sampled from a gray image"},
     {"run_faces_decoded", (PyCFunction)plan_run_faces_decoded, METH_VARARGS,
-     "run_faces_decoded(image, height, width, matrices, mean, std, sigmoid, min_peak, stride, out): run_faces, "
+     "run_faces_decoded(image, height, width, matrices, mean, std, sigmoid, min_peak, taps, stride, out): run_faces, "
      "then decoded, in image pixels"},
     {"profile", (PyCFunction)plan_profile, METH_VARARGS, "profile(image, repeats) -> seconds per stage"},
     {"buffer", (PyCFunction)plan_buffer, METH_VARARGS, "buffer(index, nbytes) -> bytes"},
@@ -2596,6 +2645,98 @@ static void hwc_scan_portable(const float *base, int64_t n, int64_t h, int64_t w
         }
 }
 
+/* Gaussian modulation of heatmaps before decoding (DARK, Zhang et al., CVPR 2020), bit for bit as
+ * bitface.data.heatmaps.smooth_maps: n channels of HWC maps (row, pix apart) smoothed along x into tmp,
+ * then along y into dst (both dense HWC), edges replicated; each output is the sum over the taps in order
+ * of tap * value, a multiply then an add in float32 (what numpy's `acc += tap * shifted` computes). */
+/* The pixels each tap of output pixel x reads along a row (pass 0), or the rows each tap of output row y
+ * reads (pass 1: a row of tmp is w * n values), edges replicated. */
+static inline void smooth_sources(const float *in, int pass, int64_t at0, int64_t end, int64_t step, int64_t ntaps,
+                                  const float **from) {
+    for (int64_t k = 0; k < ntaps; k++) {
+        int64_t at = at0 + k - ntaps / 2;
+        at = at < 0 ? 0 : at >= end ? end - 1 : at;
+        from[k] = in + at * step;
+    }
+}
+
+/* out[i] = sum over k of taps[k] * from[k][i], i < count (float32, multiply then add, in tap order). */
+static inline void smooth_span_portable(const float **from, const float *taps, int64_t ntaps, int64_t count,
+                                        float *out) {
+    for (int64_t i = 0; i < count; i++) {
+        float acc = 0.0f;
+        for (int64_t k = 0; k < ntaps; k++) acc = acc + taps[k] * from[k][i];
+        out[i] = acc;
+    }
+}
+
+static void smooth_portable(const float *src, int64_t n, int64_t h, int64_t w, int64_t row, int64_t pix,
+                            const float *taps, int64_t ntaps, float *tmp, float *dst) {
+    const float *from[SMOOTH_MAX_TAPS];
+    for (int64_t y = 0; y < h; y++) /* along x: one pixel's channels at a time */
+        for (int64_t x = 0; x < w; x++) {
+            smooth_sources(src + y * row, 0, x, w, pix, ntaps, from);
+            smooth_span_portable(from, taps, ntaps, n, tmp + (y * w + x) * n);
+        }
+    for (int64_t y = 0; y < h; y++) { /* along y: whole rows */
+        smooth_sources(tmp, 1, y, h, w * n, ntaps, from);
+        smooth_span_portable(from, taps, ntaps, w * n, dst + y * w * n);
+    }
+}
+
+#if defined(BF_X86)
+/* smooth_span_portable with 16 values per two registers, their sums kept in registers across the taps. */
+__attribute__((target(AVX2))) static inline void smooth_span_avx2(const float **from, const float *taps,
+                                                                  int64_t ntaps, int64_t count, float *out) {
+    int64_t i = 0;
+    for (; i + 16 <= count; i += 16) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        for (int64_t k = 0; k < ntaps; k++) {
+            const __m256 t = _mm256_broadcast_ss(taps + k);
+            a0 = _mm256_add_ps(a0, _mm256_mul_ps(t, _mm256_loadu_ps(from[k] + i)));
+            a1 = _mm256_add_ps(a1, _mm256_mul_ps(t, _mm256_loadu_ps(from[k] + i + 8)));
+        }
+        _mm256_storeu_ps(out + i, a0);
+        _mm256_storeu_ps(out + i + 8, a1);
+    }
+    for (; i < count; i += 8) {
+        const int64_t left = count - i;
+        const __m256i lanes = lanes8(left);
+        __m256 a = _mm256_setzero_ps();
+        for (int64_t k = 0; k < ntaps; k++)
+            a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_broadcast_ss(taps + k), load8(from[k] + i, left, lanes)));
+        put8(out + i, left, lanes, a);
+    }
+}
+
+__attribute__((target(AVX2))) static void smooth_avx2(const float *src, int64_t n, int64_t h, int64_t w, int64_t row,
+                                                      int64_t pix, const float *taps, int64_t ntaps, float *tmp,
+                                                      float *dst) {
+    const float *from[SMOOTH_MAX_TAPS];
+    for (int64_t y = 0; y < h; y++)
+        for (int64_t x = 0; x < w; x++) {
+            smooth_sources(src + y * row, 0, x, w, pix, ntaps, from);
+            smooth_span_avx2(from, taps, ntaps, n, tmp + (y * w + x) * n);
+        }
+    for (int64_t y = 0; y < h; y++) {
+        smooth_sources(tmp, 1, y, h, w * n, ntaps, from);
+        smooth_span_avx2(from, taps, ntaps, w * n, dst + y * w * n);
+    }
+}
+#endif
+
+static void smooth_hwc(const float *src, int64_t n, int64_t h, int64_t w, int64_t row, int64_t pix, const float *taps,
+                       int64_t ntaps, float *tmp, float *dst) {
+#if defined(BF_X86)
+    if (isa_current != ISA_PORTABLE) {
+        smooth_avx2(src, n, h, w, row, pix, taps, ntaps, tmp, dst);
+        clean_upper();
+        return;
+    }
+#endif
+    smooth_portable(src, n, h, w, row, pix, taps, ntaps, tmp, dst);
+}
+
 /* decode_map for each channel of HWC maps (pixel (y, x) channel c at y * row + x * pix + c), read in
  * place: one pass over the pixels for every channel's extremes and special values, one for their
  * first maxima, then each channel's peak. */
@@ -2621,19 +2762,29 @@ static void decode_hwc(const float *buf, int64_t channels, int64_t h, int64_t w,
     }
 }
 
-/* decode_heatmaps(maps, h, w, sigmoid, min_peak, out): maps float32 (count, h, w) contiguous;
- * out float64 (count, 4): x, y (cells), confidence, valid (0 or 1). */
+/* decode_heatmaps(maps, h, w, sigmoid, min_peak, taps, out): maps float32 (count, h, w) contiguous, each
+ * smoothed by taps first unless taps is empty; out float64 (count, 4): x, y (cells), confidence, valid (0 or 1). */
 static PyObject *decode_heatmaps(PyObject *self, PyObject *args) {
-    Py_buffer maps, out;
+    Py_buffer maps, taps, out;
     long long h, w;
     int sigmoid;
     double min_peak;
-    if (!PyArg_ParseTuple(args, "y*LLpdw*", &maps, &h, &w, &sigmoid, &min_peak, &out)) return NULL;
+    if (!PyArg_ParseTuple(args, "y*LLpdy*w*", &maps, &h, &w, &sigmoid, &min_peak, &taps, &out)) return NULL;
     int64_t count = h > 0 && w > 0 ? (int64_t)(maps.len / 4) / (h * w) : 0;
-    if (h <= 0 || w <= 0 || maps.len != 4 * count * h * w || out.len != 8 * 4 * count) {
-        PyErr_Format(PyExc_ValueError, "decode_heatmaps: %zd map bytes and %zd output bytes do not fit %lld x %lld maps",
-                     maps.len, out.len, h, w);
+    const int64_t ntaps = taps.len / 4;
+    float *smoothed = NULL;
+    const char *why = NULL;
+    if (h <= 0 || w <= 0 || maps.len != 4 * count * h * w || out.len != 8 * 4 * count)
+        why = "map bytes and output bytes do not fit";
+    else if (!taps_fit(taps.len))
+        why = "taps must be an odd number (at most " STR(SMOOTH_MAX_TAPS) ") of float32 values";
+    else if (ntaps && !(smoothed = malloc(sizeof(float) * 3 * (size_t)(count * h * w))))
+        why = "no memory";
+    if (why) {
+        PyErr_Format(PyExc_ValueError, "decode_heatmaps: %zd map bytes, %zd tap bytes, %zd output bytes, %lld x %lld maps: %s",
+                     maps.len, taps.len, out.len, h, w, why);
         PyBuffer_Release(&maps);
+        PyBuffer_Release(&taps);
         PyBuffer_Release(&out);
         return NULL;
     }
@@ -2641,10 +2792,19 @@ static PyObject *decode_heatmaps(PyObject *self, PyObject *args) {
 #if defined(BF_X86)
     if (isa_current != ISA_PORTABLE) clean_upper(); /* whoever ran vector code last: SSE and libm at full speed */
 #endif
-    for (int64_t i = 0; i < count; i++)
-        decode_map((const float *)maps.buf + i * h * w, h, w, sigmoid, min_peak, (double *)out.buf + 4 * i);
+    if (smoothed) { /* the maps as the channels of one HWC image, smoothed and decoded as a plan's output */
+        const int64_t size = count * h * w;
+        for (int64_t i = 0; i < count; i++)
+            for (int64_t p = 0; p < h * w; p++) smoothed[p * count + i] = ((const float *)maps.buf)[i * h * w + p];
+        smooth_hwc(smoothed, count, h, w, w * count, count, taps.buf, ntaps, smoothed + size, smoothed + 2 * size);
+        decode_hwc(smoothed + 2 * size, count, h, w, w * count, count, sigmoid, min_peak, out.buf);
+    } else
+        for (int64_t i = 0; i < count; i++)
+            decode_map((const float *)maps.buf + i * h * w, h, w, sigmoid, min_peak, (double *)out.buf + 4 * i);
     Py_END_ALLOW_THREADS
+    free(smoothed);
     PyBuffer_Release(&maps);
+    PyBuffer_Release(&taps);
     PyBuffer_Release(&out);
     Py_RETURN_NONE;
 }
@@ -2654,7 +2814,7 @@ static PyMethodDef module_methods[] = {
     {"available", available, METH_NOARGS, "kernel paths this CPU can run"},
     {"set_isa", set_isa, METH_O, "choose a kernel path (tests and benchmarks)"},
     {"peak", peak, METH_O, "peak(iterations) -> binary MACs of the current kernel path's XOR+popcount peak loop"},
-    {"decode_heatmaps", decode_heatmaps, METH_VARARGS, "decode_heatmaps(maps, h, w, sigmoid, min_peak, out)"},
+    {"decode_heatmaps", decode_heatmaps, METH_VARARGS, "decode_heatmaps(maps, h, w, sigmoid, min_peak, taps, out)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -48,7 +48,9 @@ class PackedLandmarker(CroppedPredictor):
             return super().predict_crops_scored(crops)
         if self.output == "heatmap":  # decoded in the same native call, the maps read where they lie
             sigmoid = self.heatmap_activation == "sigmoid"
-            decoded = self.network.run_crops_decoded(crops, self.input.mean, self.input.std, sigmoid)
+            decoded = self.network.run_crops_decoded(
+                crops, self.input.mean, self.input.std, sigmoid, smooth=self.heatmap_smooth
+            )
             return self.space.to_crop(decoded.points), decoded.confidence
         return self.decode_scored(self._points_shape(self.network.run_crops(crops, self.input.mean, self.input.std)))
 
@@ -88,7 +90,13 @@ class PackedLandmarker(CroppedPredictor):
         if self.output == "heatmap":  # decoded in the native call, in source pixels
             sigmoid = self.heatmap_activation == "sigmoid"
             decoded = self.network.run_faces_decoded(
-                source, to_crop, self.input.mean, self.input.std, sigmoid, self.heatmap_stride
+                source,
+                to_crop,
+                self.input.mean,
+                self.input.std,
+                sigmoid,
+                self.heatmap_stride,
+                smooth=self.heatmap_smooth,
             )
             points = decoded.points
             if any(t is not m for m, t in zip(matrices, to_crop, strict=True)):  # a region: -> crop -> original
@@ -104,7 +112,7 @@ class PackedLandmarker(CroppedPredictor):
         return out
 
     def heatmaps_decoded(self, maps: np.ndarray) -> Decoded:
-        return decode_heatmaps(maps, self.heatmap_activation == "sigmoid")  # the numpy decoding, in C
+        return decode_heatmaps(maps, self.heatmap_activation == "sigmoid", smooth=self.heatmap_smooth)  # in C
 
 
 def load_packed_model(path: str | Path) -> PackedLandmarker:

@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 
-from ..data.heatmaps import Decoded, decode_argmax
+from ..data.heatmaps import Decoded, decode_argmax, gaussian_taps
 from ..data.heatmaps import sigmoid as sigmoid_function
 from ..export.format import PackedModel
 from . import reference
@@ -83,13 +83,15 @@ class Network:
         self.plan.run_crops(crops, mean, std, out)
         return out
 
-    def run_crops_decoded(self, crops: np.ndarray, mean: float, std: float, sigmoid: bool, min_peak: float = 1e-6):
+    def run_crops_decoded(
+        self, crops: np.ndarray, mean: float, std: float, sigmoid: bool, min_peak: float = 1e-6, smooth: float = 0.0
+    ):
         """run_crops, then `decode_heatmaps` of its (B, N, H, W) output: in one native call that decodes
         the maps where the network left them (no CHW copy, no map array)."""
         crops = self._crops(crops)
         channels = self.compiled.output_shape[0]
         out = np.empty((len(crops), channels, 4), np.float64)
-        self.plan.run_crops_decoded(crops, mean, std, bool(sigmoid), float(min_peak), out)
+        self.plan.run_crops_decoded(crops, mean, std, bool(sigmoid), float(min_peak), gaussian_taps(smooth), out)
         return _decoded(out, (len(crops), channels))
 
     def _faces(self, gray: np.ndarray, matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -112,7 +114,15 @@ class Network:
         return out
 
     def run_faces_decoded(
-        self, gray, matrices, mean: float, std: float, sigmoid: bool, stride: float, min_peak: float = 1e-6
+        self,
+        gray,
+        matrices,
+        mean: float,
+        std: float,
+        sigmoid: bool,
+        stride: float,
+        min_peak: float = 1e-6,
+        smooth: float = 0.0,
     ) -> Decoded:
         """run_faces, its heatmaps decoded in the same native call (as run_crops_decoded) and the points
         mapped to image pixels (a map cell is `stride` crop pixels, as OutputSpace "heatmap" has it)."""
@@ -120,7 +130,17 @@ class Network:
         channels = self.compiled.output_shape[0]
         out = np.empty((len(matrices), channels, 4), np.float64)
         self.plan.run_faces_decoded(
-            gray, gray.shape[0], gray.shape[1], matrices, mean, std, bool(sigmoid), float(min_peak), float(stride), out
+            gray,
+            gray.shape[0],
+            gray.shape[1],
+            matrices,
+            mean,
+            std,
+            bool(sigmoid),
+            float(min_peak),
+            gaussian_taps(smooth),
+            float(stride),
+            out,
         )
         return _decoded(out, (len(matrices), channels))
 
@@ -131,15 +151,15 @@ def _decoded(out: np.ndarray, lead: tuple) -> Decoded:
     return Decoded(out[..., :2].reshape(*lead, 2), out[..., 2].reshape(lead), valid.reshape(lead))
 
 
-def decode_heatmaps(maps: np.ndarray, sigmoid: bool, min_peak: float = 1e-6) -> Decoded:
+def decode_heatmaps(maps: np.ndarray, sigmoid: bool, min_peak: float = 1e-6, smooth: float = 0.0) -> Decoded:
     """`bitface.data.heatmaps.decode_argmax` in C, for (..., N, H, W) maps (float32 as the runtime
     writes them); the numpy decoder where the extension is not built or BITFACE_RUNTIME=reference."""
     if kernel_path() == "reference":
-        return decode_argmax(maps, min_peak=min_peak, activation=sigmoid_function if sigmoid else None)
+        return decode_argmax(maps, min_peak=min_peak, activation=sigmoid_function if sigmoid else None, smooth=smooth)
     maps = np.ascontiguousarray(maps, dtype=np.float32)
     if maps.ndim < 3:
         raise ValueError(f"heatmaps must be (..., N, H, W), got shape {maps.shape}")
     *lead, h, w = maps.shape
     out = np.empty((int(np.prod(lead)), 4), np.float64)
-    _native.decode_heatmaps(maps, h, w, bool(sigmoid), float(min_peak), out)
+    _native.decode_heatmaps(maps, h, w, bool(sigmoid), float(min_peak), gaussian_taps(smooth), out)
     return _decoded(out, tuple(lead))

@@ -51,12 +51,24 @@ class TargetSpec:
     output: str = "normalized"
     stride: int = 4  # heatmap and parts: crop pixels per output cell
     sigma: float = 1.5  # heatmap: Gaussian sigma in cells
+    # heatmap decoding: the sigma (cells) of the Gaussian that smooths predicted maps before their argmax
+    # (DARK's modulation); None: the targets' sigma, 0: no smoothing
+    decode_smooth: float | None = None
 
     def __post_init__(self):
         if self.output not in ("normalized", "pixels", "heatmap", "parts"):
             raise ValueError(f"output must be normalized, pixels, heatmap or parts, not {self.output!r}")
         if self.stride < 1 or self.sigma <= 0:
             raise ValueError(f"need stride >= 1 and sigma > 0, got {self.stride} and {self.sigma}")
+        if self.decode_smooth is not None and not 0 <= self.decode_smooth <= 100:
+            raise ValueError(f"decode_smooth must be in [0, 100] cells, got {self.decode_smooth}")
+
+    @property
+    def smooth(self) -> float:
+        """The decoding's smoothing sigma in cells (heatmap outputs; 0 for the others)."""
+        if self.output != "heatmap":
+            return 0.0
+        return self.sigma if self.decode_smooth is None else self.decode_smooth
 
 
 # bce: pixel-wise sigmoid cross-entropy on heatmaps; cross_entropy: log-softmax over part classes (parts)

@@ -237,6 +237,7 @@ class Trainer:
             output=self.recipe.target.output,
             heatmap_stride=self.recipe.target.stride,
             heatmap_activation=self.recipe.heatmap_activation,
+            heatmap_smooth=self.recipe.target.smooth,
             fallback_crop=self.fallback_crop,
             info={
                 "recipe": self.recipe.name,
