@@ -61,8 +61,11 @@ def test_decoded_points_come_back_in_image_pixels(kernel_path):
     np.testing.assert_array_equal(decoded.valid, in_cells.valid)
     smoothed = network.run_faces_decoded(image, ms, 127.5, 64.0, sigmoid=True, stride=2, smooth=1.0)
     in_cells = network.run_crops_decoded(cv2_crops(image, ms), 127.5, 64.0, sigmoid=True, smooth=1.0)
-    np.testing.assert_array_equal(smoothed.confidence, in_cells.confidence)  # the smoothed maps' peaks
-    assert not np.array_equal(smoothed.confidence, decoded.confidence)
+    expected = np.einsum("bij,bnj->bni", np.stack([invert(m)[:2, :2] for m in ms]), space.to_crop(in_cells.points))
+    expected += np.stack([invert(m)[:2, 2] for m in ms])[:, None]
+    np.testing.assert_allclose(smoothed.points, expected, rtol=1e-14, atol=1e-9)
+    np.testing.assert_array_equal(smoothed.confidence, decoded.confidence)  # the raw maps' peaks still
+    assert not np.allclose(smoothed.points, decoded.points)
 
 
 def test_bad_faces_inputs_are_refused_with_the_reason():

@@ -96,7 +96,9 @@ def decode_argmax(
     is applied only to the few values the decoding reads, not to every pixel.
     smooth: the sigma (cells) of a Gaussian that smooths the raw maps first (`smooth_maps`), DARK's
     distribution modulation (Zhang et al., CVPR 2020): a noisy map's argmax then lands on the mode of
-    its mass, not on a spike; peaks and confidences are those of the smoothed maps. 0: none."""
+    its mass, not on a spike. Whether a map is usable is judged on the smoothed map; the confidence is
+    still the raw map's activated peak (smoothing lowers peaks). 0: none."""
+    raw = heatmaps
     if smooth:
         heatmaps = smooth_maps(heatmaps, gaussian_taps(smooth))
 
@@ -137,6 +139,8 @@ def decode_argmax(
             with np.errstate(divide="ignore", invalid="ignore"):
                 offset = np.where(curvature < 0, 0.5 * (llo - lhi) / curvature, 0.0)
             coords[:, axis] += np.where(inner, np.clip(offset, -0.5, 0.5), 0.0)
+    if smooth:  # usable maps are finite everywhere, raw ones too
+        peak = act(np.asarray(raw, np.float32).reshape(-1, h * w).max(1))
     return _finish(coords, np.where(valid, peak, 0.0), valid, lead, h, w)
 
 

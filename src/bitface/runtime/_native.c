@@ -2143,6 +2143,8 @@ typedef struct {
 
 static void smooth_hwc(const float *src, int64_t n, int64_t h, int64_t w, int64_t row, int64_t pix, const float *taps,
                        int64_t ntaps, float *tmp, float *dst);
+static void raw_peaks_hwc(const float *maps, int64_t n, int64_t h, int64_t w, int64_t row, int64_t pix, int sigmoid,
+                          double *out);
 
 /* The batch loop of run_crops(_decoded) and run_faces(_decoded): `input` advanced by crop_step bytes
  * and matrix_step doubles per face; each network's maps out as CHW floats, or decoded. */
@@ -2164,6 +2166,7 @@ static void run_batch(Plan *self, Input input, int64_t batch, int64_t crop_step,
             float *smoothed = self->smoothed + channels * o[2] * o[3];
             smooth_hwc(maps, channels, o[2], o[3], o[5], o[6], decode->taps, decode->ntaps, self->smoothed, smoothed);
             decode_hwc(smoothed, channels, o[2], o[3], o[3] * channels, channels, decode->sigmoid, decode->min_peak, points);
+            raw_peaks_hwc(maps, channels, o[2], o[3], o[5], o[6], decode->sigmoid, points);
         } else
             decode_hwc(maps, channels, o[2], o[3], o[5], o[6], decode->sigmoid, decode->min_peak, points);
         if (!input.gray) continue;
@@ -2737,6 +2740,24 @@ static void smooth_hwc(const float *src, int64_t n, int64_t h, int64_t w, int64_
     smooth_portable(src, n, h, w, row, pix, taps, ntaps, tmp, dst);
 }
 
+/* After decoding smoothed maps: each usable point's confidence is its raw map's activated peak (the
+ * network's own certainty; smoothing lowers peaks), as decode_argmax reports it. HWC maps, n channels. */
+static void raw_peaks_hwc(const float *maps, int64_t n, int64_t h, int64_t w, int64_t row, int64_t pix, int sigmoid,
+                          double *out) {
+    for (int64_t c0 = 0; c0 < n; c0 += DECODE_MAX_CHANNELS) {
+        const int64_t m = n - c0 < DECODE_MAX_CHANNELS ? n - c0 : DECODE_MAX_CHANNELS;
+        float top[DECODE_MAX_CHANNELS];
+        for (int64_t c = 0; c < m; c++) top[c] = maps[c0 + c];
+        for (int64_t y = 0; y < h; y++)
+            for (int64_t x = 0; x < w; x++) {
+                const float *v = maps + y * row + x * pix + c0;
+                for (int64_t c = 0; c < m; c++) top[c] = v[c] > top[c] ? v[c] : top[c];
+            }
+        for (int64_t c = 0; c < m; c++)
+            if (out[4 * (c0 + c) + 3] > 0) out[4 * (c0 + c) + 2] = activate(top[c], sigmoid);
+    }
+}
+
 /* decode_map for each channel of HWC maps (pixel (y, x) channel c at y * row + x * pix + c), read in
  * place: one pass over the pixels for every channel's extremes and special values, one for their
  * first maxima, then each channel's peak. */
@@ -2798,6 +2819,7 @@ static PyObject *decode_heatmaps(PyObject *self, PyObject *args) {
             for (int64_t p = 0; p < h * w; p++) smoothed[p * count + i] = ((const float *)maps.buf)[i * h * w + p];
         smooth_hwc(smoothed, count, h, w, w * count, count, taps.buf, ntaps, smoothed + size, smoothed + 2 * size);
         decode_hwc(smoothed + 2 * size, count, h, w, w * count, count, sigmoid, min_peak, out.buf);
+        raw_peaks_hwc(smoothed, count, h, w, w * count, count, sigmoid, out.buf);
     } else
         for (int64_t i = 0; i < count; i++)
             decode_map((const float *)maps.buf + i * h * w, h, w, sigmoid, min_peak, (double *)out.buf + 4 * i);
