@@ -134,7 +134,8 @@ def plot_curves(structure: str, path: Path) -> Path:
         log = trained_rows.read_log(run_folder(structure, method))
         epochs = [r["epoch"] for r in log]
         left.plot(epochs, [r["loss"] for r in log], label=label)
-        right.plot(epochs, [r["val"]["nme"] for r in log], label=label)
+        scored = [r for r in log if r["val"]]  # recipes validate every few epochs
+        right.plot([r["epoch"] for r in scored], [r["val"]["nme"] for r in scored], label=label, marker=".")
     left.set(xlabel="epoch", ylabel="training loss (L1, normalized coordinates)", yscale="log")
     right.set(xlabel="epoch", ylabel="CUHK test NME (%, box width)", ylim=(0, 10))
     for axis in (left, right):

@@ -15,6 +15,9 @@ TORCH_FREE = [
     "bitface.runtime",
     "bitface.data.predictor",
     "bitface.cli",
+    "bitface.api",
+    "bitface.track",
+    "bitface.predict",
 ]
 
 

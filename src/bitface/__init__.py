@@ -8,4 +8,8 @@ def __getattr__(name):  # `from bitface import Landmarker` without importing Ope
         from . import api
 
         return getattr(api, name)
+    if name == "FaceTracker":
+        from .track import FaceTracker
+
+        return FaceTracker
     raise AttributeError(f"module 'bitface' has no attribute {name!r}")

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from . import bundled
-from .detect import Detection, get_detector, load_calibration
+from .detect import Detection, box_from_points, get_detector, load_calibration, load_landmark_calibration
 from .io.images import load_image
 from .runtime import load_packed_model
 
@@ -65,9 +65,17 @@ def as_rgb(image, channel_order: str = "rgb", where: str = "image") -> np.ndarra
 
 
 class Landmarker:
-    """A bundled model name (see `bitface models`) or a .bitface path, and a detector name."""
+    """A bundled model name (see `bitface models`) or a .bitface path, and a detector name.
 
-    def __init__(self, model: str | Path | None = None, detector: str = "opencv-haar"):
+    refine: how many times a detected face is cropped again from the box its own landmarks imply (the
+    box the model was trained on, through the bundled "landmarks" calibration) and predicted anew. A
+    detector's box, even calibrated, frames faces less consistently than training did; one pass
+    takes most of that loss back (benchmarks/results/detector_calibration.md) for one more network
+    run per face, small next to detection. None: the bundled default of the model's box convention
+    (1 where the box is the points' own tight box, as for the 68-point models; 0 for the 5-point
+    models, whose box is extrapolated from 5 points). Boxes the caller gives are taken as they are."""
+
+    def __init__(self, model: str | Path | None = None, detector: str = "opencv-haar", refine: int | None = None):
         model = model or bundled.default_model()
         path = Path(model) if str(model).endswith(".bitface") else bundled.model_path(str(model))
         self.name = str(model)
@@ -75,9 +83,19 @@ class Landmarker:
         self.detector = get_detector(detector) if detector != "none" else None
         convention = self.model.info.get("box_convention", "cuhk")
         self.calibration = load_calibration(detector, convention) if self.detector else None
+        self.convention = convention
+        self.landmark_calibration, default_passes = load_landmark_calibration(convention)
+        self.refine = self._passes(default_passes if refine is None else refine)
 
-    def __call__(self, image, boxes=None, channel_order: str = "rgb") -> list[Face]:
-        return self.batch([image], None if boxes is None else [boxes], channel_order)[0]
+    def _passes(self, refine) -> int:
+        if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
+            raise ValueError(f"refine must be a whole number of passes >= 0, not {refine!r}")
+        if refine and self.landmark_calibration is None:
+            raise ValueError(f"refine={refine}: no landmarks calibration is bundled for convention {self.convention!r}")
+        return refine
+
+    def __call__(self, image, boxes=None, channel_order: str = "rgb", refine: int | None = None) -> list[Face]:
+        return self.batch([image], None if boxes is None else [boxes], channel_order, refine)[0]
 
     def detect(self, rgb_or_gray: np.ndarray) -> list[Detection]:
         if self.detector is None:
@@ -85,12 +103,16 @@ class Landmarker:
         gray = rgb_or_gray if rgb_or_gray.ndim == 2 else cv2.cvtColor(rgb_or_gray, cv2.COLOR_RGB2GRAY)
         return self.detector(gray)
 
-    def batch(self, images: list, boxes: list | None = None, channel_order: str = "rgb") -> list[list[Face]]:
+    def batch(
+        self, images: list, boxes: list | None = None, channel_order: str = "rgb", refine: int | None = None
+    ) -> list[list[Face]]:
         """Faces of every image; the faces of one image go through the network in one native call.
         boxes: per image, face boxes [x0, y0, x1, y1] in the training annotations' convention
-        (used instead of detection)."""
+        (used instead of detection). refine: passes from the landmarks' own boxes; None: this
+        Landmarker's `refine` for detected faces, 0 for given boxes."""
         if boxes is not None and len(boxes) != len(images):
             raise ValueError(f"{len(images)} images but {len(boxes)} lists of boxes")
+        refine = (self.refine if boxes is None else 0) if refine is None else self._passes(refine)
         mode = self.model.input.mode
         found = []
         for i, image in enumerate(images):
@@ -101,14 +123,26 @@ class Landmarker:
             else:  # detect on a gray image made once here, so a gray model can crop from it too
                 gray = gray if gray is not None else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
                 faces = [Face(self.calibration.apply(d.box), None, d.score, d.box) for d in self.detect(gray)]
-            if faces:
-                # a gray model reads the gray image where detection made one (its crops are sampled in the
-                # native call); otherwise only the small crops are converted, not the whole image
-                source = gray if mode == "gray" and gray is not None else rgb
-                matrices = [self.model.crop.matrix(face.box) for face in faces]
-                points, scores = self.model.predict_in_image(source, matrices)
-                for k, face in enumerate(faces):
-                    face.points = points[k]
-                    face.point_scores = None if scores is None else scores[k]
+            # a gray model reads the gray image where detection made one (its crops are sampled in the
+            # native call); otherwise only the small crops are converted, not the whole image
+            source = gray if mode == "gray" and gray is not None else rgb
+            self._predict(source, faces)
+            for _ in range(refine):
+                moved = []
+                for face in faces:
+                    box = box_from_points(face.points, face.point_scores, self.landmark_calibration)
+                    if box is not None:
+                        face.box = box
+                        moved.append(face)
+                self._predict(source, moved)
             found.append(faces)
         return found
+
+    def _predict(self, source: np.ndarray, faces: list[Face]) -> None:
+        """Landmarks of faces from their boxes, in one native call."""
+        if not faces:
+            return
+        points, scores = self.model.predict_in_image(source, [self.model.crop.matrix(face.box) for face in faces])
+        for k, face in enumerate(faces):
+            face.points = points[k]
+            face.point_scores = None if scores is None else scores[k]

@@ -307,6 +307,18 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--sample", action="store_true", help="also run on the bundled sample image")
     predict.add_argument("--model", help="bundled model name (bitface models) or a .bitface file")
     predict.add_argument("--detector", default="opencv-haar", help="face detector (opencv-haar)")
+    predict.add_argument(
+        "--refine",
+        type=int,
+        help="passes that crop each detected face again from its own landmarks (default: 1 where the model has a "
+        "landmarks calibration; 0: the detector's box only)",
+    )
+    predict.add_argument(
+        "--detect-every",
+        type=int,
+        help="video: run the detector every N frames and follow faces by their landmarks in between "
+        "(default: 10 where the model can, else 1)",
+    )
     predict.add_argument("--json", type=Path, help="write results here (default: print them)")
     predict.add_argument("--draw", type=Path, help="write annotated images (and videos) into this folder")
     predict.add_argument("--quiet", action="store_true", help="no per-file lines or progress bar")
@@ -342,7 +354,17 @@ def _predict(args) -> int:
         inputs.append(bundled.sample_image())
     if not inputs:
         raise ValueError("give images, folders or videos (or --sample for the bundled sample image)")
-    return predict([Path(p) for p in inputs], args.model, args.detector, args.json, args.draw, args.quiet, args.smooth)
+    return predict(
+        [Path(p) for p in inputs],
+        args.model,
+        args.detector,
+        args.json,
+        args.draw,
+        args.quiet,
+        args.smooth,
+        args.refine,
+        args.detect_every,
+    )
 
 
 def _bench(args) -> int:

@@ -109,11 +109,37 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 CALIBRATION_FILE = "detector_calibration.json"
+# The calibration table's entry for the tight box of a model's own predicted points: refinement re-crops
+# a face from the box that this maps its first landmarks to (identity for the "ibug68-points" convention).
+LANDMARKS = "landmarks"
+
+
+def _calibration_table() -> dict:
+    path = resources.files("bitface.bundled") / CALIBRATION_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def load_calibration(detector: str, box_convention: str) -> BoxCalibration:
     """The bundled calibration of `detector` to a box convention (e.g. 'cuhk'); identity if none."""
-    path = resources.files("bitface.bundled") / CALIBRATION_FILE
-    table = json.loads(path.read_text()) if path.is_file() else {}
-    entry = table.get(detector, {}).get(box_convention)
+    entry = _calibration_table().get(detector, {}).get(box_convention)
     return BoxCalibration(**entry["calibration"]) if entry else BoxCalibration()
+
+
+def load_landmark_calibration(box_convention: str) -> tuple[BoxCalibration | None, int]:
+    """The calibration from the tight box of predicted points to `box_convention` (None if none is
+    bundled), and the refinement passes a Landmarker makes by default for that convention."""
+    entry = _calibration_table().get(LANDMARKS, {}).get(box_convention)
+    return (BoxCalibration(**entry["calibration"]), int(entry["default_passes"])) if entry else (None, 0)
+
+
+def box_from_points(points: np.ndarray, scores: np.ndarray | None, calibration: BoxCalibration) -> np.ndarray | None:
+    """The face box implied by one face's predicted points (N, 2): the calibrated tight box of its usable
+    points (finite, and with a confidence above 0 where the model gives one); None if fewer than half
+    are usable, so that a failed prediction never moves the crop."""
+    usable = np.isfinite(points).all(axis=1)
+    if scores is not None:
+        usable &= np.asarray(scores) > 0
+    if usable.sum() * 2 < len(points):
+        return None
+    tight = np.concatenate([points[usable].min(axis=0), points[usable].max(axis=0)])
+    return calibration.apply(tight)

@@ -19,6 +19,7 @@ from .draw import draw_landmarks, save_image
 from .io.images import load_image
 from .io.sample import DataError
 from .smooth import LandmarkSmoother
+from .track import DETECT_EVERY, FaceTracker
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
@@ -76,12 +77,16 @@ def video_frames(path: Path):
         raise DataError(f"{path}: video has no readable frames")
 
 
-def run_video(lm: Landmarker, path: Path, draw_dir: Path | None, smooth: bool = True) -> list[dict]:
-    """Every frame's faces; with `smooth`, landmarks pass a One Euro filter per tracked face."""
+def run_video(
+    lm: Landmarker, path: Path, draw_dir: Path | None, smooth: bool = True, detect_every: int = DETECT_EVERY
+) -> list[dict]:
+    """Every frame's faces, followed by their landmarks between detections (FaceTracker); with `smooth`,
+    landmarks pass a One Euro filter per tracked face."""
     entries, writer, tmp, smoother = [], None, None, None
+    tracker = FaceTracker(lm, detect_every)
     try:
         for index, frame, fps in tqdm(video_frames(path), desc=path.name, unit="frame", leave=False):
-            faces = lm(frame)
+            faces = tracker(frame)
             if smooth:
                 smoother = smoother or LandmarkSmoother(fps=fps)
                 faces = smoother(faces)
@@ -114,14 +119,19 @@ def predict(
     draw_dir: Path | None,
     quiet: bool = False,
     smooth: bool = True,
+    refine: int | None = None,
+    detect_every: int | None = None,
 ) -> int:
-    lm = Landmarker(model, detector)
+    lm = Landmarker(model, detector, refine)
+    if detect_every is None:  # follow faces between detections where the model can say where they are
+        detect_every = DETECT_EVERY if lm.landmark_calibration is not None else 1
+    FaceTracker(lm, detect_every)  # a bad setting fails here, before any file is read
     files, errors = expand(inputs)
     results = []
     for path in tqdm(files, desc="predict", unit="file", disable=quiet or len(files) < 2):
         try:
             if path.suffix.lower() in VIDEO_SUFFIXES:
-                results += run_video(lm, path, draw_dir, smooth)
+                results += run_video(lm, path, draw_dir, smooth, detect_every)
                 continue
             image = load_image(path, "rgb")
             faces = lm(image)
@@ -137,10 +147,10 @@ def predict(
         except DataError as exc:
             errors.append(str(exc))
     if json_out is not None:
-        document = {"model": lm.name, "detector": detector, "images": results}
+        document = {"model": lm.name, "detector": detector, "refine": lm.refine, "images": results}
         atomic_write(json_out, lambda tmp: tmp.write_text(json.dumps(document, indent=1) + "\n"))
     elif results:
-        print(json.dumps({"model": lm.name, "detector": detector, "images": results}))
+        print(json.dumps({"model": lm.name, "detector": detector, "refine": lm.refine, "images": results}))
     for message in errors:
         print(f"bitface: error: {message}", file=sys.stderr)
     if errors:

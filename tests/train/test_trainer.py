@@ -31,6 +31,12 @@ def test_training_writes_a_model_a_log_and_resumes_exactly(tiny_recipe, tmp_path
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in straight.history]
 
 
+def test_val_every_validates_every_nth_epoch_and_the_last(tiny_recipe, tmp_path):
+    recipe = load_recipe(tiny_recipe, {"train.epochs": 5, "train.val_every": 2})
+    history = Trainer(recipe, tmp_path / "run", progress=False).fit()
+    assert [row["val"] is not None for row in history] == [False, True, False, True, True]
+
+
 def test_a_saved_model_predicts_what_the_network_predicts(tiny_recipe, tmp_path):
     trainer = Trainer(load_recipe(tiny_recipe), tmp_path / "run", progress=False)
     trainer.fit()

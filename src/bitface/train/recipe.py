@@ -95,6 +95,7 @@ class OptimSpec:
     seed: int = 0
     workers: int = 0
     threads: int = 1  # torch intra-op threads
+    val_every: int = 1  # validate every N epochs and after the last (validation only draws the curves)
     # a trained model file (path relative to the recipe) whose weights start the network, e.g. a real-valued
     # run for its binary twin (Real-to-Binary style); tensors the file lacks (ACN amplitudes) keep their init
     init: str | None = None
@@ -120,6 +121,7 @@ class OptimSpec:
             ("loss", self.loss in LOSSES, f"must be one of {', '.join(LOSSES)}"),
             ("workers", self.workers >= 0, "must be >= 0"),
             ("threads", self.threads >= 1, "must be >= 1"),
+            ("val_every", self.val_every >= 1, "must be >= 1"),
             ("distill", 0 <= self.distill <= 1, "must be in [0, 1]"),
             ("teacher", self.teacher is None or self.loss != "cross_entropy", "is not supported with cross_entropy"),
         ]

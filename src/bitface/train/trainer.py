@@ -297,7 +297,8 @@ class Trainer:
         while self.epoch < stop:
             row = self._train_epoch(self.epoch)
             self.epoch += 1
-            row["val"] = self.validate()
+            due = self.epoch % spec.val_every == 0 or self.epoch == spec.epochs
+            row["val"] = self.validate() if due else None
             self.history.append(row)
             self.save()
             with self.files.log.open("a") as log:
