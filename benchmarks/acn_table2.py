@@ -199,6 +199,16 @@ def package_models(chosen: list[dict]) -> None:
         bundle_model(ROOT / entry["file"], name, index_entry, card, default=DEFAULT_MODEL)
 
 
+def wall_minutes() -> float | None:
+    """Minutes from the first run's start (its recipe copy is written then) to the last epoch written
+    by any run (its log); None unless all 16 run folders are here."""
+    folders = [run_folder(s, m) for s in STRUCTURES for m in METHODS]
+    if not all((f / "recipe.yaml").is_file() and (f / "log.jsonl").is_file() for f in folders):
+        return None
+    start = min((f / "recipe.yaml").stat().st_mtime for f in folders)
+    return (max((f / "log.jsonl").stat().st_mtime for f in folders) - start) / 60
+
+
 def model_card(name: str, row: dict, why: str | None = None) -> str:
     why = why or f"the best `{row['method']}` of the four structures by CUHK test NME"
     kib = row["memory_bits"] / 8 / 1024
@@ -252,6 +262,7 @@ def report() -> None:
         print(f"{curves.name} kept: the 20-40-60-80 run folders are not all on this machine", flush=True)
     bundled = bundle(rows)
     total_minutes = sum(r["train_minutes"] for r in rows)
+    wall = wall_minutes()
     data = {
         "provenance": provenance(
             "python benchmarks/acn_table2.py train && python benchmarks/acn_table2.py report",
@@ -268,6 +279,7 @@ def report() -> None:
             "faces as the CUHK training boxes did (median fit on the training set)",
         },
         "total_train_minutes": total_minutes,
+        "wall_minutes": wall,
         "rows": rows,
         "bundled": [
             {"name": b["name"], "file": b["file"], "structure": b["structure"], "method": b["method"]} for b in bundled
@@ -304,7 +316,14 @@ def report() -> None:
         "from': run = a finished run on the machine that wrote this report; committed (REV) = the result "
         "written at REV, kept because run folders are not committed.\n\n"
         + markdown_table(table_rows, columns, formats)
-        + f"\nTotal training time: {total_minutes:.1f} minutes of one CPU thread each, two runs at a time.\n"
+        + f"\nTotal training time: {total_minutes:.1f} minutes of one CPU thread each (the training loops), "
+        + "two runs at a time"
+        + (
+            f"; {wall:.1f} minutes of wall clock from the first run's start to the last one's end (validation "
+            "and any pause between resumed sessions included).\n"
+            if wall is not None
+            else " (the wall clock is known only where every run folder is on the machine).\n"
+        )
         + "\nMTFL box_width uses the tight box of the 5 points (the set has no face boxes).\n"
         + f"\n![training curves]({curves.name})\n"
     )
