@@ -40,8 +40,10 @@ from bitface.schemes import get_scheme, tight_boxes  # noqa: E402
 DATA = ROOT.parent / "shared" / "data"
 MIN_IOU = 0.3
 # Refinement passes a Landmarker makes by default, per convention: where the box is the points' own
-# tight box, one pass; the 5-point models' face box is extrapolated about 2x from their 5 points, which
-# enlarges the points' errors in the box, so they keep the detector's box unless asked.
+# tight box (68 points), one pass, which takes back most of what a detector box costs. The 5-point
+# models' box is extrapolated about 2x from 5 points; a pass gains them less (the table shows how much)
+# and doubles their landmark time, which is what they are picked for: they keep the detector's box
+# unless asked.
 DEFAULT_PASSES = {"cuhk": 0, "ibug68-points": 1}
 # convention: train sources, test source, scheme, normalizer, where the target box comes from
 CONVENTIONS = {

@@ -73,7 +73,8 @@ class Landmarker:
     takes most of that loss back (benchmarks/results/detector_calibration.md) for one more network
     run per face, small next to detection. None: the bundled default of the model's box convention
     (1 where the box is the points' own tight box, as for the 68-point models; 0 for the 5-point
-    models, whose box is extrapolated from 5 points). Boxes the caller gives are taken as they are."""
+    models, for which a pass gains less and doubles their landmark time). Boxes the caller gives are
+    taken as they are."""
 
     def __init__(self, model: str | Path | None = None, detector: str = "opencv-haar", refine: int | None = None):
         model = model or bundled.default_model()

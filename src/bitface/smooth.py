@@ -77,7 +77,7 @@ class LandmarkSmoother:
         self,
         fps: float = 30.0,
         min_cutoff: float = 0.3,
-        beta: float = 5.0,
+        beta: float = 10.0,
         d_cutoff: float = 1.0,
         match_iou: float = 0.3,
         keep_missed: int = 2,
