@@ -310,8 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--refine",
         type=int,
-        help="passes that crop each detected face again from its own landmarks (default: 1 where the model has a "
-        "landmarks calibration; 0: the detector's box only)",
+        help="passes that crop each detected face again from its own landmarks (default: 1 for the 68-point "
+        "models, 0 for the 5-point ones; 0: the detector's box only)",
     )
     predict.add_argument(
         "--detect-every",

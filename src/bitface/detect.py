@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from .registry import registrar
+from .schemes import tight_boxes
 
 DETECTORS: dict[str, Callable[[], Detector]] = {}
 
@@ -141,5 +142,4 @@ def box_from_points(points: np.ndarray, scores: np.ndarray | None, calibration: 
         usable &= np.asarray(scores) > 0
     if usable.sum() * 2 < len(points):
         return None
-    tight = np.concatenate([points[usable].min(axis=0), points[usable].max(axis=0)])
-    return calibration.apply(tight)
+    return calibration.apply(tight_boxes(points[usable]))

@@ -19,7 +19,7 @@ from .draw import draw_landmarks, save_image
 from .io.images import load_image
 from .io.sample import DataError
 from .smooth import LandmarkSmoother
-from .track import DETECT_EVERY, FaceTracker
+from .track import FaceTracker
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
@@ -78,7 +78,7 @@ def video_frames(path: Path):
 
 
 def run_video(
-    lm: Landmarker, path: Path, draw_dir: Path | None, smooth: bool = True, detect_every: int = DETECT_EVERY
+    lm: Landmarker, path: Path, draw_dir: Path | None, smooth: bool = True, detect_every: int | None = None
 ) -> list[dict]:
     """Every frame's faces, followed by their landmarks between detections (FaceTracker); with `smooth`,
     landmarks pass a One Euro filter per tracked face."""
@@ -123,8 +123,6 @@ def predict(
     detect_every: int | None = None,
 ) -> int:
     lm = Landmarker(model, detector, refine)
-    if detect_every is None:  # follow faces between detections where the model can say where they are
-        detect_every = DETECT_EVERY if lm.landmark_calibration is not None else 1
     FaceTracker(lm, detect_every)  # a bad setting fails here, before any file is read
     files, errors = expand(inputs)
     results = []
@@ -146,11 +144,11 @@ def predict(
                 print(f"{path}: {len(faces)} face{'s' * (len(faces) != 1)}", file=sys.stderr)
         except DataError as exc:
             errors.append(str(exc))
+    document = {"model": lm.name, "detector": detector, "refine": lm.refine, "images": results}
     if json_out is not None:
-        document = {"model": lm.name, "detector": detector, "refine": lm.refine, "images": results}
         atomic_write(json_out, lambda tmp: tmp.write_text(json.dumps(document, indent=1) + "\n"))
     elif results:
-        print(json.dumps({"model": lm.name, "detector": detector, "refine": lm.refine, "images": results}))
+        print(json.dumps(document))
     for message in errors:
         print(f"bitface: error: {message}", file=sys.stderr)
     if errors:

@@ -18,6 +18,7 @@ finds nothing where it is. Losing a face brings the detector back on the next fr
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from .api import Face, Landmarker, as_rgb
@@ -28,8 +29,11 @@ DETECT_EVERY = 10  # frames; `bitface predict`'s default on video (benchmarks/vi
 
 class FaceTracker:
     def __init__(
-        self, landmarker: Landmarker, detect_every: int = DETECT_EVERY, min_score: float = 0.5, match_iou: float = 0.3
+        self, landmarker: Landmarker, detect_every: int | None = None, min_score: float = 0.5, match_iou: float = 0.3
     ):
+        """detect_every None: DETECT_EVERY where the model's convention has a landmarks calibration, else 1."""
+        if detect_every is None:
+            detect_every = DETECT_EVERY if landmarker.landmark_calibration is not None else 1
         if isinstance(detect_every, bool) or not isinstance(detect_every, int) or detect_every < 1:
             raise ValueError(f"detect_every must be a whole number of frames >= 1, not {detect_every!r}")
         if landmarker.detector is None:
@@ -50,12 +54,16 @@ class FaceTracker:
 
     def __call__(self, image, channel_order: str = "rgb") -> list[Face]:
         lm = self.landmarker
-        rgb = as_rgb(image, channel_order)
-        followed = self._follow(rgb) if self.detect_every > 1 else []
+        pixels = as_rgb(image, channel_order)
+        if lm.model.input.mode == "gray" and pixels.ndim == 3:
+            # once per frame: detection reads it, and a gray model samples its crops from it natively
+            # (given an RGB frame and boxes, the Landmarker would crop and convert each face instead)
+            pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
+        followed = self._follow(pixels) if self.detect_every > 1 else []
         lost = len(followed) < len(self.faces)
         if self.frames % self.detect_every == 0 or lost or not followed:
             self.detections += 1
-            detected = lm(rgb)
+            detected = lm(pixels)
             # a face without confidences of its own (a regressor's) lives while detections confirm it
             followed = [
                 f
@@ -68,7 +76,7 @@ class FaceTracker:
         self.faces = followed
         return followed
 
-    def _follow(self, rgb: np.ndarray) -> list[Face]:
+    def _follow(self, pixels: np.ndarray) -> list[Face]:
         """The previous frame's faces, predicted again in this frame from their landmarks' boxes."""
         lm, kept = self.landmarker, []
         for face in self.faces:
@@ -77,7 +85,7 @@ class FaceTracker:
                 kept.append((face, box))
         if not kept:
             return []
-        now = lm(rgb, boxes=[box for _, box in kept], refine=0)
+        now = lm(pixels, boxes=[box for _, box in kept], refine=0)
         for (before, _), face in zip(kept, now, strict=True):
             face.score, face.detector_box = before.score, before.detector_box
         confident = [f for f in now if f.point_scores is None or np.median(f.point_scores) >= self.min_score]
