@@ -107,11 +107,13 @@ def test_onnx_export_matches_torch(method, tmp_path, capsys):
     assert report["max_abs_diff"] < 1e-4  # onnxruntime against PyTorch on random input
 
 
-def hourglass_like(block: str, binarization: str, stacks: int = 1, seed: int = 0) -> LandmarkModel:
+def hourglass_like(
+    block: str, binarization: str, stacks: int = 1, seed: int = 0, early_pool: bool = False
+) -> LandmarkModel:
     """A small hourglass with trained-looking BatchNorm statistics, as a heatmap model."""
     torch.manual_seed(seed)
     options = {"num_points": 5, "block": block, "binarization": binarization, "features": 16, "depth": 2,
-               "stacks": stacks, "input_size": 32}  # fmt: skip
+               "stacks": stacks, "input_size": 32, "early_pool": early_pool}  # fmt: skip
     net = create_model("hourglass", **options)
     with torch.no_grad():
         for module in net.modules():
@@ -136,7 +138,8 @@ def hourglass_like(block: str, binarization: str, stacks: int = 1, seed: int = 0
 @pytest.mark.parametrize("block", ["hpm", "bottleneck", "multiscale", "multiscale_no1x1", "wider"])
 @pytest.mark.parametrize("binarization", ["real", "xnor", "acn1bit"])
 def test_hourglass_exports_as_a_graph_the_reference_runs_like_torch(block, binarization, tmp_path):
-    model = hourglass_like(block, binarization, stacks=2 if block == "hpm" else 1)
+    # hpm: two stacks; bottleneck: the max-pool before the stem's first block (early_pool)
+    model = hourglass_like(block, binarization, stacks=2 if block == "hpm" else 1, early_pool=block == "bottleneck")
     path = export_model(model).save(tmp_path / "hg.bitface")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # compiled natively where the extension is built: no fallback warning

@@ -4,6 +4,8 @@ built from any registered block (`bitface.nn.blocks`), at a scale that trains on
     input  S x S (default 128, gray)
     stem   real 7x7 conv, stride 2, BN, ReLU          -> S/2, features/2 channels
            block(features/2 -> features), max-pool 2  -> S/4
+           (early_pool: the max-pool before that block, which then runs at S/4: about 4x cheaper,
+           the same parameters and state-dict keys)
            block(features -> features)
     stack  hourglass of `depth` levels (max-pool 2 down, nearest-neighbour 2x up, a block on the
            skip of every level), block, pre-activation 1x1 conv
@@ -19,6 +21,7 @@ to the 1x1 conv after each hourglass.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import torch.nn.functional as F
 from torch import nn
@@ -58,6 +61,7 @@ class HourglassNet(nn.Module):
         input_size: int = 128,
         channels: int = 1,
         logits: bool = True,
+        early_pool: bool = False,
     ):
         super().__init__()
         if block not in BLOCKS:
@@ -73,12 +77,15 @@ class HourglassNet(nn.Module):
         self.block, self.binarization = block, binarization
         half = features // 2
         heatmap_cells = (input_size // self.heatmap_stride) ** 2
-        self.stem = nn.Sequential(
-            nn.Conv2d(channels, half, 7, stride=2, padding=3, bias=False),
-            create_block(block, half, features, binarization),
-            nn.MaxPool2d(2),
-            create_block(block, features, features, binarization),
-        )
+        stem = [
+            ("0", nn.Conv2d(channels, half, 7, stride=2, padding=3, bias=False)),
+            ("1", create_block(block, half, features, binarization)),
+            ("2", nn.MaxPool2d(2)),
+            ("3", create_block(block, features, features, binarization)),
+        ]
+        if early_pool:  # keeps the names, so the weights of either order load into the other
+            stem[1], stem[2] = stem[2], stem[1]
+        self.stem = nn.Sequential(OrderedDict(stem))
         # The stem's first conv reads the real image; BN + ReLU come first in the next block.
         self.stacks = nn.ModuleList()
         self.heads = nn.ModuleList()
