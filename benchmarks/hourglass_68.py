@@ -55,7 +55,6 @@ ROWS = (
     "hpm_acn1bit_long_lightaug",  # the same with half the geometric augmentation
     "hpm_acn1bit_cont",  # a second cosine cycle from hpm_acn1bit_long_lightaug
     "hpm_acn1bit_cont_noaug",  # the same with flips and shifts only
-    "hpm_real_cont",  # a second cosine cycle from hpm_real_long
     "hpm_acn1bit_cont2",  # a third cosine cycle from hpm_acn1bit_cont
     "hpm_acn1bit_fast",  # the max-pool before the first block, from hpm_acn1bit_cont
 )
