@@ -895,25 +895,18 @@ __attribute__((target("avx2,fma"))) static void conv_f32_avx2(const Stage *s, co
 }
 
 /* AVX2: a gray image's first layer to sign bits (as conv1_bits_avx512: one input channel, stride 1):
- * 16 pixels (two registers) x CONV1_AVX2_FLIGHT channels of FMA chains, each over the taps in order from a
- * multiply (PyTorch's summation order, as conv1_signs). Each channel's 16 sign bits land in a mask; eight
- * channels' masks, transposed as an 8 x 8 bit matrix, are a byte of each pixel's word. */
+ * 16 pixels (two registers) x up to CONV1_AVX2_FLIGHT channels of FMA chains, each over the taps in order
+ * from a multiply (PyTorch's summation order, as conv1_signs). Each channel's comparison (all ones in the
+ * lanes of the pixels whose sign is +1) is ANDed with the channel's bit and ORed into 32-bit lanes: eight
+ * pixels' words of 32 channels per register, interleaved into 64-bit words when the chunk is stored. */
 #define CONV1_AVX2_FLIGHT 6
 
-static inline uint64_t transpose8x8(uint64_t x) { /* byte i bit j -> byte j bit i */
-    uint64_t t = (x ^ (x >> 7)) & 0x00AA00AA00AA00AAull;
-    x ^= t ^ (t << 7);
-    t = (x ^ (x >> 14)) & 0x0000CCCC0000CCCCull;
-    x ^= t ^ (t << 14);
-    t = (x ^ (x >> 28)) & 0x00000000F0F0F0F0ull;
-    return x ^ t ^ (t << 28);
-}
-
-/* The 16-pixel sign masks of channels o..o+n-1 into masks[o...]. */
-static inline __attribute__((always_inline, target(AVX2))) void conv1_masks_avx2(const Stage *s, const float *base,
+/* Channels o..o+n-1 of 16 (vecs = 2) or 8 pixels into the chunk's words: half[c / 32][h] collects
+ * channel c's bits of pixels 8h...8h+7. */
+static inline __attribute__((always_inline, target(AVX2))) void conv1_words_avx2(const Stage *s, const float *base,
                                                                                   const int64_t *offs, int64_t taps,
                                                                                   int64_t o, const int n,
-                                                                                  const int vecs, uint16_t *masks) {
+                                                                                  const int vecs, __m256i (*half)[2]) {
     const float *weight = (const float *)s->weight; /* [kh][kw][1][cout_pad] */
     const int64_t cp = s->cout_pad;
     __m256 a[CONV1_AVX2_FLIGHT][2];
@@ -935,53 +928,56 @@ static inline __attribute__((always_inline, target(AVX2))) void conv1_masks_avx2
     }
     const __m256 zero = _mm256_setzero_ps();
     for (int j = 0; j < n; j++) {
-        const __m256 scale = _mm256_broadcast_ss(s->scale + o + j), shift = _mm256_broadcast_ss(s->shift + o + j);
-        int bits = 0;
+        const int64_t c = o + j;
+        const __m256 scale = _mm256_broadcast_ss(s->scale + c), shift = _mm256_broadcast_ss(s->shift + c);
+        const __m256i bit = _mm256_set1_epi32((int)(1u << (c & 31)));
         for (int h = 0; h < vecs; h++) {
             __m256 r = _mm256_add_ps(_mm256_mul_ps(a[j][h], scale), shift);
             if (s->relu) r = _mm256_max_ps(r, zero);
-            bits |= _mm256_movemask_ps(_mm256_cmp_ps(r, zero, _CMP_GE_OQ)) << (8 * h);
+            const __m256i on = _mm256_castps_si256(_mm256_cmp_ps(r, zero, _CMP_GE_OQ));
+            half[c >> 5][h] = _mm256_or_si256(half[c >> 5][h], _mm256_and_si256(on, bit));
         }
-        masks[o + j] = (uint16_t)bits;
     }
 }
 
 __attribute__((target(AVX2))) static void conv1_bits_avx2(const Stage *s, const float *in, void *out) {
-    const int64_t taps = s->kh * s->kw, nwords = (s->cout + 63) / 64, groups = (s->cout + 7) / 8;
+    const int64_t taps = s->kh * s->kw, nwords = (s->cout + 63) / 64;
+    /* the channels in flights of at most CONV1_AVX2_FLIGHT, as even as can be (10 = 5 + 5, not 6 + 4) */
+    const int64_t flights = (s->cout + CONV1_AVX2_FLIGHT - 1) / CONV1_AVX2_FLIGHT;
     int64_t offs[taps]; /* as take_affine's rows: small arrays on the stack (cout <= 4,096 by MAXWORDS) */
-    uint16_t masks[groups * 8];
-    memset(masks, 0, sizeof masks); /* padding channels stay 0 */
+    __m256i half[2 * nwords][2];
     for (int64_t ky = 0, t = 0; ky < s->kh; ky++)
         for (int64_t kx = 0; kx < s->kw; kx++) offs[t++] = ky * s->in_row + kx;
     for (int64_t y = 0; y < s->ho; y++)
         for (int64_t x0 = 0; x0 < s->wo; x0 += 16) { /* rows have slack: 16 loads past the last pixel */
             const int64_t np = s->wo - x0 < 16 ? s->wo - x0 : 16;
             const float *base = in + s->in_off + y * s->in_row + x0;
-            for (int64_t o = 0; o < s->cout; o += CONV1_AVX2_FLIGHT) {
-                const int64_t n = s->cout - o < CONV1_AVX2_FLIGHT ? s->cout - o : CONV1_AVX2_FLIGHT;
+            for (int64_t i = 0; i < 2 * nwords; i++) half[i][0] = half[i][1] = _mm256_setzero_si256();
+            for (int64_t f = 0, o = 0; f < flights; f++) {
+                const int64_t n = (s->cout - o) / (flights - f); /* the rest, spread over the flights left */
                 switch (n) { /* constant chain counts, so that the chains stay in registers */
 #define CONV1_AVX2_CASE(k)                                                                   \
     case k:                                                                                  \
         if (np > 8)                                                                          \
-            conv1_masks_avx2(s, base, offs, taps, o, k, 2, masks);                           \
+            conv1_words_avx2(s, base, offs, taps, o, k, 2, half);                            \
         else /* a row's last 8 or fewer pixels: one register */                              \
-            conv1_masks_avx2(s, base, offs, taps, o, k, 1, masks);                           \
+            conv1_words_avx2(s, base, offs, taps, o, k, 1, half);                            \
         break;
                     CONV1_AVX2_CASE(1) CONV1_AVX2_CASE(2) CONV1_AVX2_CASE(3) CONV1_AVX2_CASE(4) CONV1_AVX2_CASE(5)
                     CONV1_AVX2_CASE(6)
 #undef CONV1_AVX2_CASE
                 }
+                o += n;
             }
             uint64_t *dst = (uint64_t *)out + s->out_off + y * s->out_row + x0;
             for (int64_t w = 0; w < nwords; w++) {
-                uint64_t word[16] = {0};
-                for (int64_t g = 8 * w; g < groups && g < 8 * w + 8; g++)
-                    for (int h = 0; h < 2; h++) { /* pixels 8h...8h+7 of channels 8g...8g+7 */
-                        uint64_t m = 0;
-                        for (int j = 0; j < 8; j++) m |= (uint64_t)((masks[8 * g + j] >> (8 * h)) & 0xff) << (8 * j);
-                        m = transpose8x8(m);
-                        for (int p = 0; p < 8; p++) word[8 * h + p] |= ((m >> (8 * p)) & 0xff) << ((8 * g) & 63);
-                    }
+                uint64_t word[16];
+                for (int h = 0; h < 2; h++) { /* (low, high) 32-bit halves -> pixels 8h...8h+7's words */
+                    const __m256i lo = half[2 * w][h], hi = half[2 * w + 1][h];
+                    const __m256i a = _mm256_unpacklo_epi32(lo, hi), b = _mm256_unpackhi_epi32(lo, hi);
+                    _mm256_storeu_si256((__m256i *)(word + 8 * h), _mm256_permute2x128_si256(a, b, 0x20));
+                    _mm256_storeu_si256((__m256i *)(word + 8 * h + 4), _mm256_permute2x128_si256(a, b, 0x31));
+                }
                 for (int64_t p = 0; p < np; p++) dst[w * s->out_plane + p] = word[p];
             }
         }
