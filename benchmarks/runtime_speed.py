@@ -260,6 +260,10 @@ def networks() -> list[tuple[str, Path]]:
         ("bundled regression5-acn1bit-fast", ROOT / "models" / "regression5-acn1bit-fast.safetensors"),
         ("bundled landmarks68-hourglass-xnor", ROOT / "models" / "landmarks68-hourglass-xnor.safetensors"),
         ("bundled landmarks68-hourglass-acn1bit", ROOT / "models" / "landmarks68-hourglass-acn1bit.safetensors"),
+        (
+            "bundled landmarks68-hourglass-acn1bit-fast",
+            ROOT / "models" / "landmarks68-hourglass-acn1bit-fast.safetensors",
+        ),
     ]
     runs = ROOT / "runs" / "acn_table2"
     for structure in ("10-20-40-80", "20-40-60-80", "40-60-80-100", "20-20-40-40-60-60-80-80"):

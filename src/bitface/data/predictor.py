@@ -71,7 +71,7 @@ class CroppedPredictor:
         model's activation (a probability for cross-entropy models; 0 for an unusable map). Coordinate
         regressors have no per-point confidence: None."""
         if self.output != "heatmap":
-            return self.space.to_crop(np.asarray(output, dtype=np.float64)), None
+            return self.space.to_crop(output), None  # a float64 copy
         decoded = self.heatmaps_decoded(output)
         return self.space.to_crop(decoded.points), decoded.confidence
 
