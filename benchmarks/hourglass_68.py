@@ -258,9 +258,10 @@ def bundle(rows: list[dict]) -> None:
         card = model_card(name, row)
         packed_size = f"The packed file's size: see src/bitface/bundled/{name}.md"
         (MODELS / f"{name}.md").write_text(card.replace("This packed file: {file_bytes} bytes", packed_size))
+        structure = f"hourglass-{row['block']}-{row['features']}" + ("-early-pool" if row.get("early_pool") else "")
         entry = {
             "scheme": "68pt",
-            "structure": f"hourglass-{row['block']}-{row['features']}" + ("-early-pool" if row.get("early_pool") else ""),
+            "structure": structure,
             "method": row["binarization"],
             "kind": KINDS[row["binarization"]],
             "box_convention": "ibug68-points",
