@@ -65,3 +65,16 @@ def test_a_few_steps_fit_one_batch():
         opt.zero_grad(), loss.backward(), opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0]
+
+
+def test_early_pool_runs_the_first_block_at_a_quarter_of_the_input_with_the_same_weights():
+    torch.manual_seed(0)
+    usual, early = small(binarization="xnor"), small(binarization="xnor", early_pool=True)
+    early.load_state_dict(usual.state_dict())  # the same names and shapes: either order loads the other
+    sizes = {}
+    early.stem.get_submodule("1").register_forward_hook(lambda m, i, o: sizes.update(block=tuple(o.shape[-2:])))
+    usual.eval(), early.eval()
+    x = torch.randn(2, 1, 32, 32)
+    assert early(x).shape == usual(x).shape == (2, 5, 8, 8)
+    assert sizes["block"] == (8, 8)  # the stem's first block (named "1" in both orders)
+    assert not torch.allclose(early(x), usual(x))  # a different network on the same weights
