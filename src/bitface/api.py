@@ -129,15 +129,18 @@ class Landmarker:
             source = gray if mode == "gray" and gray is not None else rgb
             self._predict(source, faces)
             for _ in range(refine):
-                moved = []
-                for face in faces:
-                    box = box_from_points(face.points, face.point_scores, self.landmark_calibration)
-                    if box is not None:
-                        face.box = box
-                        moved.append(face)
-                self._predict(source, moved)
+                moved = self.landmark_boxes(faces)
+                for face, box in moved:
+                    face.box = box
+                self._predict(source, [face for face, _ in moved])
             found.append(faces)
         return found
+
+    def landmark_boxes(self, faces: list[Face]) -> list[tuple[Face, np.ndarray]]:
+        """The faces whose landmarks imply a box (`box_from_points` through the landmarks calibration),
+        each with that box: where refinement and FaceTracker crop them next."""
+        boxes = [box_from_points(face.points, face.point_scores, self.landmark_calibration) for face in faces]
+        return [(face, box) for face, box in zip(faces, boxes, strict=True) if box is not None]
 
     def _predict(self, source: np.ndarray, faces: list[Face]) -> None:
         """Landmarks of faces from their boxes, in one native call."""

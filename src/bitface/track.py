@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from .api import Face, Landmarker, as_rgb
-from .detect import box_from_points, box_iou
+from .detect import box_iou
 
 DETECT_EVERY = 10  # frames; `bitface predict`'s default on video (benchmarks/video_smoothing.py measures it)
 
@@ -78,11 +78,8 @@ class FaceTracker:
 
     def _follow(self, pixels: np.ndarray) -> list[Face]:
         """The previous frame's faces, predicted again in this frame from their landmarks' boxes."""
-        lm, kept = self.landmarker, []
-        for face in self.faces:
-            box = box_from_points(face.points, face.point_scores, lm.landmark_calibration)
-            if box is not None:
-                kept.append((face, box))
+        lm = self.landmarker
+        kept = lm.landmark_boxes(self.faces)
         if not kept:
             return []
         now = lm(pixels, boxes=[box for _, box in kept], refine=0)
