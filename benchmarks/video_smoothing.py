@@ -115,17 +115,17 @@ def record(pipelines: dict, sources: list) -> tuple[dict, dict]:
     seconds = dict.fromkeys(pipelines, 0.0)
     frames_run = dict.fromkeys(pipelines, 0)
     for index, (name, image) in enumerate(sources):
-        runs = {}
+        runs, spent = {}, {}
         for key, tracker in pipelines.items():
             still, t0 = raw_track(tracker, image, 0.0, seed=index)
             moving, t1 = raw_track(tracker, image, SPEED, seed=1000 + index)
-            runs[key] = (still, moving)
-            seconds[key] += t0 + t1
-            frames_run[key] += 2 * FRAMES
+            runs[key], spent[key] = (still, moving), t0 + t1
         if any(still is None or moving is None for still, moving in runs.values()):
             print(f"{name}: a pipeline lost the face in some frame; left out", flush=True)
-            continue
+            continue  # its timings too: every pipeline is timed over the same whole videos
         for key, (still, moving) in runs.items():
+            seconds[key] += spent[key]
+            frames_run[key] += 2 * FRAMES
             rest = np.stack([f.points for f in still]).mean(0)
             shift = np.array([[SPEED * t, 0.0] for t in range(FRAMES)])[:, None, :]
             width = float(np.median([f.box[2] - f.box[0] for f in still]))
