@@ -57,6 +57,7 @@ ROWS = (
     "hpm_acn1bit_cont_noaug",  # the same with flips and shifts only
     "hpm_acn1bit_cont2",  # a third cosine cycle from hpm_acn1bit_cont (not shipped: +0.03 points)
     "hpm_acn1bit_fast",  # the max-pool before the first block, from hpm_acn1bit_cont
+    "hpm_acn1bit_fast96",  # the same at 96 px, from hpm_acn1bit_fast
 )
 THRESHOLDS = {"0.08": "08", "0.1": "10"}  # report key: field suffix (auc_08, fr_10, ...)
 RESULTS = ROOT / "benchmarks" / "results" / "hourglass_68.json"

@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch", reason="training needs the train extra (tor
 from bitface.cli import main  # noqa: E402
 from bitface.data.heatmaps import decode_argmax, sigmoid  # noqa: E402
 from bitface.models.model_file import load_model  # noqa: E402
-from bitface.train.errors import TrainingDiverged  # noqa: E402
+from bitface.train.errors import RecipeError, TrainingDiverged  # noqa: E402
 from bitface.train.recipe import load_recipe  # noqa: E402
 from bitface.train.trainer import Trainer, rate_factor  # noqa: E402
 
@@ -156,8 +156,6 @@ def test_a_heatmap_hourglass_trains_from_two_sources_and_decodes_its_logits(tiny
 def test_train_init_starts_a_binary_twin_from_a_real_model_and_refuses_another_architecture(tiny_recipe, tmp_path):
     import yaml
 
-    from bitface.train.errors import RecipeError
-
     real = load_recipe(tiny_recipe, {"model.options.method": "cnn", "train.epochs": 1})
     Trainer(real, tmp_path / "real", progress=False).fit()
     source = load_model(tmp_path / "real" / "model.safetensors").network.state_dict()
@@ -183,7 +181,6 @@ def test_distillation_mixes_the_task_loss_with_the_loss_against_the_teachers_out
     import yaml
 
     from bitface.data.dataset import make_loader
-    from bitface.train.errors import RecipeError
     from bitface.train.trainer import task_loss
 
     teacher_recipe = load_recipe(tiny_recipe, {"model.options.method": "cnn", "train.epochs": 1})
@@ -223,3 +220,34 @@ def test_a_heatmap_teacher_gives_probabilities_through_its_own_activation(tiny_r
     images = torch.randn(2, 1, 32, 32)
     expected = torch.sigmoid(load_model(tmp_path / "run" / "model.safetensors").network.eval()(images))
     torch.testing.assert_close(teacher(images), expected)
+
+
+def test_a_heatmap_teacher_at_another_crop_size_sees_resized_images_and_gives_the_students_map_size(
+    tiny_recipe, tmp_path
+):
+    from bitface.train.trainer import Teacher
+
+    hourglass = {"num_points": 5, "block": "hpm", "binarization": "real", "features": 8, "depth": 1, "input_size": 32}
+    heatmaps = {"target.output": "heatmap", "crop.size": 32, "train.loss": "bce", "train.epochs": 1}
+    recipe = load_recipe(tiny_recipe, heatmaps | {"model.name": "hourglass", "model.options": hourglass})
+    Trainer(recipe, tmp_path / "run", progress=False).fit()
+    student = load_recipe(
+        tiny_recipe,
+        heatmaps | {"model.name": "hourglass", "model.options": hourglass | {"input_size": 24}, "crop.size": 24},
+    )
+    teacher = Teacher(tmp_path / "run" / "model.safetensors", student)
+    images = torch.randn(2, 1, 24, 24)
+    network = load_model(tmp_path / "run" / "model.safetensors").network.eval()
+    upsized = torch.nn.functional.interpolate(images, size=(32, 32), mode="bilinear")
+    expected = torch.nn.functional.interpolate(
+        torch.sigmoid(network(upsized)), size=(6, 6), mode="bilinear", antialias=True
+    )
+    soft = teacher(images)
+    assert soft.shape == (2, 5, 6, 6)
+    torch.testing.assert_close(soft, expected.clamp(0, 1))
+
+    other = load_recipe(
+        tiny_recipe, heatmaps | {"model.name": "hourglass", "model.options": hourglass, "crop.margin": 0.3}
+    )
+    with pytest.raises(RecipeError, match=r"train.teacher: .*its crop is"):
+        Teacher(tmp_path / "run" / "model.safetensors", other)

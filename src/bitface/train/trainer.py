@@ -12,6 +12,7 @@ epoch k and resumed ends with the same weights as one that never stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -124,13 +125,20 @@ def start_from(network: torch.nn.Module, path: str | Path) -> list[str]:
 class Teacher:
     """A trained model whose outputs are the soft targets of distillation (train.teacher): its maps or
     coordinates in the space of the targets (through its own heatmap activation), computed without
-    gradients, the network always in eval mode."""
+    gradients, the network always in eval mode.
+
+    A heatmap teacher may work at another crop size than the student (the same crop region at another
+    resolution, e.g. a 128 px teacher for a 96 px student): the student's images are resized to the
+    teacher's crop and its maps to the student's, both bilinearly with cell centres aligned
+    (align_corners=False, as OutputSpace places them), antialiased when shrinking."""
 
     def __init__(self, path: str | Path, recipe: Recipe):
         model = load_model(path)
+        self.resized = model.crop != recipe.crop and recipe.target.output == "heatmap"
+        theirs_crop = dataclasses.replace(model.crop, size=recipe.crop.size) if self.resized else model.crop
         pairs = {  # what the teacher has and what this recipe has
             "scheme": (model.scheme.name, recipe.scheme.name),
-            "crop": (model.crop, recipe.crop),
+            "crop": (theirs_crop, recipe.crop),
             "input": (model.input, recipe.input),
             "output": (model.output, recipe.target.output),
             "heatmap_stride": (model.heatmap_stride, recipe.target.stride),
@@ -138,17 +146,27 @@ class Teacher:
         for key, (theirs, mine) in pairs.items():
             if theirs != mine:
                 raise RecipeError(f"train.teacher: {path}: its {key} is {theirs!r}, this recipe's {mine!r}")
+        self.size = model.crop.size
         self.network = model.network.eval().requires_grad_(False).to(memory_format=torch.channels_last)
         self.activation = model.heatmap_activation
         self.probabilities = recipe.train.loss == "bce"  # soft targets of a cross-entropy lie in [0, 1]
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        output = self.network(images)
+        output = self.network(_resized(images, self.size) if self.resized else images)
         output = output[-1] if isinstance(output, (list, tuple)) else output  # a stack's final output
         if self.activation == "sigmoid":
             output = torch.sigmoid(output)
+        if self.resized:  # the student's map size: its crop over the shared stride
+            output = _resized(output, images.shape[-1] // (self.size // output.shape[-1]))
         return output.clamp(0, 1) if self.probabilities else output
+
+
+def _resized(x: torch.Tensor, size: int) -> torch.Tensor:
+    if x.shape[-1] == size:
+        return x
+    shrink = size < x.shape[-1]
+    return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=shrink)
 
 
 @torch.no_grad()
