@@ -454,12 +454,13 @@ def test_a_conv_read_only_by_a_batchnorm_writes_signs_through_both(kernel_path, 
     np.testing.assert_array_equal(network(x), reference.run(model, x))
 
 
-def test_a_strided_padded_real_conv_feeds_binary_layers(kernel_path):
+@pytest.mark.parametrize("channels", [16, 48])  # one block of 16 channels; a pair and one (the tile shapes)
+def test_a_strided_padded_real_conv_feeds_binary_layers(kernel_path, channels):
     rng = np.random.default_rng(5)
     graph, tensors = [], {}
-    real(rng, graph, tensors, "conv", (16, 1, 7, 7))
+    real(rng, graph, tensors, "conv", (channels, 1, 7, 7))
     graph[0].update(stride=2, padding=3)
-    residual_block(rng, graph, tensors, 0, 16, (8, 4, 4))
+    residual_block(rng, graph, tensors, 0, channels, (channels // 2, channels // 4, channels // 4))
     model = PackedModel(graph, tensors, {"input_shape": [1, 19, 22]})
     x = inputs(model)
     np.testing.assert_allclose(native.Network(model)(x), reference.run(model, x), rtol=1e-4, atol=1e-3)

@@ -849,49 +849,81 @@ __attribute__((target(AVX2))) static void conv_epilogue_avx2(const Stage *s, flo
     }
 }
 
-/* 4 pixels x 16 channels of FMA accumulators at a time; each weight vector is reused by 4 pixels and each
- * input value is a broadcast operand. In dense HWC (pix = channels) the taps (kx, c) of one kernel
- * row are contiguous in both the input and the weights: one loop over them. */
-__attribute__((target("avx2,fma"))) static void conv_f32_avx2(const Stage *s, const float *in, void *out) {
+/* A tile of NP pixels (from pixel x0 + g) x NR registers of 8 channels (from block ob) of FMA accumulators
+ * over all taps, stored into acc[block - ob][pixel][channel] for the pixels below np. Each weight vector is
+ * reused by NP pixels and each input value is a broadcast operand; NP x NR = 12 chains hide the FMA latency
+ * (8 did not: 42% of the FP32 peak on the hourglass stem). Constant NP, NR and pixel step (`unit`; 0: the
+ * stage's) keep the chains in registers and the pixel offsets immediate. Pixels past np are computed (rows
+ * have slack) and dropped. In dense HWC (pix = channels) the taps (kx, c) of one kernel row are contiguous
+ * in both the input and the weights: one loop over them. */
+__attribute__((target(AVX2), always_inline)) static inline void conv_tile_avx2(const Stage *s, const float *in,
+                                                                              int64_t y, int64_t x0, int64_t g,
+                                                                              int64_t np, int64_t ob, const int NP,
+                                                                              const int NR, const int64_t unit,
+                                                                              float acc[2][PX][BLOCK]) {
     const float *weight = (const float *)s->weight;
-    const int64_t nblocks = s->cout_pad / BLOCK, step = s->stride * s->in_pix;
+    const int64_t step = unit ? unit : s->stride * s->in_pix;
     const int merged = s->in_pix == s->cin;
     const int64_t run = merged ? s->kw * s->cin : s->cin, parts = merged ? 1 : s->kw;
+    __m256 a[4][4]; /* NP x NR used: fixed sizes, so that they can live in registers */
+#pragma GCC unroll 4
+    for (int p = 0; p < NP; p++)
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; r++) a[p][r] = _mm256_setzero_ps();
+    for (int64_t ky = 0; ky < s->kh; ky++) {
+        const float *wp = weight + ky * s->kw * s->cin * s->cout_pad + ob * BLOCK;
+        for (int64_t part = 0; part < parts; part++) {
+            const float *ip = in + s->in_off + (y * s->stride + ky) * s->in_row + ((x0 + g) * s->stride + part) * s->in_pix;
+            for (int64_t t = 0; t < run; t++, wp += s->cout_pad) {
+                __m256 w[4];
+#pragma GCC unroll 4
+                for (int r = 0; r < NR; r++) w[r] = _mm256_loadu_ps(wp + 8 * r);
+#pragma GCC unroll 4
+                for (int p = 0; p < NP; p++) {
+                    const __m256 v = _mm256_broadcast_ss(ip + p * step + t);
+#pragma GCC unroll 4
+                    for (int r = 0; r < NR; r++) a[p][r] = _mm256_fmadd_ps(v, w[r], a[p][r]);
+                }
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int p = 0; p < NP && g + p < np; p++)
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; r++) _mm256_storeu_ps(&acc[r >> 1][g + p][(r & 1) * 8], a[p][r]);
+}
+
+/* Pairs of 16-channel blocks in tiles of 3 pixels x 32 channels, a last odd block in tiles of 4 x 16. */
+__attribute__((target(AVX2), always_inline)) static inline void conv_f32_avx2_blocks(const Stage *s, const float *in,
+                                                                                    void *out, const int64_t unit) {
+    const int64_t nblocks = s->cout_pad / BLOCK;
     uint64_t bits[PX][MAXWORDS];
-    float acc[PX][BLOCK];
+    float acc[2][PX][BLOCK];
     for (int64_t y = 0; y < s->ho; y++)
         for (int64_t x0 = 0; x0 < s->wo; x0 += PX) {
             const int64_t np = s->wo - x0 < PX ? s->wo - x0 : PX;
             if (s->out_mode == OUT_BITS || s->aff_out) clear_bits(s, bits);
-            for (int64_t ob = 0; ob < nblocks; ob++) {
-                for (int g = 0; g < PX; g += 4) { /* 4 pixels x 16 channels: 2 weight loads per 8 FMAs */
-                    __m256 a[4][2];
-                    for (int p = 0; p < 4; p++) a[p][0] = a[p][1] = _mm256_setzero_ps();
-                    for (int64_t ky = 0; ky < s->kh; ky++) {
-                        const float *wp = weight + ky * s->kw * s->cin * s->cout_pad + ob * BLOCK;
-                        for (int64_t part = 0; part < parts; part++) {
-                            const float *ip = in + s->in_off + (y * s->stride + ky) * s->in_row +
-                                              ((x0 + g) * s->stride + part) * s->in_pix;
-                            for (int64_t t = 0; t < run; t++, wp += s->cout_pad) {
-                                const __m256 w0 = _mm256_loadu_ps(wp), w1 = _mm256_loadu_ps(wp + 8);
-#pragma GCC unroll 4
-                                for (int p = 0; p < 4; p++) {
-                                    const __m256 v = _mm256_broadcast_ss(ip + p * step + t);
-                                    a[p][0] = _mm256_fmadd_ps(v, w0, a[p][0]);
-                                    a[p][1] = _mm256_fmadd_ps(v, w1, a[p][1]);
-                                }
-                            }
-                        }
-                    }
-                    for (int p = 0; p < 4; p++) {
-                        _mm256_storeu_ps(&acc[g + p][0], a[p][0]);
-                        _mm256_storeu_ps(&acc[g + p][8], a[p][1]);
-                    }
-                }
-                conv_epilogue_avx2(s, acc, ob, np, y, x0, out, bits);
+            int64_t ob = 0;
+            for (; ob + 2 <= nblocks; ob += 2) {
+                for (int64_t g = 0; g < np; g += 3) conv_tile_avx2(s, in, y, x0, g, np, ob, 3, 4, unit, acc);
+                conv_epilogue_avx2(s, acc[0], ob, np, y, x0, out, bits);
+                conv_epilogue_avx2(s, acc[1], ob + 1, np, y, x0, out, bits);
+            }
+            if (ob < nblocks) {
+                for (int64_t g = 0; g < np; g += 4) conv_tile_avx2(s, in, y, x0, g, np, ob, 4, 2, unit, acc);
+                conv_epilogue_avx2(s, acc[0], ob, np, y, x0, out, bits);
             }
             finish_bits(s, bits, np, y, x0, out);
         }
+}
+
+__attribute__((target(AVX2))) static void conv_f32_avx2(const Stage *s, const float *in, void *out) {
+    switch (s->in_pix * s->stride) { /* the common pixel steps as constants (as conv_f32_avx512) */
+    case 1: return conv_f32_avx2_blocks(s, in, out, 1);   /* gray, stride 1 */
+    case 2: return conv_f32_avx2_blocks(s, in, out, 2);   /* gray, stride 2: the hourglass stem */
+    case 64: return conv_f32_avx2_blocks(s, in, out, 64); /* 64 channels: the hourglass head */
+    default: return conv_f32_avx2_blocks(s, in, out, 0);
+    }
 }
 
 /* AVX2: a gray image's first layer to sign bits (as conv1_bits_avx512: one input channel, stride 1):
