@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bitface import bundled  # noqa: E402
 from bitface.evaluate.results import markdown_table, pin_single_thread, provenance, write_results  # noqa: E402
 from bitface.export.convert import export_model  # noqa: E402
 from bitface.export.format import PackedModel, header_bytes, pack_signs  # noqa: E402
@@ -255,15 +256,10 @@ def bench_network(name: str, checkpoint: Path, rounds: int, limit: float) -> dic
 
 
 def networks() -> list[tuple[str, Path]]:
-    found = [
-        ("bundled regression5-acn1bit", ROOT / "models" / "regression5-acn1bit.safetensors"),
-        ("bundled regression5-acn1bit-fast", ROOT / "models" / "regression5-acn1bit-fast.safetensors"),
-        ("bundled landmarks68-hourglass-xnor", ROOT / "models" / "landmarks68-hourglass-xnor.safetensors"),
-        ("bundled landmarks68-hourglass-acn1bit", ROOT / "models" / "landmarks68-hourglass-acn1bit.safetensors"),
-        (
-            "bundled landmarks68-hourglass-acn1bit-fast",
-            ROOT / "models" / "landmarks68-hourglass-acn1bit-fast.safetensors",
-        ),
+    found = [  # every bundled binary model (1-bit weights and activations), from its committed checkpoint
+        (f"bundled {row['name']}", ROOT / "models" / f"{row['name']}.safetensors")
+        for row in bundled.list_models()
+        if row["kind"].startswith("binary (1-bit")
     ]
     runs = ROOT / "runs" / "acn_table2"
     for structure in ("10-20-40-80", "20-40-60-80", "40-60-80-100", "20-20-40-40-60-60-80-80"):

@@ -850,16 +850,18 @@ __attribute__((target(AVX2))) static void conv_epilogue_avx2(const Stage *s, flo
 }
 
 /* A tile of NP pixels (from pixel x0 + g) x NR registers of 8 channels (from block ob) of FMA accumulators
- * over all taps, stored into acc[block - ob][pixel][channel] for the pixels below np. Each weight vector is
- * reused by NP pixels and each input value is a broadcast operand; NP x NR = 12 chains hide the FMA latency
- * (8 did not: 42% of the FP32 peak on the hourglass stem). Constant NP, NR and pixel step (`unit`; 0: the
- * stage's) keep the chains in registers and the pixel offsets immediate. Pixels past np are computed (rows
- * have slack) and dropped. In dense HWC (pix = channels) the taps (kx, c) of one kernel row are contiguous
- * in both the input and the weights: one loop over them. */
+ * over all taps. Each weight vector is reused by NP pixels and each input value is a broadcast operand;
+ * NP x NR = 12 chains hide the FMA latency (8 did not: 42% of the FP32 peak on the hourglass stem).
+ * Constant NP, NR and pixel step (`unit`; 0: the stage's) keep the chains in registers and the pixel
+ * offsets immediate. Pixels past np are computed (rows have slack) and dropped. In dense HWC (pix =
+ * channels) the taps (kx, c) of one kernel row are contiguous in both the input and the weights: one loop
+ * over them. `direct` (a plain float output): scale, shift and ReLU as conv_epilogue_avx2 computes them,
+ * stored from the registers; otherwise the sums go to acc[block - ob][pixel][channel] for the epilogue. */
 __attribute__((target(AVX2), always_inline)) static inline void conv_tile_avx2(const Stage *s, const float *in,
-                                                                              int64_t y, int64_t x0, int64_t g,
-                                                                              int64_t np, int64_t ob, const int NP,
-                                                                              const int NR, const int64_t unit,
+                                                                              void *out, int64_t y, int64_t x0,
+                                                                              int64_t g, int64_t np, int64_t ob,
+                                                                              const int NP, const int NR,
+                                                                              const int64_t unit, const int direct,
                                                                               float acc[2][PX][BLOCK]) {
     const float *weight = (const float *)s->weight;
     const int64_t step = unit ? unit : s->stride * s->in_pix;
@@ -887,16 +889,37 @@ __attribute__((target(AVX2), always_inline)) static inline void conv_tile_avx2(c
             }
         }
     }
+    if (!direct) {
 #pragma GCC unroll 4
-    for (int p = 0; p < NP && g + p < np; p++)
+        for (int p = 0; p < NP; p++)
+            if (g + p < np)
 #pragma GCC unroll 4
-        for (int r = 0; r < NR; r++) _mm256_storeu_ps(&acc[r >> 1][g + p][(r & 1) * 8], a[p][r]);
+                for (int r = 0; r < NR; r++) _mm256_storeu_ps(&acc[r >> 1][g + p][(r & 1) * 8], a[p][r]);
+        return;
+    }
+    const __m256 zero = _mm256_setzero_ps();
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; r++) {
+        const int64_t o0 = ob * BLOCK + 8 * r, n = s->cout - o0;
+        if (n <= 0) break;
+        const __m256i lanes = lanes8(n);
+        const __m256 scale = load8(s->scale + o0, n, lanes), shift = load8(s->shift + o0, n, lanes);
+        float *dst = (float *)out + s->out_off + y * s->out_row + (x0 + g) * s->out_pix + o0;
+#pragma GCC unroll 4
+        for (int p = 0; p < NP; p++)
+            if (g + p < np) {
+                __m256 v = _mm256_add_ps(_mm256_mul_ps(a[p][r], scale), shift);
+                if (s->relu) v = _mm256_max_ps(v, zero);
+                put8(dst + p * s->out_pix, n, lanes, v); /* the channels past cout belong to the next pixel */
+            }
+    }
 }
 
 /* Pairs of 16-channel blocks in tiles of 3 pixels x 32 channels, a last odd block in tiles of 4 x 16. */
 __attribute__((target(AVX2), always_inline)) static inline void conv_f32_avx2_blocks(const Stage *s, const float *in,
                                                                                     void *out, const int64_t unit) {
     const int64_t nblocks = s->cout_pad / BLOCK;
+    const int direct = s->out_mode == OUT_FLOAT && !s->aff_out && !s->aff2_out && !s->no_store;
     uint64_t bits[PX][MAXWORDS];
     float acc[2][PX][BLOCK];
     for (int64_t y = 0; y < s->ho; y++)
@@ -905,15 +928,23 @@ __attribute__((target(AVX2), always_inline)) static inline void conv_f32_avx2_bl
             if (s->out_mode == OUT_BITS || s->aff_out) clear_bits(s, bits);
             int64_t ob = 0;
             for (; ob + 2 <= nblocks; ob += 2) {
-                for (int64_t g = 0; g < np; g += 3) conv_tile_avx2(s, in, y, x0, g, np, ob, 3, 4, unit, acc);
+                if (direct) {
+                    for (int64_t g = 0; g < np; g += 3) conv_tile_avx2(s, in, out, y, x0, g, np, ob, 3, 4, unit, 1, acc);
+                    continue;
+                }
+                for (int64_t g = 0; g < np; g += 3) conv_tile_avx2(s, in, out, y, x0, g, np, ob, 3, 4, unit, 0, acc);
                 conv_epilogue_avx2(s, acc[0], ob, np, y, x0, out, bits);
                 conv_epilogue_avx2(s, acc[1], ob + 1, np, y, x0, out, bits);
             }
             if (ob < nblocks) {
-                for (int64_t g = 0; g < np; g += 4) conv_tile_avx2(s, in, y, x0, g, np, ob, 4, 2, unit, acc);
-                conv_epilogue_avx2(s, acc[0], ob, np, y, x0, out, bits);
+                if (direct) {
+                    for (int64_t g = 0; g < np; g += 4) conv_tile_avx2(s, in, out, y, x0, g, np, ob, 4, 2, unit, 1, acc);
+                } else {
+                    for (int64_t g = 0; g < np; g += 4) conv_tile_avx2(s, in, out, y, x0, g, np, ob, 4, 2, unit, 0, acc);
+                    conv_epilogue_avx2(s, acc[0], ob, np, y, x0, out, bits);
+                }
             }
-            finish_bits(s, bits, np, y, x0, out);
+            if (!direct) finish_bits(s, bits, np, y, x0, out);
         }
 }
 
@@ -2701,18 +2732,35 @@ static inline void smooth_span_portable(const float **from, const float *taps, i
     }
 }
 
-static void smooth_portable(const float *src, int64_t n, int64_t h, int64_t w, int64_t row, int64_t pix,
-                            const float *taps, int64_t ntaps, float *tmp, float *dst) {
+typedef void (*SmoothSpan)(const float **from, const float *taps, int64_t ntaps, int64_t count, float *out);
+
+/* Both passes with `span`. In dense HWC maps (pix = n) the interior of a row, whose taps need no edge
+ * replication, is one span along x too: its tap k reads the row shifted by k pixels. */
+static inline __attribute__((always_inline)) void smooth_with(SmoothSpan span, const float *src, int64_t n, int64_t h,
+                                                              int64_t w, int64_t row, int64_t pix, const float *taps,
+                                                              int64_t ntaps, float *tmp, float *dst) {
     const float *from[SMOOTH_MAX_TAPS];
-    for (int64_t y = 0; y < h; y++) /* along x: one pixel's channels at a time */
+    const int64_t r = ntaps / 2, interior = pix == n && w > 2 * r ? w - 2 * r : 0;
+    for (int64_t y = 0; y < h; y++) /* along x: one pixel's channels at a time, the interior at once */
         for (int64_t x = 0; x < w; x++) {
+            if (interior && x == r) {
+                for (int64_t k = 0; k < ntaps; k++) from[k] = src + y * row + k * pix;
+                span(from, taps, ntaps, interior * n, tmp + (y * w + x) * n);
+                x += interior - 1;
+                continue;
+            }
             smooth_sources(src + y * row, 0, x, w, pix, ntaps, from);
-            smooth_span_portable(from, taps, ntaps, n, tmp + (y * w + x) * n);
+            span(from, taps, ntaps, n, tmp + (y * w + x) * n);
         }
     for (int64_t y = 0; y < h; y++) { /* along y: whole rows */
         smooth_sources(tmp, 1, y, h, w * n, ntaps, from);
-        smooth_span_portable(from, taps, ntaps, w * n, dst + y * w * n);
+        span(from, taps, ntaps, w * n, dst + y * w * n);
     }
+}
+
+static void smooth_portable(const float *src, int64_t n, int64_t h, int64_t w, int64_t row, int64_t pix,
+                            const float *taps, int64_t ntaps, float *tmp, float *dst) {
+    smooth_with(smooth_span_portable, src, n, h, w, row, pix, taps, ntaps, tmp, dst);
 }
 
 #if defined(BF_X86)
@@ -2743,16 +2791,7 @@ __attribute__((target(AVX2))) static inline void smooth_span_avx2(const float **
 __attribute__((target(AVX2))) static void smooth_avx2(const float *src, int64_t n, int64_t h, int64_t w, int64_t row,
                                                       int64_t pix, const float *taps, int64_t ntaps, float *tmp,
                                                       float *dst) {
-    const float *from[SMOOTH_MAX_TAPS];
-    for (int64_t y = 0; y < h; y++)
-        for (int64_t x = 0; x < w; x++) {
-            smooth_sources(src + y * row, 0, x, w, pix, ntaps, from);
-            smooth_span_avx2(from, taps, ntaps, n, tmp + (y * w + x) * n);
-        }
-    for (int64_t y = 0; y < h; y++) {
-        smooth_sources(tmp, 1, y, h, w * n, ntaps, from);
-        smooth_span_avx2(from, taps, ntaps, w * n, dst + y * w * n);
-    }
+    smooth_with(smooth_span_avx2, src, n, h, w, row, pix, taps, ntaps, tmp, dst);
 }
 #endif
 
