@@ -73,6 +73,8 @@ SHIPPED = {
     "hpm_acn1bit_cont": "landmarks68-hourglass-acn1bit",
     # the max-pool before the first block: about 30% faster, from and distilled as hpm_acn1bit_cont
     "hpm_acn1bit_fast": "landmarks68-hourglass-acn1bit-fast",
+    # the same at 96 px from its weights, the fastest 68-point model
+    "hpm_acn1bit_fast96": "landmarks68-hourglass-acn1bit-fast96",
 }
 # shipped row: the rows it was chosen over
 PICKED_ON_TEST = {
@@ -122,6 +124,7 @@ def score(row: str, test_samples: dict, committed: dict | None = None) -> tuple[
         "augment": recipe.augment is not None,
         "features": model.model_options.get("features"),
         "early_pool": bool(model.model_options.get("early_pool", False)),
+        "input_size": model.crop.size,
         "params": totals["params"],
         "memory_bits": totals["memory_bits"],
         "binary_macs": totals["binary_macs"],
@@ -204,8 +207,11 @@ def lineage(row: dict) -> str:
 def model_card(name: str, row: dict) -> str:
     rival = PICKED_ON_TEST.get(row["row"])
     chosen = f"; this recipe was picked over those of {rival} on HELEN test" if rival else ""
+    size = row.get("input_size", 128)  # rows scored before the field: all 128
+    cells = size // 4
     early = (
-        "; the max-pool comes before the stem's first block, which so runs at 32 x 32 instead of 64 x 64 "
+        f"; the max-pool comes before the stem's first block, which so runs at {size // 4} x {size // 4} instead of "
+        f"{size // 2} x {size // 2} "
         "(about 4x fewer operations in the network's most expensive block; the same parameters)"
         if row.get("early_pool")
         else ""
@@ -214,8 +220,8 @@ def model_card(name: str, row: dict) -> str:
 
 - **What**: one hourglass (depth 3, {row["features"]} features) of {row["block"]} blocks
   (Bulat & Tzimiropoulos, ICCV 2017), binarization `{row["binarization"]}` (first conv and heatmap head real),
-  on 128 x 128 gray crops; 68 heatmaps at 32 x 32, smoothed, decoded with sub-pixel refinement; iBUG 68-point
-  order{early}.
+  on {size} x {size} gray crops; 68 heatmaps at {cells} x {cells}, smoothed, decoded with sub-pixel
+  refinement; iBUG 68-point order{early}.
 - **Recipe**: `{row["recipe"]}`, {row["epochs"]} epochs, {row["train_minutes"]:.0f} minutes on one CPU
   thread{lineage(row)}.
 - **Size as the paper counts it**: {row["params"]:,} parameters, {row["memory_bits"] / 8 / 1024:.1f} KiB.
@@ -262,6 +268,7 @@ def bundle(rows: list[dict]) -> None:
         packed_size = f"The packed file's size: see src/bitface/bundled/{name}.md"
         (MODELS / f"{name}.md").write_text(card.replace("This packed file: {file_bytes} bytes", packed_size))
         structure = f"hourglass-{row['block']}-{row['features']}" + ("-early-pool" if row.get("early_pool") else "")
+        structure += f"-{row['input_size']}px" if row.get("input_size", 128) != 128 else ""
         entry = {
             "scheme": "68pt",
             "structure": structure,
@@ -295,7 +302,8 @@ def report() -> None:
         ),
         "protocol": {
             "scale": "128 x 128 gray crops from the ground-truth points' box grown 20% per side; 32 x 32 heatmaps "
-            "(stride 4); one hourglass of depth 3; 64 features (48 for the parameter-matched hpm48 rows)",
+            "(stride 4); one hourglass of depth 3; 64 features (48 for the parameter-matched hpm48 rows); the "
+            "input column gives a row's crop size where it differs (hpm_acn1bit_fast96: 96 px, 24 x 24 maps)",
             "nme_io": "HELEN testset (330 faces), mean point error over the outer-eye-corner distance, percent",
             "auc_08, fr_08, auc_10, fr_10": "area under the CED up to 0.08 / 0.10 (normalized to 1) and the "
             "fraction of faces above it",
@@ -309,9 +317,9 @@ def report() -> None:
         "pending": pending,
         "ced_plot": None if plot is None else str(plot.relative_to(ROOT)),
     }
-    columns = ["row", "block", "binarization", "loss", "augment", "params", "memory (KiB)", "NME_io", "NME_io smoothed",
-               "AUC@0.08", "FR@0.08 (%)", "FR@0.10 (%)", "NME_io YTF", "epochs", "train min", "shipped as",
-               "scored from"]  # fmt: skip
+    columns = ["row", "block", "binarization", "loss", "augment", "input", "params", "memory (KiB)", "NME_io",
+               "NME_io smoothed", "AUC@0.08", "FR@0.08 (%)", "FR@0.10 (%)", "NME_io YTF", "epochs", "train min",
+               "shipped as", "scored from"]  # fmt: skip
     table = [
         {
             "row": r["row"],
@@ -319,6 +327,7 @@ def report() -> None:
             "binarization": r["binarization"],
             "loss": r["loss"],
             "augment": "yes" if r["augment"] else "no",
+            "input": f"{r.get('input_size', 128)} px",
             "params": r["params"],
             "memory (KiB)": r["memory_bits"] / 8 / 1024,
             "NME_io": r["nme_io"],
@@ -338,7 +347,8 @@ def report() -> None:
                "FR@0.08 (%)": ".2f", "FR@0.10 (%)": ".2f", "NME_io YTF": ".3f", "train min": ".1f"}  # fmt: skip
     body = (
         "HELEN testset (300-W, 330 faces), inter-ocular NME in percent, the last epoch of every run. "
-        "Training: 300-W HELEN trainset (870) + YTF training (3,462), 128 px gray, one thread per run. "
+        "Training: 300-W HELEN trainset (870) + YTF training (3,462), gray crops (128 px unless the input "
+        "column says), one thread per run. "
         "The *_long* rows are the shipped models' longer runs, not ablation rows (each recipe says what it "
         "starts from and distills from). 'scored from': run = a finished run on the machine that wrote this "
         "report; checkpoint = the committed checkpoint, rescored here (training figures from its run); "
