@@ -148,3 +148,20 @@ def test_an_output_that_starts_inside_its_buffer_is_read_from_there(kernel_path)
     decoded = np.empty((2, channels - 1, 4))
     sliced.run_crops_decoded(crops, 127.5, 60.0, False, 1e-6, np.zeros(0, np.float32), decoded)
     np.testing.assert_allclose(decoded[..., :2], decode_argmax(maps[:, 1:]).points, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("size", [32, 13])
+def test_the_channels_last_scan_finds_what_numpy_finds(size, kernel_path):
+    """decode_hwc (the maps as the channels of one HWC image, as a plan leaves them) on the raw edge cases:
+    flat, NaN, infinite and tied maps, 111 channels (a last vector of 7). A one-tap kernel of 1.0 routes
+    the maps through it unchanged."""
+    maps = np.ascontiguousarray(maps_with_edge_cases(size=size)[:, :37])
+    maps[1, 1, -1, -1] = np.inf
+    maps[2, 5] = 0
+    maps[2, 5, 3, 4] = maps[2, 5, 3, 6] = 1  # a tie in one row
+    expected = decode_argmax(maps)
+    out = np.empty((maps.shape[0] * maps.shape[1], 4))
+    native._native.decode_heatmaps(maps, size, size, False, 1e-6, np.ones(1, np.float32), out)
+    np.testing.assert_array_equal(out[:, 3].reshape(expected.valid.shape) > 0, expected.valid)
+    np.testing.assert_allclose(out[:, :2].reshape(expected.points.shape), expected.points, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(out[:, :2].reshape(expected.points.shape)[2, 5], [4, 3])

@@ -2681,6 +2681,43 @@ __attribute__((target(AVX512))) static void hwc_scan_avx512(const float *base, i
 }
 #endif
 
+#if defined(BF_X86)
+/* hwc_scan_avx512 with 8 channels per register (the first maxima found through lane masks). */
+__attribute__((target(AVX2))) static void hwc_scan_avx2(const float *base, int64_t n, int64_t h, int64_t w, int64_t row,
+                                                        int64_t pix, float *top, float *bottom, int32_t *special,
+                                                        int32_t *first) {
+    const __m256i exponent = _mm256_set1_epi32(0x7f800000);
+    for (int64_t c = 0; c < n; c += 8) {
+        const int64_t k = n - c < 8 ? n - c : 8;
+        const __m256i lanes = lanes8(k);
+        const int m = (1 << k) - 1;
+        __m256 hi = load8(base + c, k, lanes), lo = hi;
+        __m256i odd = _mm256_setzero_si256();
+        for (int64_t y = 0; y < h; y++)
+            for (int64_t x = 0; x < w; x++) {
+                const __m256 v = load8(base + y * row + x * pix + c, k, lanes);
+                hi = _mm256_max_ps(v, hi);
+                lo = _mm256_min_ps(v, lo);
+                odd = _mm256_or_si256(odd, _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_castps_si256(v), exponent), exponent));
+            }
+        put8(top + c, k, lanes, hi);
+        put8(bottom + c, k, lanes, lo);
+        const int odd_lanes = _mm256_movemask_ps(_mm256_castsi256_ps(odd)) & m;
+        int left = m & ~odd_lanes; /* special channels count as found (at 0); the others wait for their top */
+        for (int64_t j = 0; j < k; j++) special[c + j] = odd_lanes >> j & 1, first[c + j] = odd_lanes >> j & 1 ? 0 : -1;
+        for (int64_t y = 0; y < h && left; y++)
+            for (int64_t x = 0; x < w && left; x++) {
+                const __m256 v = load8(base + y * row + x * pix + c, k, lanes);
+                for (int hit = _mm256_movemask_ps(_mm256_cmp_ps(v, hi, _CMP_EQ_OQ)) & left; hit; hit &= hit - 1) {
+                    const int j = __builtin_ctz((unsigned)hit);
+                    first[c + j] = (int32_t)(y * w + x);
+                    left &= ~(1 << j);
+                }
+            }
+    }
+}
+#endif
+
 /* hwc_scan_avx512 in plain C: contiguous channel runs, which the compiler vectorizes. */
 static void hwc_scan_portable(const float *base, int64_t n, int64_t h, int64_t w, int64_t row, int64_t pix, float *top,
                               float *bottom, int32_t *special, int32_t *first) {
@@ -2839,6 +2876,9 @@ static void decode_hwc(const float *buf, int64_t channels, int64_t h, int64_t w,
         if (isa_current == ISA_AVX512) {
             hwc_scan_avx512(base, n, h, w, row, pix, top, bottom, special, first);
             clean_upper(); /* before libm in decode_peak: SSE at full speed */
+        } else if (isa_current == ISA_AVX2) {
+            hwc_scan_avx2(base, n, h, w, row, pix, top, bottom, special, first);
+            clean_upper();
         } else
 #endif
             hwc_scan_portable(base, n, h, w, row, pix, top, bottom, special, first);
