@@ -200,7 +200,12 @@ def lineage(row: dict) -> str:
     """What a row started from and learned from besides the labels, for its model card."""
     parts = [f"started from `{row['init']}`"] if row.get("init") else []
     if row.get("teacher"):
-        parts.append(f"distilled from `{row['teacher']}` (weight {row['distill']})")
+        from bitface.models.model_file import load_model
+
+        teacher = ROOT / row["teacher"]  # a run folder may be gone: then its size goes unsaid
+        size = load_model(teacher).crop.size if teacher.is_file() else row.get("input_size", 128)
+        at = f", a {size} px teacher: its inputs and maps resized" if size != row.get("input_size", 128) else ""
+        parts.append(f"distilled from `{row['teacher']}` (weight {row['distill']}{at})")
     return "; " + " and ".join(parts) if parts else ""
 
 

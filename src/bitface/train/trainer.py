@@ -146,7 +146,7 @@ class Teacher:
         for key, (theirs, mine) in pairs.items():
             if theirs != mine:
                 raise RecipeError(f"train.teacher: {path}: its {key} is {theirs!r}, this recipe's {mine!r}")
-        self.size = model.crop.size
+        self.size, self.stride = model.crop.size, model.heatmap_stride
         self.network = model.network.eval().requires_grad_(False).to(memory_format=torch.channels_last)
         self.activation = model.heatmap_activation
         self.probabilities = recipe.train.loss == "bce"  # soft targets of a cross-entropy lie in [0, 1]
@@ -158,7 +158,7 @@ class Teacher:
         if self.activation == "sigmoid":
             output = torch.sigmoid(output)
         if self.resized:  # the student's map size: its crop over the shared stride
-            output = _resized(output, images.shape[-1] // (self.size // output.shape[-1]))
+            output = _resized(output, images.shape[-1] // self.stride)
         return output.clamp(0, 1) if self.probabilities else output
 
 
