@@ -196,6 +196,11 @@ def gather(test_samples: dict) -> tuple[list[dict], list[dict], dict]:
     return rows, pending, ced
 
 
+def input_size(row: dict) -> int:
+    """A row's crop size (rows scored before the field was recorded were all 128 px)."""
+    return row.get("input_size", 128)
+
+
 def lineage(row: dict) -> str:
     """What a row started from and learned from besides the labels, for its model card."""
     parts = [f"started from `{row['init']}`"] if row.get("init") else []
@@ -203,8 +208,8 @@ def lineage(row: dict) -> str:
         from bitface.models.model_file import load_model
 
         teacher = ROOT / row["teacher"]  # a run folder may be gone: then its size goes unsaid
-        size = load_model(teacher).crop.size if teacher.is_file() else row.get("input_size", 128)
-        at = f", a {size} px teacher: its inputs and maps resized" if size != row.get("input_size", 128) else ""
+        size = load_model(teacher).crop.size if teacher.is_file() else input_size(row)
+        at = f", a {size} px teacher: its inputs and maps resized" if size != input_size(row) else ""
         parts.append(f"distilled from `{row['teacher']}` (weight {row['distill']}{at})")
     return "; " + " and ".join(parts) if parts else ""
 
@@ -212,10 +217,10 @@ def lineage(row: dict) -> str:
 def model_card(name: str, row: dict) -> str:
     rival = PICKED_ON_TEST.get(row["row"])
     chosen = f"; this recipe was picked over those of {rival} on HELEN test" if rival else ""
-    size = row.get("input_size", 128)  # rows scored before the field: all 128
+    size = input_size(row)
     cells = size // 4
     early = (
-        f"; the max-pool comes before the stem's first block, which so runs at {size // 4} x {size // 4} instead of "
+        f"; the max-pool comes before the stem's first block, which so runs at {cells} x {cells} instead of "
         f"{size // 2} x {size // 2} "
         "(about 4x fewer operations in the network's most expensive block; the same parameters)"
         if row.get("early_pool")
@@ -273,7 +278,7 @@ def bundle(rows: list[dict]) -> None:
         packed_size = f"The packed file's size: see src/bitface/bundled/{name}.md"
         (MODELS / f"{name}.md").write_text(card.replace("This packed file: {file_bytes} bytes", packed_size))
         structure = f"hourglass-{row['block']}-{row['features']}" + ("-early-pool" if row.get("early_pool") else "")
-        structure += f"-{row['input_size']}px" if row.get("input_size", 128) != 128 else ""
+        structure += f"-{input_size(row)}px" if input_size(row) != 128 else ""
         entry = {
             "scheme": "68pt",
             "structure": structure,
@@ -332,7 +337,7 @@ def report() -> None:
             "binarization": r["binarization"],
             "loss": r["loss"],
             "augment": "yes" if r["augment"] else "no",
-            "input": f"{r.get('input_size', 128)} px",
+            "input": f"{input_size(r)} px",
             "params": r["params"],
             "memory (KiB)": r["memory_bits"] / 8 / 1024,
             "NME_io": r["nme_io"],

@@ -259,7 +259,7 @@ def networks() -> list[tuple[str, Path]]:
     found = [  # every bundled binary model (1-bit weights and activations), from its committed checkpoint
         (f"bundled {row['name']}", ROOT / "models" / f"{row['name']}.safetensors")
         for row in bundled.list_models()
-        if row["kind"].startswith("binary (1-bit")
+        if row["method"] in ("xnor", "acn1bit")  # the methods that binarize activations too
     ]
     runs = ROOT / "runs" / "acn_table2"
     for structure in ("10-20-40-80", "20-40-60-80", "40-60-80-100", "20-20-40-40-60-60-80-80"):

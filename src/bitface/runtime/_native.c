@@ -861,7 +861,7 @@ __attribute__((target(AVX2), always_inline)) static inline void conv_tile_avx2(c
                                                                               void *out, int64_t y, int64_t x0,
                                                                               int64_t g, int64_t np, int64_t ob,
                                                                               const int NP, const int NR,
-                                                                              const int64_t unit, const int direct,
+                                                                              const int64_t unit, int direct,
                                                                               float acc[2][PX][BLOCK]) {
     const float *weight = (const float *)s->weight;
     const int64_t step = unit ? unit : s->stride * s->in_pix;
@@ -928,21 +928,15 @@ __attribute__((target(AVX2), always_inline)) static inline void conv_f32_avx2_bl
             if (s->out_mode == OUT_BITS || s->aff_out) clear_bits(s, bits);
             int64_t ob = 0;
             for (; ob + 2 <= nblocks; ob += 2) {
-                if (direct) {
-                    for (int64_t g = 0; g < np; g += 3) conv_tile_avx2(s, in, out, y, x0, g, np, ob, 3, 4, unit, 1, acc);
-                    continue;
+                for (int64_t g = 0; g < np; g += 3) conv_tile_avx2(s, in, out, y, x0, g, np, ob, 3, 4, unit, direct, acc);
+                if (!direct) {
+                    conv_epilogue_avx2(s, acc[0], ob, np, y, x0, out, bits);
+                    conv_epilogue_avx2(s, acc[1], ob + 1, np, y, x0, out, bits);
                 }
-                for (int64_t g = 0; g < np; g += 3) conv_tile_avx2(s, in, out, y, x0, g, np, ob, 3, 4, unit, 0, acc);
-                conv_epilogue_avx2(s, acc[0], ob, np, y, x0, out, bits);
-                conv_epilogue_avx2(s, acc[1], ob + 1, np, y, x0, out, bits);
             }
             if (ob < nblocks) {
-                if (direct) {
-                    for (int64_t g = 0; g < np; g += 4) conv_tile_avx2(s, in, out, y, x0, g, np, ob, 4, 2, unit, 1, acc);
-                } else {
-                    for (int64_t g = 0; g < np; g += 4) conv_tile_avx2(s, in, out, y, x0, g, np, ob, 4, 2, unit, 0, acc);
-                    conv_epilogue_avx2(s, acc[0], ob, np, y, x0, out, bits);
-                }
+                for (int64_t g = 0; g < np; g += 4) conv_tile_avx2(s, in, out, y, x0, g, np, ob, 4, 2, unit, direct, acc);
+                if (!direct) conv_epilogue_avx2(s, acc[0], ob, np, y, x0, out, bits);
             }
             if (!direct) finish_bits(s, bits, np, y, x0, out);
         }

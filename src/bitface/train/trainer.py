@@ -163,8 +163,6 @@ class Teacher:
 
 
 def _resized(x: torch.Tensor, size: int) -> torch.Tensor:
-    if x.shape[-1] == size:
-        return x
     shrink = size < x.shape[-1]
     return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=shrink)
 
