@@ -466,6 +466,24 @@ def test_a_strided_padded_real_conv_feeds_binary_layers(kernel_path, channels):
     np.testing.assert_allclose(native.Network(model)(x), reference.run(model, x), rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("stem, head", [(20, 36), (40, 44)])
+def test_real_layers_with_plain_float_outputs_tile_whole_rows(kernel_path, stem, head):
+    """A stem and a head whose floats nothing fuses into: tiles run along whole rows (widths not a
+    multiple of any tile), and a last block of at most 8 channels (36 = 32 + 4, as the 68-point head's
+    68 = 64 + 4; a stem of 40 = 32 + 8) takes 8-pixel tiles of one register."""
+    rng = np.random.default_rng(stem)
+    graph, tensors = [], {}
+    real(rng, graph, tensors, "conv", (stem, 1, 7, 7))
+    graph[0].update(stride=2, padding=3)
+    graph.append({"op": "maxpool", "size": 2})
+    real(rng, graph, tensors, "conv", (head, stem, 1, 1))
+    model = PackedModel(graph, tensors, {"input_shape": [1, 26, 30]})
+    network = native.Network(model)
+    assert network.compiled.kinds == [INPUT, CONV, POOL, CONV]
+    x = inputs(model)
+    np.testing.assert_allclose(network(x), reference.run(model, x), rtol=1e-4, atol=1e-4)
+
+
 def test_a_buffer_needing_two_border_values_is_refused():
     """A value read by a zero-padded conv and a -inf-padded max-pool cannot share one border."""
     rng = np.random.default_rng(0)

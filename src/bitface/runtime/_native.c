@@ -673,36 +673,42 @@ __attribute__((target(AVX2))) static inline int signs8(__m256 v, __m256 scale, _
 
 /* The value of 8 channels from their mismatch counts (fix: the pixel's padding corrections or NULL),
  * as bin_epilogue computes it: dot * scale + shift, ReLU, plus the residual r2 (or NULL). */
-__attribute__((target(AVX2))) static inline __m256 value8(const Stage *s, const Block8 *b, const int32_t *mism,
-                                                          const int32_t *fix, const float *r2) {
+__attribute__((target(AVX2))) static inline __m256 value8(const Block8 *b, const int32_t *mism, const int32_t *fix,
+                                                          int relu, const float *r2) {
     __m256i dot = _mm256_sub_epi32(b->k, _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)mism), 1));
     if (fix) dot = _mm256_sub_epi32(dot, _mm256_loadu_si256((const __m256i *)fix));
     __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(dot), b->scale), b->shift);
-    if (s->relu) v = _mm256_max_ps(v, _mm256_setzero_ps());
+    if (relu) v = _mm256_max_ps(v, _mm256_setzero_ps());
     if (!r2) return v;
     return _mm256_add_ps(load8(r2, b->n, b->lanes), v);
 }
 
-__attribute__((target(AVX2))) static void bconv_avx2(const Stage *s, const uint64_t *in, void *out) {
-    int64_t room[STACK_TAPS];
-    int64_t *offs = tap_offsets(s, room);
-    if (!offs) return bconv_blocks(s, in, out, mismatches_portable); /* no memory: still exact */
-    const int64_t nblocks = s->cout_pad / BLOCK, cout_pad = s->cout_pad;
-    const int bits_out = s->out_mode == OUT_BITS, aff = s->aff_out != NULL;
+/* As bconv_channels_body: the stage's fields read once (stores through `out` could alias them, and
+ * the compiler would reload them per pixel) and the fusions constants of each instance. */
+__attribute__((target(AVX2), always_inline)) static inline void bconv_avx2_body(const Stage *s, const uint64_t *in,
+                                                                              void *out, const int64_t *offs,
+                                                                              const int bits_out, const int has_in2,
+                                                                              const int pool, const int aff) {
+    const int64_t nblocks = s->cout_pad / BLOCK, cout_pad = s->cout_pad, cout = s->cout, ho = s->ho, wo = s->wo;
+    const int64_t out_row = s->out_row, out_pix = s->out_pix, in2_row = s->in2_row, in2_pix = s->in2_pix;
+    const int relu = (int)s->relu, aff_relu = (int)s->aff_relu;
+    const int32_t *const fix_table = s->fix;
     float *const fout = (float *)out + s->out_off;
+    const float *const in2 = has_in2 ? s->in2 + s->in2_off : NULL;
     uint64_t bits[PX][MAXWORDS];
     int32_t mism[PX][BLOCK];
-    for (int64_t y = 0; y < s->ho; y++)
-        for (int64_t x0 = 0; x0 < s->wo; x0 += PX) {
-            const int64_t np = s->wo - x0 < PX ? s->wo - x0 : PX;
+    for (int64_t y = 0; y < ho; y++)
+        for (int64_t x0 = 0; x0 < wo; x0 += PX) {
+            const int64_t np = wo - x0 < PX ? wo - x0 : PX;
             if (bits_out || aff) clear_bits(s, bits);
+            const int32_t *const fix_row = fix_table ? padding_fix_row(s, y, x0) : NULL; /* pixels cout_pad apart */
             for (int64_t ob = 0; ob < nblocks; ob++) {
                 mismatches_avx2(s, in, offs, y, x0, ob, mism);
-                for (int64_t o0 = ob * BLOCK; o0 < ob * BLOCK + BLOCK && o0 < s->cout; o0 += 8) {
+                for (int64_t o0 = ob * BLOCK; o0 < ob * BLOCK + BLOCK && o0 < cout; o0 += 8) {
                     const Block8 b = block8(s, o0);
                     const int64_t c = o0 - ob * BLOCK, word = o0 >> 6, shift = o0 & 63;
-                    const int32_t *fix = s->fix ? padding_fix_row(s, y, x0) + o0 : NULL; /* cout_pad apart */
-                    const float *r2 = s->in2 ? s->in2 + s->in2_off + y * s->in2_row + x0 * s->in2_pix + o0 : NULL;
+                    const int32_t *fix = fix_row ? fix_row + o0 : NULL;
+                    const float *r2 = has_in2 ? in2 + y * in2_row + x0 * in2_pix + o0 : NULL;
                     if (bits_out) { /* on <=> lo <= dot <= hi */
                         for (int64_t p = 0; p < np; p++) {
                             __m256i dot = _mm256_sub_epi32(
@@ -714,36 +720,71 @@ __attribute__((target(AVX2))) static void bconv_avx2(const Stage *s, const uint6
                         }
                         continue;
                     }
-                    if (s->pool) { /* pixel pairs in registers, then the window's other row in memory */
-                        float *dst = fout + (y >> 1) * s->out_row + (x0 >> 1) * s->out_pix + o0;
-                        for (int64_t p = 0; p < np; p += 2, dst += s->out_pix) {
-                            const __m256 v0 = value8(s, &b, &mism[p][c], fix ? fix + p * cout_pad : NULL,
-                                                     r2 ? r2 + p * s->in2_pix : NULL);
-                            const __m256 v1 = value8(s, &b, &mism[p + 1][c], fix ? fix + (p + 1) * cout_pad : NULL,
-                                                     r2 ? r2 + (p + 1) * s->in2_pix : NULL);
+                    if (pool) { /* pixel pairs in registers, then the window's other row in memory */
+                        float *dst = fout + (y >> 1) * out_row + (x0 >> 1) * out_pix + o0;
+                        for (int64_t p = 0; p < np; p += 2, dst += out_pix) {
+                            const __m256 v0 = value8(&b, &mism[p][c], fix ? fix + p * cout_pad : NULL, relu,
+                                                     has_in2 ? r2 + p * in2_pix : NULL);
+                            const __m256 v1 = value8(&b, &mism[p + 1][c], fix ? fix + (p + 1) * cout_pad : NULL, relu,
+                                                     has_in2 ? r2 + (p + 1) * in2_pix : NULL);
                             __m256 v = _mm256_max_ps(v1, v0);
-                            if (y & 1)
-                                v = _mm256_max_ps(load8(dst, b.n, b.lanes), v);
+                            if (y & 1) v = _mm256_max_ps(load8(dst, b.n, b.lanes), v);
                             put8(dst, b.n, b.lanes, v);
                             if (aff && (y & 1))
                                 bits[p >> 1][word] |=
-                                    (uint64_t)(s->aff_relu ? b.mask : signs8(v, b.aff_scale, b.aff_shift, b.mask)) << shift;
+                                    (uint64_t)(aff_relu ? b.mask : signs8(v, b.aff_scale, b.aff_shift, b.mask)) << shift;
                         }
                         continue;
                     }
-                    float *dst = fout + y * s->out_row + x0 * s->out_pix + o0;
-                    for (int64_t p = 0; p < np; p++, dst += s->out_pix) {
-                        const __m256 v = value8(s, &b, &mism[p][c], fix ? fix + p * cout_pad : NULL,
-                                                r2 ? r2 + p * s->in2_pix : NULL);
+                    float *dst = fout + y * out_row + x0 * out_pix + o0;
+                    for (int64_t p = 0; p < np; p++, dst += out_pix) {
+                        const __m256 v = value8(&b, &mism[p][c], fix ? fix + p * cout_pad : NULL, relu,
+                                                has_in2 ? r2 + p * in2_pix : NULL);
                         put8(dst, b.n, b.lanes, v);
                         if (aff)
-                            bits[p][word] |=
-                                (uint64_t)(s->aff_relu ? b.mask : signs8(v, b.aff_scale, b.aff_shift, b.mask)) << shift;
+                            bits[p][word] |= (uint64_t)(aff_relu ? b.mask : signs8(v, b.aff_scale, b.aff_shift, b.mask))
+                                             << shift;
                     }
                 }
             }
             finish_bits(s, bits, np, y, x0, out);
         }
+}
+
+#define AVX2_VARIANT(NAME, ...)                                                                              \
+    __attribute__((target(AVX2), noinline)) static void NAME(const Stage *s, const uint64_t *in, void *out, \
+                                                             const int64_t *offs) {                         \
+        bconv_avx2_body(s, in, out, offs, __VA_ARGS__);                                                      \
+    }
+/* one per fusion, as the AVX-512 channel kernels */
+AVX2_VARIANT(bconv_avx2_bits, 1, 0, 0, 0)
+AVX2_VARIANT(bconv_avx2_plain, 0, 0, 0, 0)
+AVX2_VARIANT(bconv_avx2_aff, 0, 0, 0, 1)
+AVX2_VARIANT(bconv_avx2_in2, 0, 1, 0, 0)
+AVX2_VARIANT(bconv_avx2_in2_aff, 0, 1, 0, 1)
+AVX2_VARIANT(bconv_avx2_pool, 0, 0, 1, 0)
+AVX2_VARIANT(bconv_avx2_pool_aff, 0, 0, 1, 1)
+AVX2_VARIANT(bconv_avx2_in2_pool, 0, 1, 1, 0)
+AVX2_VARIANT(bconv_avx2_in2_pool_aff, 0, 1, 1, 1)
+
+__attribute__((target(AVX2))) static void bconv_avx2(const Stage *s, const uint64_t *in, void *out) {
+    int64_t room[STACK_TAPS];
+    int64_t *offs = tap_offsets(s, room);
+    if (!offs) return bconv_blocks(s, in, out, mismatches_portable); /* no memory: still exact */
+    if (s->out_mode == OUT_BITS) {
+        bconv_avx2_bits(s, in, out, offs);
+    } else {
+        switch ((s->pool ? 4 : 0) | (s->in2 ? 2 : 0) | (s->aff_out != NULL)) {
+        case 0: bconv_avx2_plain(s, in, out, offs); break;
+        case 1: bconv_avx2_aff(s, in, out, offs); break;
+        case 2: bconv_avx2_in2(s, in, out, offs); break;
+        case 3: bconv_avx2_in2_aff(s, in, out, offs); break;
+        case 4: bconv_avx2_pool(s, in, out, offs); break;
+        case 5: bconv_avx2_pool_aff(s, in, out, offs); break;
+        case 6: bconv_avx2_in2_pool(s, in, out, offs); break;
+        default: bconv_avx2_in2_pool_aff(s, in, out, offs); break;
+        }
+    }
     if (offs != room) free(offs);
 }
 #endif
@@ -867,11 +908,11 @@ __attribute__((target(AVX2), always_inline)) static inline void conv_tile_avx2(c
     const int64_t step = unit ? unit : s->stride * s->in_pix;
     const int merged = s->in_pix == s->cin;
     const int64_t run = merged ? s->kw * s->cin : s->cin, parts = merged ? 1 : s->kw;
-    __m256 a[4][4]; /* NP x NR used: fixed sizes, so that they can live in registers */
-#pragma GCC unroll 4
+    __m256 a[12]; /* NP x NR <= 12 used, a[p * NR + r]: a fixed size, so that they can live in registers */
+#pragma GCC unroll 8
     for (int p = 0; p < NP; p++)
 #pragma GCC unroll 4
-        for (int r = 0; r < NR; r++) a[p][r] = _mm256_setzero_ps();
+        for (int r = 0; r < NR; r++) a[p * NR + r] = _mm256_setzero_ps();
     for (int64_t ky = 0; ky < s->kh; ky++) {
         const float *wp = weight + ky * s->kw * s->cin * s->cout_pad + ob * BLOCK;
         for (int64_t part = 0; part < parts; part++) {
@@ -880,21 +921,21 @@ __attribute__((target(AVX2), always_inline)) static inline void conv_tile_avx2(c
                 __m256 w[4];
 #pragma GCC unroll 4
                 for (int r = 0; r < NR; r++) w[r] = _mm256_loadu_ps(wp + 8 * r);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
                 for (int p = 0; p < NP; p++) {
                     const __m256 v = _mm256_broadcast_ss(ip + p * step + t);
 #pragma GCC unroll 4
-                    for (int r = 0; r < NR; r++) a[p][r] = _mm256_fmadd_ps(v, w[r], a[p][r]);
+                    for (int r = 0; r < NR; r++) a[p * NR + r] = _mm256_fmadd_ps(v, w[r], a[p * NR + r]);
                 }
             }
         }
     }
     if (!direct) {
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int p = 0; p < NP; p++)
             if (g + p < np)
 #pragma GCC unroll 4
-                for (int r = 0; r < NR; r++) _mm256_storeu_ps(&acc[r >> 1][g + p][(r & 1) * 8], a[p][r]);
+                for (int r = 0; r < NR; r++) _mm256_storeu_ps(&acc[r >> 1][g + p][(r & 1) * 8], a[p * NR + r]);
         return;
     }
     const __m256 zero = _mm256_setzero_ps();
@@ -905,21 +946,38 @@ __attribute__((target(AVX2), always_inline)) static inline void conv_tile_avx2(c
         const __m256i lanes = lanes8(n);
         const __m256 scale = load8(s->scale + o0, n, lanes), shift = load8(s->shift + o0, n, lanes);
         float *dst = (float *)out + s->out_off + y * s->out_row + (x0 + g) * s->out_pix + o0;
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int p = 0; p < NP; p++)
             if (g + p < np) {
-                __m256 v = _mm256_add_ps(_mm256_mul_ps(a[p][r], scale), shift);
+                __m256 v = _mm256_add_ps(_mm256_mul_ps(a[p * NR + r], scale), shift);
                 if (s->relu) v = _mm256_max_ps(v, zero);
                 put8(dst + p * s->out_pix, n, lanes, v); /* the channels past cout belong to the next pixel */
             }
     }
 }
 
-/* Pairs of 16-channel blocks in tiles of 3 pixels x 32 channels, a last odd block in tiles of 4 x 16. */
-__attribute__((target(AVX2), always_inline)) static inline void conv_f32_avx2_blocks(const Stage *s, const float *in,
-                                                                                    void *out, const int64_t unit) {
+/* Pairs of 16-channel blocks in tiles of 3 pixels x 32 channels, a last odd block in tiles of 4 x 16, or
+ * of 8 x 8 where it holds at most 8 channels (the 68-point head's last 4). A plain float output
+ * (`direct`) is tiled along whole rows: no pixel is computed and dropped at the end of each block of
+ * PX, as the sign bits' blocks need; other outputs go in blocks of PX pixels through the epilogue. */
+__attribute__((target(AVX2), always_inline)) static inline void conv_f32_avx2_body(const Stage *s, const float *in,
+                                                                                  void *out, const int64_t unit,
+                                                                                  const int direct) {
     const int64_t nblocks = s->cout_pad / BLOCK;
-    const int direct = s->out_mode == OUT_FLOAT && !s->aff_out && !s->aff2_out && !s->no_store;
+    if (direct) {
+        const int64_t wo = s->wo, narrow = nblocks % 2 && s->cout - (nblocks - 1) * BLOCK <= 8;
+        for (int64_t y = 0; y < s->ho; y++) {
+            int64_t ob = 0;
+            for (; ob + 2 <= nblocks; ob += 2)
+                for (int64_t g = 0; g < wo; g += 3) conv_tile_avx2(s, in, out, y, 0, g, wo, ob, 3, 4, unit, 1, NULL);
+            if (ob == nblocks) continue;
+            if (narrow)
+                for (int64_t g = 0; g < wo; g += 8) conv_tile_avx2(s, in, out, y, 0, g, wo, ob, 8, 1, unit, 1, NULL);
+            else
+                for (int64_t g = 0; g < wo; g += 4) conv_tile_avx2(s, in, out, y, 0, g, wo, ob, 4, 2, unit, 1, NULL);
+        }
+        return;
+    }
     uint64_t bits[PX][MAXWORDS];
     float acc[2][PX][BLOCK];
     for (int64_t y = 0; y < s->ho; y++)
@@ -928,26 +986,41 @@ __attribute__((target(AVX2), always_inline)) static inline void conv_f32_avx2_bl
             if (s->out_mode == OUT_BITS || s->aff_out) clear_bits(s, bits);
             int64_t ob = 0;
             for (; ob + 2 <= nblocks; ob += 2) {
-                for (int64_t g = 0; g < np; g += 3) conv_tile_avx2(s, in, out, y, x0, g, np, ob, 3, 4, unit, direct, acc);
-                if (!direct) {
-                    conv_epilogue_avx2(s, acc[0], ob, np, y, x0, out, bits);
-                    conv_epilogue_avx2(s, acc[1], ob + 1, np, y, x0, out, bits);
-                }
+                for (int64_t g = 0; g < np; g += 3) conv_tile_avx2(s, in, out, y, x0, g, np, ob, 3, 4, unit, 0, acc);
+                conv_epilogue_avx2(s, acc[0], ob, np, y, x0, out, bits);
+                conv_epilogue_avx2(s, acc[1], ob + 1, np, y, x0, out, bits);
             }
             if (ob < nblocks) {
-                for (int64_t g = 0; g < np; g += 4) conv_tile_avx2(s, in, out, y, x0, g, np, ob, 4, 2, unit, direct, acc);
-                if (!direct) conv_epilogue_avx2(s, acc[0], ob, np, y, x0, out, bits);
+                for (int64_t g = 0; g < np; g += 4) conv_tile_avx2(s, in, out, y, x0, g, np, ob, 4, 2, unit, 0, acc);
+                conv_epilogue_avx2(s, acc[0], ob, np, y, x0, out, bits);
             }
-            if (!direct) finish_bits(s, bits, np, y, x0, out);
+            finish_bits(s, bits, np, y, x0, out);
         }
 }
 
+/* Each instance a function of its own: inlined into one dispatcher, their accumulators spilled (as
+ * AVX512_VARIANT's). The common pixel steps are constants (as conv_f32_avx512's). */
+#define CONV_AVX2_VARIANTS(UNIT)                                                                                 \
+    __attribute__((target(AVX2), noinline)) static void conv_f32_avx2_direct_##UNIT(const Stage *s, const float *in, \
+                                                                                   void *out) {                    \
+        conv_f32_avx2_body(s, in, out, UNIT, 1);                                                                 \
+    }                                                                                                            \
+    __attribute__((target(AVX2), noinline)) static void conv_f32_avx2_blocks_##UNIT(const Stage *s, const float *in, \
+                                                                                   void *out) {                    \
+        conv_f32_avx2_body(s, in, out, UNIT, 0);                                                                 \
+    }
+CONV_AVX2_VARIANTS(0)  /* read at run time */
+CONV_AVX2_VARIANTS(1)  /* gray, stride 1 */
+CONV_AVX2_VARIANTS(2)  /* gray, stride 2: the hourglass stem */
+CONV_AVX2_VARIANTS(64) /* 64 channels: the hourglass head */
+
 __attribute__((target(AVX2))) static void conv_f32_avx2(const Stage *s, const float *in, void *out) {
-    switch (s->in_pix * s->stride) { /* the common pixel steps as constants (as conv_f32_avx512) */
-    case 1: return conv_f32_avx2_blocks(s, in, out, 1);   /* gray, stride 1 */
-    case 2: return conv_f32_avx2_blocks(s, in, out, 2);   /* gray, stride 2: the hourglass stem */
-    case 64: return conv_f32_avx2_blocks(s, in, out, 64); /* 64 channels: the hourglass head */
-    default: return conv_f32_avx2_blocks(s, in, out, 0);
+    const int direct = s->out_mode == OUT_FLOAT && !s->aff_out && !s->aff2_out && !s->no_store;
+    switch (s->in_pix * s->stride) {
+    case 1: return direct ? conv_f32_avx2_direct_1(s, in, out) : conv_f32_avx2_blocks_1(s, in, out);
+    case 2: return direct ? conv_f32_avx2_direct_2(s, in, out) : conv_f32_avx2_blocks_2(s, in, out);
+    case 64: return direct ? conv_f32_avx2_direct_64(s, in, out) : conv_f32_avx2_blocks_64(s, in, out);
+    default: return direct ? conv_f32_avx2_direct_0(s, in, out) : conv_f32_avx2_blocks_0(s, in, out);
     }
 }
 
@@ -1440,73 +1513,105 @@ __attribute__((target(AVX512))) static void affine_avx512(const Stage *s, const 
 #endif
 
 #if defined(BF_X86)
-/* AVX2 element-wise stages: 8 channels per register, the fused signs as affine_signs_avx2. */
+/* AVX2 element-wise stages: 8 channels per register, the fused signs as affine_signs_avx2. The stage's
+ * fields are read into locals first: stores through the float pointers could alias them, and the
+ * compiler would reload them per pixel. */
 __attribute__((target(AVX2))) static void affine_avx2(const Stage *s, const float *in, void *out) {
     const __m256 zero = _mm256_setzero_ps();
-    for (int64_t y = 0; y < s->ho; y++)
-        for (int64_t x = 0; x < s->wo; x++) {
-            const float *ip = in + s->in_off + y * s->in_row + x * s->in_pix;
-            if (s->out_mode == OUT_BITS) {
-                affine_signs_avx2(ip, s->scale, s->shift, s->relu, s->cout,
-                                  (uint64_t *)out + s->out_off + y * s->out_row + x, s->out_plane);
-                continue;
-            }
-            float *o = (float *)out + s->out_off + y * s->out_row + x * s->out_pix;
-            for (int64_t c = 0; c < s->cout; c += 8) {
-                const int64_t n = s->cout - c;
+    const int64_t ho = s->ho, wo = s->wo, cout = s->cout, in_row = s->in_row, in_pix = s->in_pix;
+    const int64_t out_row = s->out_row, out_pix = s->out_pix;
+    const int relu = (int)s->relu;
+    const float *const scale = s->scale, *const shift = s->shift;
+    in += s->in_off;
+    if (s->out_mode == OUT_BITS) {
+        for (int64_t y = 0; y < ho; y++)
+            for (int64_t x = 0; x < wo; x++)
+                affine_signs_avx2(in + y * in_row + x * in_pix, scale, shift, relu, cout,
+                                  (uint64_t *)out + s->out_off + y * out_row + x, s->out_plane);
+        return;
+    }
+    float *const fout = (float *)out + s->out_off;
+    for (int64_t y = 0; y < ho; y++)
+        for (int64_t x = 0; x < wo; x++) {
+            const float *ip = in + y * in_row + x * in_pix;
+            float *o = fout + y * out_row + x * out_pix;
+            for (int64_t c = 0; c < cout; c += 8) {
+                const int64_t n = cout - c;
                 const __m256i lanes = lanes8(n);
-                __m256 v = _mm256_add_ps(_mm256_mul_ps(load8(ip + c, n, lanes), load8(s->scale + c, n, lanes)),
-                                         load8(s->shift + c, n, lanes));
-                if (s->relu) v = _mm256_max_ps(v, zero);
+                __m256 v = _mm256_add_ps(_mm256_mul_ps(load8(ip + c, n, lanes), load8(scale + c, n, lanes)),
+                                         load8(shift + c, n, lanes));
+                if (relu) v = _mm256_max_ps(v, zero);
                 put8(o + c, n, lanes, v);
             }
         }
 }
 
+/* A stage's fused affine -> sign (its output bits at `out`, NULL where it has none), in locals. */
+typedef struct {
+    uint64_t *out;
+    const float *scale, *shift;
+    int64_t row, plane, cout;
+    int relu;
+} FusedSigns;
+
+static inline FusedSigns fused_signs(const Stage *s) {
+    const FusedSigns f = {s->aff_out ? s->aff_out + s->aff_off : NULL, s->aff_scale, s->aff_shift, s->aff_row,
+                          s->aff_plane, s->cout, (int)s->aff_relu};
+    return f;
+}
+
 /* The fused affine's signs of channels c..c+7 (values v) into `word`, stored to pixel (y, x) when the
  * word is full or the channels end; returns what is left to add to. */
-__attribute__((target(AVX2))) static inline uint64_t fused_signs8(const Stage *s, __m256 v, int64_t c, int64_t n,
+__attribute__((target(AVX2))) static inline uint64_t fused_signs8(const FusedSigns *f, __m256 v, int64_t c, int64_t n,
                                                                   __m256i lanes, int64_t y, int64_t x, uint64_t word) {
     const int mask = (1 << (n < 8 ? n : 8)) - 1;
-    const int on = s->aff_relu ? mask : signs8(v, load8(s->aff_scale + c, n, lanes), load8(s->aff_shift + c, n, lanes), mask);
+    const int on = f->relu ? mask : signs8(v, load8(f->scale + c, n, lanes), load8(f->shift + c, n, lanes), mask);
     word |= (uint64_t)on << (c & 63);
-    if ((c & 63) != 56 && c + 8 < s->cout) return word;
-    s->aff_out[s->aff_off + y * s->aff_row + x + (c >> 6) * s->aff_plane] = word;
+    if ((c & 63) != 56 && c + 8 < f->cout) return word;
+    f->out[y * f->row + x + (c >> 6) * f->plane] = word;
     return 0;
 }
 
 __attribute__((target(AVX2))) static void add_avx2(const Stage *s, const float *a, const float *b, float *out) {
-    for (int64_t y = 0; y < s->ho; y++)
-        for (int64_t x = 0; x < s->wo; x++) {
-            const float *pa = a + s->in_off + y * s->in_row + x * s->in_pix;
-            const float *pb = b + s->in2_off + y * s->in2_row + x * s->in2_pix;
-            float *o = out + s->out_off + y * s->out_row + x * s->out_pix;
+    const int64_t ho = s->ho, wo = s->wo, cout = s->cout, in_row = s->in_row, in_pix = s->in_pix;
+    const int64_t in2_row = s->in2_row, in2_pix = s->in2_pix, out_row = s->out_row, out_pix = s->out_pix;
+    const FusedSigns f = fused_signs(s);
+    a += s->in_off, b += s->in2_off, out += s->out_off;
+    for (int64_t y = 0; y < ho; y++)
+        for (int64_t x = 0; x < wo; x++) {
+            const float *pa = a + y * in_row + x * in_pix, *pb = b + y * in2_row + x * in2_pix;
+            float *o = out + y * out_row + x * out_pix;
             uint64_t word = 0;
-            for (int64_t c = 0; c < s->cout; c += 8) {
-                const int64_t n = s->cout - c;
+            for (int64_t c = 0; c < cout; c += 8) {
+                const int64_t n = cout - c;
                 const __m256i lanes = lanes8(n);
                 const __m256 v = _mm256_add_ps(load8(pa + c, n, lanes), load8(pb + c, n, lanes));
                 put8(o + c, n, lanes, v);
-                if (s->aff_out) word = fused_signs8(s, v, c, n, lanes, y, x, word);
+                if (f.out) word = fused_signs8(&f, v, c, n, lanes, y, x, word);
             }
         }
 }
 
 __attribute__((target(AVX2))) static void pool_avx2(const Stage *s, const float *in, float *out) {
-    for (int64_t y = 0; y < s->ho; y++)
-        for (int64_t x = 0; x < s->wo; x++) {
-            const float *first = in + s->in_off + y * s->stride * s->in_row + x * s->stride * s->in_pix;
-            float *o = out + s->out_off + y * s->out_row + x * s->out_pix;
+    const int64_t ho = s->ho, wo = s->wo, cout = s->cout, size = s->size, in_row = s->in_row, in_pix = s->in_pix;
+    const int64_t step_row = s->stride * in_row, step_pix = s->stride * in_pix, out_row = s->out_row,
+                  out_pix = s->out_pix;
+    const FusedSigns f = fused_signs(s);
+    in += s->in_off, out += s->out_off;
+    for (int64_t y = 0; y < ho; y++)
+        for (int64_t x = 0; x < wo; x++) {
+            const float *first = in + y * step_row + x * step_pix;
+            float *o = out + y * out_row + x * out_pix;
             uint64_t word = 0;
-            for (int64_t c = 0; c < s->cout; c += 8) { /* as pool_portable: max(window value, running max) */
-                const int64_t n = s->cout - c;
+            for (int64_t c = 0; c < cout; c += 8) { /* as pool_portable: max(window value, running max) */
+                const int64_t n = cout - c;
                 const __m256i lanes = lanes8(n);
                 __m256 v = load8(first + c, n, lanes);
-                for (int64_t dy = 0; dy < s->size; dy++)
-                    for (int64_t dx = 0; dx < s->size; dx++)
-                        v = _mm256_max_ps(v, load8(first + dy * s->in_row + dx * s->in_pix + c, n, lanes));
+                for (int64_t dy = 0; dy < size; dy++)
+                    for (int64_t dx = 0; dx < size; dx++)
+                        v = _mm256_max_ps(v, load8(first + dy * in_row + dx * in_pix + c, n, lanes));
                 put8(o + c, n, lanes, v);
-                if (s->aff_out) word = fused_signs8(s, v, c, n, lanes, y, x, word);
+                if (f.out) word = fused_signs8(&f, v, c, n, lanes, y, x, word);
             }
         }
 }
