@@ -40,11 +40,11 @@ class CropSpec:
             return np.asarray(sample.box, dtype=np.float64)
         return tight_boxes(sample.points)
 
-    def square(self, box) -> tuple[np.ndarray, float]:
-        """Centre and side (original pixels) of the crop square for a face box [x0, y0, x1, y1]."""
+    def square(self, box) -> tuple[tuple[float, float], float]:
+        """Centre (x, y) and side (original pixels) of the crop square for a face box [x0, y0, x1, y1]."""
         x0, y0, x1, y1 = np.asarray(box, dtype=np.float64).reshape(4).tolist()
-        centre, side = geometry.square_from_box((x0, y0, x1, y1), self.margin)
-        return centre + np.array([self.shift_x * (x1 - x0), self.shift_y * (y1 - y0)]), side
+        (cx, cy), side = geometry.square_from_box((x0, y0, x1, y1), self.margin)
+        return (cx + self.shift_x * (x1 - x0), cy + self.shift_y * (y1 - y0)), side
 
     def matrix(self, box) -> np.ndarray:
         """Original image -> crop, for a face box [x0, y0, x1, y1]."""

@@ -41,22 +41,23 @@ def invert(matrix: np.ndarray) -> np.ndarray:
     )
 
 
-def square_from_box(box, margin: float = 0.0) -> tuple[np.ndarray, float]:
-    """Centre and side of the square around box [x0, y0, x1, y1], grown by `margin` of its size on
-    each side (margin 0.1: side = 1.2 * max(w, h))."""
-    x0, y0, x1, y1 = np.asarray(box, dtype=np.float64).reshape(4).tolist()  # floats: numpy scalars cost more
+def square_from_box(box, margin: float = 0.0) -> tuple[tuple[float, float], float]:
+    """Centre (x, y) and side of the square around box [x0, y0, x1, y1], grown by `margin` of its size
+    on each side (margin 0.1: side = 1.2 * max(w, h)). Python floats: this runs once per face, where
+    numpy's small-array calls cost more than the arithmetic."""
+    x0, y0, x1, y1 = np.asarray(box, dtype=np.float64).reshape(4).tolist()
     if not (x1 > x0 and y1 > y0):
         raise ValueError(f"empty box {[x0, y0, x1, y1]}")
-    return np.array([(x0 + x1) / 2, (y0 + y1) / 2]), max(x1 - x0, y1 - y0) * (1 + 2 * margin)
+    return ((x0 + x1) / 2, (y0 + y1) / 2), max(x1 - x0, y1 - y0) * (1 + 2 * margin)
 
 
 def crop_matrix(centre, side: float, size: int) -> np.ndarray:
-    """Original -> crop for the square of `side` pixels centred at `centre`, resampled to size x size.
+    """Original -> crop for the square of `side` pixels centred at `centre` (x, y), resampled to size x size.
 
     The square's continuous extent [c - side/2, c + side/2] lands on the crop's [-0.5, size - 0.5].
     """
     s = size / side
-    cx, cy = np.asarray(centre, dtype=np.float64).tolist()
+    cx, cy = map(float, centre)
     return np.array([[s, 0, size / 2 - 0.5 - cx * s], [0, s, size / 2 - 0.5 - cy * s], [0, 0, 1]])
 
 

@@ -2390,6 +2390,12 @@ static PyObject *plan_run_crops(Plan *self, PyObject *args) { return crops_batch
 static PyObject *plan_run_crops_decoded(Plan *self, PyObject *args) { return crops_batch(self, args, 1); }
 
 /* run_faces and run_faces_decoded: the network on crops sampled from one gray image. */
+static int all_finite(const double *v, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(v[i])) return 0;
+    return 1;
+}
+
 static PyObject *faces_batch(Plan *self, PyObject *args, const int decode) {
     Py_buffer image, matrices, y, taps = {0};
     Py_ssize_t height, width;
@@ -2409,6 +2415,8 @@ static PyObject *faces_batch(Plan *self, PyObject *args, const int decode) {
         why = "the image bytes are not height x width";
     else if (matrices.len % 48 || y.len != batch * per_image)
         why = "the matrices (6 doubles per face) and the output do not fit";
+    else if (!all_finite((const double *)matrices.buf, 6 * batch))
+        why = "the matrices must be finite";
     else if (decode && !taps_fit(taps.len))
         why = "taps must be an odd number of float32 values";
     if (why) {

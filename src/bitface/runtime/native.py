@@ -101,9 +101,9 @@ class Network:
         if gray.dtype != np.uint8 or gray.ndim != 2:
             raise ValueError(f"run_faces: the image must be uint8 (H, W), got {gray.dtype} {gray.shape}")
         given = np.asarray(matrices, np.float64)
-        if given.ndim != 3 or given.shape[1:] not in ((2, 3), (3, 3)) or not np.isfinite(given).all():
+        if given.ndim != 3 or given.shape[1:] not in ((2, 3), (3, 3)):
             raise ValueError(f"run_faces: matrices must be finite (B, 2 or 3, 3), got shape {given.shape}")
-        return gray, np.ascontiguousarray(given[:, :2])
+        return gray, np.ascontiguousarray(given[:, :2])  # the native call refuses non-finite ones
 
     def run_faces(self, gray: np.ndarray, matrices: np.ndarray, mean: float, std: float) -> np.ndarray:
         """run_crops on the crops cv2.warpAffine would make from a uint8 gray image (H, W) with `matrices`
@@ -146,9 +146,11 @@ class Network:
 
 
 def _decoded(out: np.ndarray, lead: tuple) -> Decoded:
-    """decode_heatmaps' (..., 4) rows (x, y, confidence, valid) as a Decoded of shape `lead`."""
-    valid = out[..., 3] > 0
-    return Decoded(out[..., :2].reshape(*lead, 2), out[..., 2].reshape(lead), valid.reshape(lead))
+    """decode_heatmaps' (..., 4) rows (x, y, confidence, valid) as a Decoded of shape `lead` (views of
+    `out`: after a network run numpy's code is out of cache, and every call costs microseconds)."""
+    if out.shape[:-1] != lead:
+        out = out.reshape(*lead, 4)
+    return Decoded(out[..., :2], out[..., 2], out[..., 3].astype(bool))  # the flags are 0.0 or 1.0
 
 
 def decode_heatmaps(maps: np.ndarray, sigmoid: bool, min_peak: float = 1e-6, smooth: float = 0.0) -> Decoded:
