@@ -860,32 +860,36 @@ static void conv_f32_portable(const Stage *s, const float *in, void *out) {
 }
 
 #if defined(BF_X86)
-/* conv_epilogue with 8 channels per register. */
+/* conv_epilogue with 8 channels per register; the stage's fields in locals (as bconv_avx2_body's). */
 __attribute__((target(AVX2))) static void conv_epilogue_avx2(const Stage *s, float acc[PX][BLOCK], int64_t ob,
                                                              int64_t np, int64_t y, int64_t x0, void *out,
                                                              uint64_t bits[PX][MAXWORDS]) {
-    const int64_t second = (s->cout + 63) / 64; /* the first word of the second fused affine's signs */
+    const int64_t cout = s->cout, second = (cout + 63) / 64; /* the first word of the second fused affine's signs */
+    const int relu = (int)s->relu, bits_out = s->out_mode == OUT_BITS, store = !s->no_store;
+    const int aff = s->aff_out != NULL, aff2 = s->aff2_out != NULL, aff_relu = (int)s->aff_relu,
+              aff2_relu = (int)s->aff2_relu;
+    float *const dst = (float *)out + s->out_off + y * s->out_row + x0 * s->out_pix;
+    const int64_t out_pix = s->out_pix;
     const __m256 zero = _mm256_setzero_ps();
-    for (int64_t o0 = ob * BLOCK; o0 < ob * BLOCK + BLOCK && o0 < s->cout; o0 += 8) {
-        const int64_t n = s->cout - o0 < 8 ? s->cout - o0 : 8, word = o0 >> 6, shift = o0 & 63;
+    for (int64_t o0 = ob * BLOCK; o0 < ob * BLOCK + BLOCK && o0 < cout; o0 += 8) {
+        const int64_t n = cout - o0 < 8 ? cout - o0 : 8, word = o0 >> 6, shift = o0 & 63;
         const int mask = (1 << n) - 1;
         const __m256i lanes = lanes8(n);
         const __m256 scale = _mm256_maskload_ps(s->scale + o0, lanes), bias = _mm256_maskload_ps(s->shift + o0, lanes);
         __m256 a_scale = zero, a_shift = zero, b_scale = zero, b_shift = zero;
-        if (s->aff_out) a_scale = _mm256_maskload_ps(s->aff_scale + o0, lanes), a_shift = _mm256_maskload_ps(s->aff_shift + o0, lanes);
-        if (s->aff2_out)
+        if (aff) a_scale = _mm256_maskload_ps(s->aff_scale + o0, lanes), a_shift = _mm256_maskload_ps(s->aff_shift + o0, lanes);
+        if (aff2)
             b_scale = _mm256_maskload_ps(s->aff2_scale + o0, lanes), b_shift = _mm256_maskload_ps(s->aff2_shift + o0, lanes);
         for (int64_t p = 0; p < np; p++) {
             __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(&acc[p][o0 - ob * BLOCK]), scale), bias);
-            if (s->relu) v = _mm256_max_ps(v, zero);
-            if (s->out_mode == OUT_BITS) {
+            if (relu) v = _mm256_max_ps(v, zero);
+            if (bits_out) {
                 bits[p][word] |= (uint64_t)(_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_GE_OQ)) & mask) << shift;
                 continue;
             }
-            if (!s->no_store) put8((float *)out + s->out_off + y * s->out_row + (x0 + p) * s->out_pix + o0, n, lanes, v);
-            if (s->aff_out) bits[p][word] |= (uint64_t)(s->aff_relu ? mask : signs8(v, a_scale, a_shift, mask)) << shift;
-            if (s->aff2_out)
-                bits[p][second + word] |= (uint64_t)(s->aff2_relu ? mask : signs8(v, b_scale, b_shift, mask)) << shift;
+            if (store) put8(dst + p * out_pix + o0, n, lanes, v);
+            if (aff) bits[p][word] |= (uint64_t)(aff_relu ? mask : signs8(v, a_scale, a_shift, mask)) << shift;
+            if (aff2) bits[p][second + word] |= (uint64_t)(aff2_relu ? mask : signs8(v, b_scale, b_shift, mask)) << shift;
         }
     }
 }
