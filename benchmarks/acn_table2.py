@@ -39,12 +39,6 @@ PAPER_TABLE2 = {
     "20-20-40-40-60-60-80-80": {"cnn": 1.8994, "acn": 1.9000, "acn1bit": 3.1091},
 }
 BUNDLED = ROOT / "models"  # the best FP / ACN / 1-bit ACN models, committed with model cards
-KINDS = {
-    "cnn": "real (FP32)",
-    "xnor": "binary (1-bit weights and activations, XNOR-Net)",
-    "acn": "binary weights (ACN), real activations",
-    "acn1bit": "binary (1-bit weights and activations, ACN)",
-}
 DEFAULT_MODEL = "regression5-cnn"  # the most accurate; the binary ones trade accuracy for speed
 # beside the best model of each method: the smallest 1-bit network, for the lowest latency
 FAST = {"name": "regression5-acn1bit-fast", "structure": "10-20-40-80", "method": "acn1bit"}
@@ -191,7 +185,7 @@ def package_models(chosen: list[dict]) -> None:
             "scheme": "5pt",
             "structure": entry["structure"],
             "method": entry["method"],
-            "kind": KINDS[entry["method"]],
+            "kind": trained_rows.KINDS["real" if entry["method"] == "cnn" else entry["method"]],
             "box_convention": "cuhk",
             "nme": {"cuhk_test_box_width": entry["nme"]["cuhk_test"], "mtfl_aflw_box_width": entry["nme"]["mtfl_aflw"]},
             "command": "python benchmarks/acn_table2.py train && python benchmarks/acn_table2.py report",

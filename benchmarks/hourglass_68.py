@@ -81,12 +81,6 @@ PICKED_ON_TEST = {
     "hpm_acn1bit_cont": "hpm_acn1bit_long, hpm_acn1bit_long_lightaug and hpm_acn1bit_cont_noaug (the last "
     "more accurate with annotated boxes, less with detector boxes)"
 }
-KINDS = {
-    "real": "real (FP32)",
-    "xnor": "binary (1-bit weights and activations, XNOR-Net)",
-    "acn": "binary weights (ACN), real activations",
-    "acn1bit": "binary (1-bit weights and activations, ACN)",
-}
 
 
 def recipe_path(row: str) -> Path:
@@ -283,7 +277,7 @@ def bundle(rows: list[dict]) -> None:
             "scheme": "68pt",
             "structure": structure,
             "method": row["binarization"],
-            "kind": KINDS[row["binarization"]],
+            "kind": trained_rows.KINDS[row["binarization"]],
             "box_convention": "ibug68-points",
             "nme": {"helen_test_interocular": row["nme_io_smoothed"], "ytf_test_interocular": row["nme_io_ytf"]},
             "command": "python benchmarks/hourglass_68.py train && python benchmarks/hourglass_68.py report",

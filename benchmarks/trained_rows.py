@@ -1,5 +1,6 @@
-"""What the table benchmarks that train one model per row share (hourglass_68.py, face_parts.py):
-the training queue over configs/<family>/<row>.yaml, the pending-rows note and the command line."""
+"""What the table benchmarks that train one model per row share (hourglass_68.py, face_parts.py,
+acn_table2.py): the training queue over configs/<family>/<row>.yaml, the pending-rows note, the
+command line and the kinds that bundled models are listed under."""
 
 from __future__ import annotations
 
@@ -7,6 +8,14 @@ import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
+
+# a bundled model's "kind" (what `bitface models` lists) by its binarization method
+KINDS = {
+    "real": "real (FP32)",
+    "xnor": "binary (1-bit weights and activations, XNOR-Net)",
+    "acn": "binary weights (ACN), real activations",
+    "acn1bit": "binary (1-bit weights and activations, ACN)",
+}
 
 
 def train_rows(rows: list[str], recipes: Path, runs: Path, parallel: int) -> None:
