@@ -1046,6 +1046,7 @@ static inline __attribute__((always_inline, target(AVX2))) void conv1_words_avx2
     __m256 a[CONV1_AVX2_FLIGHT][2];
     {
         const __m256 v0 = _mm256_loadu_ps(base + offs[0]), v1 = vecs > 1 ? _mm256_loadu_ps(base + offs[0] + 8) : v0;
+#pragma GCC unroll 8
         for (int j = 0; j < n; j++) {
             const __m256 w = _mm256_broadcast_ss(weight + o + j);
             a[j][0] = _mm256_mul_ps(v0, w);
@@ -1054,6 +1055,7 @@ static inline __attribute__((always_inline, target(AVX2))) void conv1_words_avx2
     }
     for (int64_t t = 1; t < taps; t++) {
         const __m256 v0 = _mm256_loadu_ps(base + offs[t]), v1 = vecs > 1 ? _mm256_loadu_ps(base + offs[t] + 8) : v0;
+#pragma GCC unroll 8
         for (int j = 0; j < n; j++) {
             const __m256 w = _mm256_broadcast_ss(weight + t * cp + o + j);
             a[j][0] = _mm256_fmadd_ps(v0, w, a[j][0]);
@@ -1061,6 +1063,7 @@ static inline __attribute__((always_inline, target(AVX2))) void conv1_words_avx2
         }
     }
     const __m256 zero = _mm256_setzero_ps();
+#pragma GCC unroll 8
     for (int j = 0; j < n; j++) {
         const int64_t c = o + j;
         const __m256 scale = _mm256_broadcast_ss(s->scale + c), shift = _mm256_broadcast_ss(s->shift + c);
@@ -1073,6 +1076,28 @@ static inline __attribute__((always_inline, target(AVX2))) void conv1_words_avx2
         }
     }
 }
+
+/* Constant chain counts, so that the chains stay in registers; each instance a function of its own
+ * (inlined side by side into conv1_bits_avx2, their chains spilled, as AVX512_VARIANT's). */
+typedef void (*Conv1Words)(const Stage *s, const float *base, const int64_t *offs, int64_t taps, int64_t o,
+                           __m256i (*half)[2]);
+#define CONV1_AVX2_VARIANT(N, VECS)                                                                             \
+    __attribute__((target(AVX2), noinline)) static void conv1_words_avx2_##N##_##VECS(                         \
+        const Stage *s, const float *base, const int64_t *offs, int64_t taps, int64_t o, __m256i(*half)[2]) { \
+        conv1_words_avx2(s, base, offs, taps, o, N, VECS, half);                                               \
+    }
+#define CONV1_AVX2_VARIANTS(N) CONV1_AVX2_VARIANT(N, 1) CONV1_AVX2_VARIANT(N, 2)
+CONV1_AVX2_VARIANTS(1)
+CONV1_AVX2_VARIANTS(2)
+CONV1_AVX2_VARIANTS(3)
+CONV1_AVX2_VARIANTS(4)
+CONV1_AVX2_VARIANTS(5)
+CONV1_AVX2_VARIANTS(6)
+/* [chains - 1][pixels > 8] */
+static const Conv1Words conv1_words_avx2_variants[CONV1_AVX2_FLIGHT][2] = {
+    {conv1_words_avx2_1_1, conv1_words_avx2_1_2}, {conv1_words_avx2_2_1, conv1_words_avx2_2_2},
+    {conv1_words_avx2_3_1, conv1_words_avx2_3_2}, {conv1_words_avx2_4_1, conv1_words_avx2_4_2},
+    {conv1_words_avx2_5_1, conv1_words_avx2_5_2}, {conv1_words_avx2_6_1, conv1_words_avx2_6_2}};
 
 __attribute__((target(AVX2))) static void conv1_bits_avx2(const Stage *s, const float *in, void *out) {
     const int64_t taps = s->kh * s->kw, nwords = (s->cout + 63) / 64;
@@ -1089,18 +1114,8 @@ __attribute__((target(AVX2))) static void conv1_bits_avx2(const Stage *s, const 
             for (int64_t i = 0; i < 2 * nwords; i++) half[i][0] = half[i][1] = _mm256_setzero_si256();
             for (int64_t f = 0, o = 0; f < flights; f++) {
                 const int64_t n = (s->cout - o) / (flights - f); /* the rest, spread over the flights left */
-                switch (n) { /* constant chain counts, so that the chains stay in registers */
-#define CONV1_AVX2_CASE(k)                                                                   \
-    case k:                                                                                  \
-        if (np > 8)                                                                          \
-            conv1_words_avx2(s, base, offs, taps, o, k, 2, half);                            \
-        else /* a row's last 8 or fewer pixels: one register */                              \
-            conv1_words_avx2(s, base, offs, taps, o, k, 1, half);                            \
-        break;
-                    CONV1_AVX2_CASE(1) CONV1_AVX2_CASE(2) CONV1_AVX2_CASE(3) CONV1_AVX2_CASE(4) CONV1_AVX2_CASE(5)
-                    CONV1_AVX2_CASE(6)
-#undef CONV1_AVX2_CASE
-                }
+                /* a row's last 8 or fewer pixels: one register */
+                conv1_words_avx2_variants[n - 1][np > 8](s, base, offs, taps, o, half);
                 o += n;
             }
             uint64_t *dst = (uint64_t *)out + s->out_off + y * s->out_row + x0;
