@@ -896,9 +896,11 @@ __attribute__((target(AVX2))) static void conv_epilogue_avx2(const Stage *s, flo
 
 /* A tile of NP pixels (from pixel x0 + g) x NR registers of 8 channels (from block ob) of FMA accumulators
  * over all taps. Each weight vector is reused by NP pixels and each input value is a broadcast operand;
- * NP x NR = 12 chains hide the FMA latency (8 did not: 42% of the FP32 peak on the hourglass stem).
- * Constant NP, NR and pixel step (`unit`; 0: the stage's) keep the chains in registers and the pixel
- * offsets immediate. Pixels past np are computed (rows have slack) and dropped. In dense HWC (pix =
+ * NP x NR = 12 chains hide the FMA latency (8 did not: 42% of the FP32 peak on the hourglass stem;
+ * 8 x 1 serves a last block of at most 8 channels, whose 4 x 2 tile would be half empty). Constant NP,
+ * NR and pixel step (`unit`; 0: the stage's) keep the chains in registers and the pixel offsets
+ * immediate. Up to NP - 1 pixels past np are computed and dropped: rows read on into the next row, and
+ * past the last one into the buffer's slack (PX pixels and two rows). In dense HWC (pix =
  * channels) the taps (kx, c) of one kernel row are contiguous in both the input and the weights: one loop
  * over them. `direct` (a plain float output): scale, shift and ReLU as conv_epilogue_avx2 computes them,
  * stored from the registers; otherwise the sums go to acc[block - ob][pixel][channel] for the epilogue. */
@@ -2408,13 +2410,13 @@ static PyObject *plan_run_crops(Plan *self, PyObject *args) { return crops_batch
  * the maps, no float output array. */
 static PyObject *plan_run_crops_decoded(Plan *self, PyObject *args) { return crops_batch(self, args, 1); }
 
-/* run_faces and run_faces_decoded: the network on crops sampled from one gray image. */
 static int all_finite(const double *v, int64_t n) {
     for (int64_t i = 0; i < n; i++)
         if (!isfinite(v[i])) return 0;
     return 1;
 }
 
+/* run_faces and run_faces_decoded: the network on crops sampled from one gray image. */
 static PyObject *faces_batch(Plan *self, PyObject *args, const int decode) {
     Py_buffer image, matrices, y, taps = {0};
     Py_ssize_t height, width;
