@@ -4,7 +4,8 @@
 
 Measured in one run, candidates interleaved round by round, the median of rounds quoted:
 - the core's binary peak: a micro-benchmark of the kernel path's XOR + popcount + ADD on independent
-  registers (VPOPCNTQ on AVX-512; the nibble table on AVX2), and its FP32 peak: a single-thread
+  registers (VPOPCNTQ on AVX-512; on AVX2 the kernel's own inner loop: nibble-table lookups of
+  operands split into nibbles beforehand), and its FP32 peak: a single-thread
   512 x 512 matrix product in PyTorch; their ratio is the physical limit of binary over FP32 here;
 - per binary layer (the shapes of our 5-point networks and hourglass-sized ones with 64+ channels):
   our kernel inside a plan (sign bits in, thresholded sign bits out) in binary MACs per second, its
