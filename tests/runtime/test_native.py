@@ -506,18 +506,54 @@ def test_the_peak_micro_benchmark_follows_the_kernel_path(kernel_path):
 
 
 @pytest.mark.parametrize("relu", [False, True])
-def test_a_batchnorm_on_the_input_signs_straight_into_a_binary_conv(kernel_path, relu):
+@pytest.mark.parametrize("channels", [70, 72])  # masked and whole registers of 8 channels
+def test_a_batchnorm_on_the_input_signs_straight_into_a_binary_conv(kernel_path, relu, channels):
     """An affine stage (with its ReLU: sign(relu(a)) is +1) whose only reader is a binary conv writes
-    sign bits, not floats."""
+    sign bits, not floats; a value of exactly 0 signs +1."""
     rng = np.random.default_rng(5)
     graph, tensors = [], {}
-    affine(rng, graph, tensors, 70)
+    affine(rng, graph, tensors, channels)
+    tensors["0.shift"][::3] = 0
     if relu:
         graph.append({"op": "relu"})
-    binconv(rng, graph, tensors, 70, 20, 3)
-    model = PackedModel(graph, tensors, {"input_shape": [70, 6, 9]})
+    binconv(rng, graph, tensors, channels, 20, 3)
+    model = PackedModel(graph, tensors, {"input_shape": [channels, 6, 9]})
     kinds = [p[0] for p, *_ in compile_plan(model).stages]
     assert AFFINE in kinds and kinds[kinds.index(AFFINE) + 1] == BCONV
+    x = inputs(model)
+    x[:, :, ::2] = 0  # on the channels without a shift: a = 0 exactly
+    np.testing.assert_array_equal(native.Network(model)(x), reference.run(model, x))
+
+
+@pytest.mark.parametrize("channels, relu", [(16, False), (16, True), (21, True)])  # whole and masked registers
+def test_sums_pools_and_affines_on_floats(kernel_path, channels, relu):
+    """The element-wise float stages, each with its fused sign (through a ReLU, signs are all +1): a
+    sum signed for a binary conv, a max-pool of it signed for another, an affine (and ReLU) to floats."""
+    rng = np.random.default_rng(8)
+    graph, tensors = [], {}
+    real(rng, graph, tensors, "conv", (channels, 5, 3, 3))
+    graph[-1]["padding"] = 1
+    affine(rng, graph, tensors, channels, 0)
+    if relu:
+        graph.append({"op": "relu"})
+    graph.append({"op": "add", "inputs": [0, len(graph) - 1]})
+    total = len(graph) - 1
+    affine(rng, graph, tensors, channels, total)
+    if relu:
+        graph.append({"op": "relu"})
+    binconv(rng, graph, tensors, channels, channels, 3)
+    graph[-1]["padding"] = 1
+    branch = len(graph) - 1
+    graph.append({"op": "maxpool", "size": 2, "inputs": [total]})
+    affine(rng, graph, tensors, channels)
+    binconv(rng, graph, tensors, channels, channels, 1)
+    graph.append({"op": "upsample", "factor": 2})
+    graph.append({"op": "add", "inputs": [branch, len(graph) - 1]})
+    model = PackedModel(graph, tensors, {"input_shape": [5, 6, 10]})
+    params = [dict(zip(FIELDS, p, strict=True)) for p, *_ in compile_plan(model).stages]
+    fused = {(p["kind"], p["aff_relu"]) for p in params if p["aff_buf"] >= 0 and p["kind"] in (ADD, POOL)}
+    assert fused == {(ADD, int(relu)), (POOL, 0)}
+    assert any(p["kind"] == AFFINE and p["relu"] == relu and p["out_mode"] == 0 for p in params)
     x = inputs(model)
     np.testing.assert_array_equal(native.Network(model)(x), reference.run(model, x))
 

@@ -1587,6 +1587,23 @@ __attribute__((target(AVX2))) static void affine_avx2(const Stage *s, const floa
     const int relu = (int)s->relu;
     const float *const scale = s->scale, *const shift = s->shift;
     in += s->in_off;
+    if (s->out_mode == OUT_BITS && cout % 8 == 0 && !relu) { /* whole registers */
+        for (int64_t y = 0; y < ho; y++)
+            for (int64_t x = 0; x < wo; x++) {
+                const float *ip = in + y * in_row + x * in_pix;
+                uint64_t *dst = (uint64_t *)out + s->out_off + y * out_row + x, word = 0;
+                for (int64_t c = 0; c < cout; c += 8) {
+                    const __m256 t = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(ip + c), _mm256_loadu_ps(scale + c)),
+                                                   _mm256_loadu_ps(shift + c));
+                    word |= (uint64_t)_mm256_movemask_ps(_mm256_cmp_ps(t, zero, _CMP_GE_OQ)) << (c & 63);
+                    if ((c & 63) == 56 || c + 8 == cout) {
+                        dst[(c >> 6) * s->out_plane] = word;
+                        word = 0;
+                    }
+                }
+            }
+        return;
+    }
     if (s->out_mode == OUT_BITS) {
         for (int64_t y = 0; y < ho; y++)
             for (int64_t x = 0; x < wo; x++)
@@ -1595,6 +1612,19 @@ __attribute__((target(AVX2))) static void affine_avx2(const Stage *s, const floa
         return;
     }
     float *const fout = (float *)out + s->out_off;
+    if (cout % 8 == 0) { /* whole registers */
+        for (int64_t y = 0; y < ho; y++)
+            for (int64_t x = 0; x < wo; x++) {
+                const float *ip = in + y * in_row + x * in_pix;
+                float *o = fout + y * out_row + x * out_pix;
+                for (int64_t c = 0; c < cout; c += 8) {
+                    __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(ip + c), _mm256_loadu_ps(scale + c)),
+                                             _mm256_loadu_ps(shift + c));
+                    _mm256_storeu_ps(o + c, relu ? _mm256_max_ps(v, zero) : v);
+                }
+            }
+        return;
+    }
     for (int64_t y = 0; y < ho; y++)
         for (int64_t x = 0; x < wo; x++) {
             const float *ip = in + y * in_row + x * in_pix;
@@ -1636,7 +1666,83 @@ __attribute__((target(AVX2))) static inline uint64_t fused_signs8(const FusedSig
     return 0;
 }
 
+/* fused_signs8 of 8 whole channels (c + 8 <= cout), the ReLU a constant of the caller; dst: the pixel's
+ * first word. */
+__attribute__((target(AVX2), always_inline)) static inline uint64_t whole_signs8(const FusedSigns *f, __m256 v, int64_t c,
+                                                                               const int relu, uint64_t word,
+                                                                               uint64_t *dst) {
+    const __m256 t = _mm256_add_ps(_mm256_mul_ps(v, _mm256_loadu_ps(f->scale + c)), _mm256_loadu_ps(f->shift + c));
+    const uint64_t on = relu ? 0xff : (uint64_t)_mm256_movemask_ps(_mm256_cmp_ps(t, _mm256_setzero_ps(), _CMP_GE_OQ));
+    word |= on << (c & 63);
+    if ((c & 63) != 56 && c + 8 < f->cout) return word;
+    dst[(c >> 6) * f->plane] = word;
+    return 0;
+}
+
+/* The element-wise stages of whole registers (channels a multiple of 8; the fused signs' presence and
+ * ReLU constants of each instance): the hourglass's sums and pools without the masks and branches per
+ * 8 channels (2.1-2.5x faster sums). */
+__attribute__((target(AVX2), always_inline)) static inline void add_avx2_whole(const Stage *s, const float *a,
+                                                                             const float *b, float *out,
+                                                                             const int signs, const int relu) {
+    const int64_t ho = s->ho, wo = s->wo, cout = s->cout, in_row = s->in_row, in_pix = s->in_pix;
+    const int64_t in2_row = s->in2_row, in2_pix = s->in2_pix, out_row = s->out_row, out_pix = s->out_pix;
+    const FusedSigns f = fused_signs(s);
+    a += s->in_off, b += s->in2_off, out += s->out_off;
+    for (int64_t y = 0; y < ho; y++)
+        for (int64_t x = 0; x < wo; x++) {
+            const float *pa = a + y * in_row + x * in_pix, *pb = b + y * in2_row + x * in2_pix;
+            float *o = out + y * out_row + x * out_pix;
+            uint64_t *dst = signs ? f.out + y * f.row + x : NULL, word = 0;
+            for (int64_t c = 0; c < cout; c += 8) {
+                const __m256 v = _mm256_add_ps(_mm256_loadu_ps(pa + c), _mm256_loadu_ps(pb + c));
+                _mm256_storeu_ps(o + c, v);
+                if (signs) word = whole_signs8(&f, v, c, relu, word, dst);
+            }
+        }
+}
+
+__attribute__((target(AVX2), always_inline)) static inline void pool_avx2_whole(const Stage *s, const float *in,
+                                                                              float *out, const int signs,
+                                                                              const int relu) {
+    const int64_t ho = s->ho, wo = s->wo, cout = s->cout, size = s->size, in_row = s->in_row, in_pix = s->in_pix;
+    const int64_t step_row = s->stride * in_row, step_pix = s->stride * in_pix, out_row = s->out_row,
+                  out_pix = s->out_pix;
+    const FusedSigns f = fused_signs(s);
+    in += s->in_off, out += s->out_off;
+    for (int64_t y = 0; y < ho; y++)
+        for (int64_t x = 0; x < wo; x++) {
+            const float *first = in + y * step_row + x * step_pix;
+            float *o = out + y * out_row + x * out_pix;
+            uint64_t *dst = signs ? f.out + y * f.row + x : NULL, word = 0;
+            for (int64_t c = 0; c < cout; c += 8) { /* as pool_portable: max(window value, running max) */
+                __m256 v = _mm256_loadu_ps(first + c);
+                for (int64_t dy = 0; dy < size; dy++)
+                    for (int64_t dx = 0; dx < size; dx++)
+                        v = _mm256_max_ps(v, _mm256_loadu_ps(first + dy * in_row + dx * in_pix + c));
+                _mm256_storeu_ps(o + c, v);
+                if (signs) word = whole_signs8(&f, v, c, relu, word, dst);
+            }
+        }
+}
+
+#define WHOLE_AVX2(SIGNS, RELU)                                                                                 \
+    __attribute__((target(AVX2), noinline)) static void add_avx2_whole_##SIGNS##RELU(const Stage *s, const float *a, \
+                                                                                   const float *b, float *out) { \
+        add_avx2_whole(s, a, b, out, SIGNS, RELU);                                                             \
+    }                                                                                                          \
+    __attribute__((target(AVX2), noinline)) static void pool_avx2_whole_##SIGNS##RELU(const Stage *s,          \
+                                                                                    const float *in, float *out) { \
+        pool_avx2_whole(s, in, out, SIGNS, RELU);                                                              \
+    }
+WHOLE_AVX2(0, 0)
+WHOLE_AVX2(1, 0)
+WHOLE_AVX2(1, 1)
+
 __attribute__((target(AVX2))) static void add_avx2(const Stage *s, const float *a, const float *b, float *out) {
+    if (s->cout % 8 == 0) /* whole registers */
+        return !s->aff_out ? add_avx2_whole_00(s, a, b, out)
+                           : s->aff_relu ? add_avx2_whole_11(s, a, b, out) : add_avx2_whole_10(s, a, b, out);
     const int64_t ho = s->ho, wo = s->wo, cout = s->cout, in_row = s->in_row, in_pix = s->in_pix;
     const int64_t in2_row = s->in2_row, in2_pix = s->in2_pix, out_row = s->out_row, out_pix = s->out_pix;
     const FusedSigns f = fused_signs(s);
@@ -1657,6 +1763,9 @@ __attribute__((target(AVX2))) static void add_avx2(const Stage *s, const float *
 }
 
 __attribute__((target(AVX2))) static void pool_avx2(const Stage *s, const float *in, float *out) {
+    if (s->cout % 8 == 0) /* whole registers */
+        return !s->aff_out ? pool_avx2_whole_00(s, in, out)
+                           : s->aff_relu ? pool_avx2_whole_11(s, in, out) : pool_avx2_whole_10(s, in, out);
     const int64_t ho = s->ho, wo = s->wo, cout = s->cout, size = s->size, in_row = s->in_row, in_pix = s->in_pix;
     const int64_t step_row = s->stride * in_row, step_pix = s->stride * in_pix, out_row = s->out_row,
                   out_pix = s->out_pix;
