@@ -2,9 +2,12 @@
 binary layers (the same floats out of them), and to float rounding in real layers."""
 
 import os
+import shutil
 import subprocess
 import sys
+import sysconfig
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -579,3 +582,17 @@ def test_a_binary_layer_of_more_tap_words_than_the_stack_holds(kernel_path):
     model = PackedModel(graph, tensors, {"input_shape": [64, 32, 33]})
     x = inputs(model, batch=1)
     np.testing.assert_array_equal(native.Network(model)(x), reference.run(model, x))
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+def test_the_extension_compiles_without_x86_kernels(tmp_path):
+    """On other CPUs (ARM) only the portable kernels are compiled: every intrinsic stays inside the x86
+    guards. Checked here by compiling with the x86 macro undefined (glibc's headers then want their
+    32-bit stubs, which an empty file stands in for)."""
+    (tmp_path / "gnu").mkdir()
+    (tmp_path / "gnu" / "stubs-32.h").write_text("")
+    source = Path(native.__file__).with_name("_native.c")
+    command = ["gcc", "-fsyntax-only", "-std=gnu11", "-U__x86_64__", f"-I{tmp_path}"]
+    command += [f"-I{sysconfig.get_paths()['include']}", str(source)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -2770,7 +2770,6 @@ __attribute__((target(AVX512))) static uint64_t peak_loop(int64_t iterations, ui
     }
     return total;
 }
-#endif
 
 /* The AVX2 kernel's inner loop at its peak: its ADD_COUNTS_ASM into 8 independent accumulators, each
  * from its own input words (the bytes wrap: only the time counts). */
@@ -2802,6 +2801,7 @@ __attribute__((target(AVX2))) static uint64_t peak_loop_avx2(int64_t iterations,
     _mm256_storeu_si256((__m256i *)lanes, sum);
     return lanes[0] + lanes[1] + lanes[2] + lanes[3];
 }
+#endif
 
 static volatile uint64_t peak_sink;
 
