@@ -9,6 +9,7 @@ it misses profiles and strongly rotated faces. Other detectors plug in with `reg
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -29,6 +30,9 @@ class Detection:
 
 
 class Detector:
+    """A face detector: a gray uint8 image in, detections out. One Landmarker may call it from several
+    threads at once; a detector whose calls share state (OpenCV's cascade does) takes a lock."""
+
     name = "detector"
 
     def __call__(self, gray: np.ndarray) -> list[Detection]:
@@ -53,11 +57,18 @@ class HaarDetector(Detector):
                 f"opencv-haar: cannot load {path} (opencv-python-headless 5.x dropped the cascades; install 4.x)"
             )
         self.min_size, self.scale_factor, self.min_neighbors = min_size, scale_factor, min_neighbors
+        # the cascade keeps its working buffers between calls: two threads at once swapped their faces
+        self.lock = threading.Lock()
 
     def __call__(self, gray: np.ndarray) -> list[Detection]:
-        boxes, _, weights = self.cascade.detectMultiScale3(
-            gray, self.scale_factor, self.min_neighbors, minSize=(self.min_size, self.min_size), outputRejectLevels=True
-        )
+        with self.lock:
+            boxes, _, weights = self.cascade.detectMultiScale3(
+                gray,
+                self.scale_factor,
+                self.min_neighbors,
+                minSize=(self.min_size, self.min_size),
+                outputRejectLevels=True,
+            )
         found = [
             Detection(np.array([x, y, x + w, y + h], dtype=np.float64), float(s))
             for (x, y, w, h), s in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(weights).ravel(), strict=True)

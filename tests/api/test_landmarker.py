@@ -55,6 +55,20 @@ def test_given_boxes_and_a_real_batch(lm, sample):
     assert lm(no_face) == []
 
 
+def test_threads_sharing_a_landmarker_each_get_their_own_faces(sample):
+    """Web servers call one Landmarker from many threads: the detector and the native plan (whose
+    buffers hold one run) take turns, where they once handed a thread the other's face."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    lm = Landmarker("landmarks68-hourglass-acn1bit-fast96")
+    images = [sample, sample[:, ::-1].copy()]
+    expected = [[face.to_dict() for face in lm(image)] for image in images]
+    assert expected[0] != expected[1] and all(len(faces) == 1 for faces in expected)
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda i: [face.to_dict() for face in lm(images[i % 2])], range(48)))
+    assert got == [expected[i % 2] for i in range(48)]
+
+
 def test_bad_inputs_are_named(lm):
     with pytest.raises(ValueError, match="uint8"):
         lm(np.zeros((10, 10), np.float32))

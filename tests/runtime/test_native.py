@@ -596,3 +596,18 @@ def test_the_extension_compiles_without_x86_kernels(tmp_path):
     command += [f"-I{sysconfig.get_paths()['include']}", str(source)]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_threads_running_one_network_each_get_their_own_result():
+    """A run holds its plan (the buffers are one run's values) while the GIL is released: threads
+    sharing a network take turns instead of overwriting each other's activations."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = hourglass_graph(channels=24, size=(8, 8))
+    network = native.Network(model)
+    xs = [inputs(model, batch=1, seed=seed) for seed in range(4)]
+    expected = [network(x) for x in xs]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda i: network(xs[i % 4]), range(400)))
+    for i, out in enumerate(got):
+        np.testing.assert_array_equal(out, expected[i % 4])

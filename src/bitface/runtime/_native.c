@@ -1952,6 +1952,9 @@ typedef struct {
     Py_ssize_t nviews;
     int64_t input_size, output[7]; /* output: buf, c, h, w, off, row, pix */
     float *smoothed;                 /* twice the output's size: the maps smoothed before decoding */
+    /* held by a run (with the GIL released): the buffers hold one run's values, so threads calling
+     * one model take turns instead of overwriting each other's (which gave wrong points, silently) */
+    PyThread_type_lock lock;
 } Plan;
 
 static void plan_dealloc(Plan *self) {
@@ -1971,6 +1974,7 @@ static void plan_dealloc(Plan *self) {
     PyMem_Free(self->buffers);
     PyMem_Free(self->stages);
     PyMem_Free(self->smoothed);
+    if (self->lock) PyThread_free_lock(self->lock);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -2112,6 +2116,10 @@ static int plan_init(Plan *self, PyObject *args, PyObject *kwds) {
         return -1;
     }
     self->input_size = input_size;
+    if (!(self->lock = PyThread_allocate_lock())) {
+        PyErr_NoMemory();
+        return -1;
+    }
     self->nbuffers = PyList_GET_SIZE(buffers);
     self->buffers = PyMem_Calloc(self->nbuffers ? self->nbuffers : 1, sizeof(void *));
     self->nstages = PyList_GET_SIZE(stages);
@@ -2471,10 +2479,12 @@ static PyObject *plan_run(Plan *self, PyObject *args) {
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(self->lock, WAIT_LOCK); /* one run at a time: it owns the buffers */
     for (int64_t b = 0; b < batch; b++) {
         const Input input = {(const float *)x.buf + b * self->input_size, NULL, 0.0f, 1.0f};
         run_one(self, &input, (float *)y.buf + b * outsize);
     }
+    PyThread_release_lock(self->lock);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&x);
     PyBuffer_Release(&y);
@@ -2575,8 +2585,10 @@ static PyObject *crops_batch(Plan *self, PyObject *args, const int decode) {
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(self->lock, WAIT_LOCK); /* one run at a time: it owns the buffers */
     const Input input = {NULL, (const uint8_t *)x.buf, mean, std, NULL, 0, 0, NULL};
     run_batch(self, input, batch, self->input_size, 0, decode ? &decoding : NULL, 1.0, y.buf);
+    PyThread_release_lock(self->lock);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&x);
     PyBuffer_Release(&y);
@@ -2632,8 +2644,10 @@ static PyObject *faces_batch(Plan *self, PyObject *args, const int decode) {
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(self->lock, WAIT_LOCK); /* one run at a time: it owns the buffers */
     const Input input = {NULL, NULL, mean, std, (const uint8_t *)image.buf, height, width, (const double *)matrices.buf};
     run_batch(self, input, batch, 0, 6, decode ? &decoding : NULL, stride, y.buf);
+    PyThread_release_lock(self->lock);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&image);
     PyBuffer_Release(&matrices);
@@ -2671,6 +2685,7 @@ static PyObject *plan_profile(Plan *self, PyObject *args) {
     double *best = PyMem_Calloc(self->nstages + 1, sizeof(double));
     const Input input = {x.buf, NULL, 0.0f, 1.0f};
     Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(self->lock, WAIT_LOCK); /* one run at a time: it owns the buffers */
     for (Py_ssize_t r = 0; r < repeats; r++)
         for (Py_ssize_t i = 0; i < self->nstages; i++) {
             const double t0 = now();
@@ -2678,6 +2693,7 @@ static PyObject *plan_profile(Plan *self, PyObject *args) {
             const double t = now() - t0;
             if (r == 0 || t < best[i]) best[i] = t;
         }
+    PyThread_release_lock(self->lock);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&x);
     PyObject *list = PyList_New(self->nstages);
