@@ -515,7 +515,7 @@ __attribute__((target(AVX512))) static void bconv_avx512_channels(const Stage *s
  * up to BYTE_TAPS tap words before they are widened, once per chunk of taps. Both operands come split
  * into their nibbles beforehand (the weights once, the input words once per run: Stage.nib_*), so a
  * count costs two XORs, two lookups and two ADDs (6 vector operations for 256 binary MACs, against 8
- * when each XOR result is split: 1.33x on the peak, 1.2x on the layers). */
+ * when each XOR result is split). */
 #define AVX2 "avx2,fma"
 #define BYTE_TAPS 31 /* a byte of counts gains at most 8 per tap word: 31 x 8 < 256 */
 
@@ -1681,7 +1681,7 @@ __attribute__((target(AVX2), always_inline)) static inline uint64_t whole_signs8
 
 /* The element-wise stages of whole registers (channels a multiple of 8; the fused signs' presence and
  * ReLU constants of each instance): the hourglass's sums and pools without the masks and branches per
- * 8 channels (2.1-2.5x faster sums). */
+ * 8 channels. */
 __attribute__((target(AVX2), always_inline)) static inline void add_avx2_whole(const Stage *s, const float *a,
                                                                              const float *b, float *out,
                                                                              const int signs, const int relu) {
@@ -2074,12 +2074,6 @@ static int output_ranges(Stage *s) {
     return 0;
 }
 
-/* Plan(stages, buffers, output, input_size)
- *   stages: [(params: tuple of NPARAMS ints, weight, scale, shift, lo, hi, fix, row_class, aff_scale,
- *   aff_shift)], tensors
- *   None or buffers
- *   buffers: [bytes-like initial contents (borders filled, interiors zero), slack included]
- *   output: (buf, c, h, w, off, row, pix) of the float HWC result; input_size: floats per image */
 /* A binary conv's nib_weight and nib_in (see Stage); -1 without memory. The input words a run reads:
  * from in_off, the last word plane's rows up to the last tap's row, the last pixel block's PX words. */
 static int split_nibbles(Stage *s) {
@@ -2105,6 +2099,12 @@ static int split_nibbles(Stage *s) {
     return 0;
 }
 
+/* Plan(stages, buffers, output, input_size)
+ *   stages: [(params: tuple of NPARAMS ints, weight, scale, shift, lo, hi, fix, row_class, aff_scale,
+ *   aff_shift)], tensors
+ *   None or buffers
+ *   buffers: [bytes-like initial contents (borders filled, interiors zero), slack included]
+ *   output: (buf, c, h, w, off, row, pix) of the float HWC result; input_size: floats per image */
 static int plan_init(Plan *self, PyObject *args, PyObject *kwds) {
     PyObject *stages, *buffers, *output;
     long long input_size;
