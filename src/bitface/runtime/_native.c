@@ -1679,12 +1679,27 @@ __attribute__((target(AVX2), always_inline)) static inline uint64_t whole_signs8
     return 0;
 }
 
-/* The element-wise stages of whole registers (channels a multiple of 8; the fused signs' presence and
- * ReLU constants of each instance): the hourglass's sums and pools without the masks and branches per
- * 8 channels. */
-__attribute__((target(AVX2), always_inline)) static inline void add_avx2_whole(const Stage *s, const float *a,
-                                                                             const float *b, float *out,
-                                                                             const int signs, const int relu) {
+/* 8 floats at p: a whole register, or the lanes' (n < 8 channels left). */
+__attribute__((target(AVX2), always_inline)) static inline __m256 get8(const float *p, int64_t n, __m256i lanes,
+                                                                     const int whole) {
+    return whole ? _mm256_loadu_ps(p) : load8(p, n, lanes);
+}
+
+__attribute__((target(AVX2), always_inline)) static inline void set8(float *p, int64_t n, __m256i lanes, __m256 v,
+                                                                   const int whole) {
+    if (whole)
+        _mm256_storeu_ps(p, v);
+    else
+        put8(p, n, lanes, v);
+}
+
+/* The element-wise stages' bodies. `whole`: channels a multiple of 8, with the fused signs' presence
+ * and ReLU constants of each instance (the hourglass's sums and pools, without masks and branches
+ * per 8 channels); else masks on the last channels, the signs and their ReLU read at run time. */
+__attribute__((target(AVX2), always_inline)) static inline void add_avx2_body(const Stage *s, const float *a,
+                                                                            const float *b, float *out,
+                                                                            const int whole, const int signs,
+                                                                            const int relu) {
     const int64_t ho = s->ho, wo = s->wo, cout = s->cout, in_row = s->in_row, in_pix = s->in_pix;
     const int64_t in2_row = s->in2_row, in2_pix = s->in2_pix, out_row = s->out_row, out_pix = s->out_pix;
     const FusedSigns f = fused_signs(s);
@@ -1695,16 +1710,19 @@ __attribute__((target(AVX2), always_inline)) static inline void add_avx2_whole(c
             float *o = out + y * out_row + x * out_pix;
             uint64_t *dst = signs ? f.out + y * f.row + x : NULL, word = 0;
             for (int64_t c = 0; c < cout; c += 8) {
-                const __m256 v = _mm256_add_ps(_mm256_loadu_ps(pa + c), _mm256_loadu_ps(pb + c));
-                _mm256_storeu_ps(o + c, v);
-                if (signs) word = whole_signs8(&f, v, c, relu, word, dst);
+                const int64_t n = cout - c;
+                const __m256i lanes = whole ? _mm256_setzero_si256() : lanes8(n); /* whole: unused */
+                const __m256 v = _mm256_add_ps(get8(pa + c, n, lanes, whole), get8(pb + c, n, lanes, whole));
+                set8(o + c, n, lanes, v, whole);
+                if (signs)
+                    word = whole ? whole_signs8(&f, v, c, relu, word, dst) : fused_signs8(&f, v, c, n, lanes, y, x, word);
             }
         }
 }
 
-__attribute__((target(AVX2), always_inline)) static inline void pool_avx2_whole(const Stage *s, const float *in,
-                                                                              float *out, const int signs,
-                                                                              const int relu) {
+__attribute__((target(AVX2), always_inline)) static inline void pool_avx2_body(const Stage *s, const float *in,
+                                                                             float *out, const int whole,
+                                                                             const int signs, const int relu) {
     const int64_t ho = s->ho, wo = s->wo, cout = s->cout, size = s->size, in_row = s->in_row, in_pix = s->in_pix;
     const int64_t step_row = s->stride * in_row, step_pix = s->stride * in_pix, out_row = s->out_row,
                   out_pix = s->out_pix;
@@ -1716,12 +1734,15 @@ __attribute__((target(AVX2), always_inline)) static inline void pool_avx2_whole(
             float *o = out + y * out_row + x * out_pix;
             uint64_t *dst = signs ? f.out + y * f.row + x : NULL, word = 0;
             for (int64_t c = 0; c < cout; c += 8) { /* as pool_portable: max(window value, running max) */
-                __m256 v = _mm256_loadu_ps(first + c);
+                const int64_t n = cout - c;
+                const __m256i lanes = whole ? _mm256_setzero_si256() : lanes8(n);
+                __m256 v = get8(first + c, n, lanes, whole);
                 for (int64_t dy = 0; dy < size; dy++)
                     for (int64_t dx = 0; dx < size; dx++)
-                        v = _mm256_max_ps(v, _mm256_loadu_ps(first + dy * in_row + dx * in_pix + c));
-                _mm256_storeu_ps(o + c, v);
-                if (signs) word = whole_signs8(&f, v, c, relu, word, dst);
+                        v = _mm256_max_ps(v, get8(first + dy * in_row + dx * in_pix + c, n, lanes, whole));
+                set8(o + c, n, lanes, v, whole);
+                if (signs)
+                    word = whole ? whole_signs8(&f, v, c, relu, word, dst) : fused_signs8(&f, v, c, n, lanes, y, x, word);
             }
         }
 }
@@ -1729,64 +1750,28 @@ __attribute__((target(AVX2), always_inline)) static inline void pool_avx2_whole(
 #define WHOLE_AVX2(SIGNS, RELU)                                                                                 \
     __attribute__((target(AVX2), noinline)) static void add_avx2_whole_##SIGNS##RELU(const Stage *s, const float *a, \
                                                                                    const float *b, float *out) { \
-        add_avx2_whole(s, a, b, out, SIGNS, RELU);                                                             \
+        add_avx2_body(s, a, b, out, 1, SIGNS, RELU);                                                           \
     }                                                                                                          \
     __attribute__((target(AVX2), noinline)) static void pool_avx2_whole_##SIGNS##RELU(const Stage *s,          \
                                                                                     const float *in, float *out) { \
-        pool_avx2_whole(s, in, out, SIGNS, RELU);                                                              \
+        pool_avx2_body(s, in, out, 1, SIGNS, RELU);                                                            \
     }
 WHOLE_AVX2(0, 0)
 WHOLE_AVX2(1, 0)
 WHOLE_AVX2(1, 1)
 
 __attribute__((target(AVX2))) static void add_avx2(const Stage *s, const float *a, const float *b, float *out) {
-    if (s->cout % 8 == 0) /* whole registers */
+    if (s->cout % 8 == 0)
         return !s->aff_out ? add_avx2_whole_00(s, a, b, out)
                            : s->aff_relu ? add_avx2_whole_11(s, a, b, out) : add_avx2_whole_10(s, a, b, out);
-    const int64_t ho = s->ho, wo = s->wo, cout = s->cout, in_row = s->in_row, in_pix = s->in_pix;
-    const int64_t in2_row = s->in2_row, in2_pix = s->in2_pix, out_row = s->out_row, out_pix = s->out_pix;
-    const FusedSigns f = fused_signs(s);
-    a += s->in_off, b += s->in2_off, out += s->out_off;
-    for (int64_t y = 0; y < ho; y++)
-        for (int64_t x = 0; x < wo; x++) {
-            const float *pa = a + y * in_row + x * in_pix, *pb = b + y * in2_row + x * in2_pix;
-            float *o = out + y * out_row + x * out_pix;
-            uint64_t word = 0;
-            for (int64_t c = 0; c < cout; c += 8) {
-                const int64_t n = cout - c;
-                const __m256i lanes = lanes8(n);
-                const __m256 v = _mm256_add_ps(load8(pa + c, n, lanes), load8(pb + c, n, lanes));
-                put8(o + c, n, lanes, v);
-                if (f.out) word = fused_signs8(&f, v, c, n, lanes, y, x, word);
-            }
-        }
+    add_avx2_body(s, a, b, out, 0, s->aff_out != NULL, 0); /* fused_signs8 reads the ReLU */
 }
 
 __attribute__((target(AVX2))) static void pool_avx2(const Stage *s, const float *in, float *out) {
-    if (s->cout % 8 == 0) /* whole registers */
+    if (s->cout % 8 == 0)
         return !s->aff_out ? pool_avx2_whole_00(s, in, out)
                            : s->aff_relu ? pool_avx2_whole_11(s, in, out) : pool_avx2_whole_10(s, in, out);
-    const int64_t ho = s->ho, wo = s->wo, cout = s->cout, size = s->size, in_row = s->in_row, in_pix = s->in_pix;
-    const int64_t step_row = s->stride * in_row, step_pix = s->stride * in_pix, out_row = s->out_row,
-                  out_pix = s->out_pix;
-    const FusedSigns f = fused_signs(s);
-    in += s->in_off, out += s->out_off;
-    for (int64_t y = 0; y < ho; y++)
-        for (int64_t x = 0; x < wo; x++) {
-            const float *first = in + y * step_row + x * step_pix;
-            float *o = out + y * out_row + x * out_pix;
-            uint64_t word = 0;
-            for (int64_t c = 0; c < cout; c += 8) { /* as pool_portable: max(window value, running max) */
-                const int64_t n = cout - c;
-                const __m256i lanes = lanes8(n);
-                __m256 v = load8(first + c, n, lanes);
-                for (int64_t dy = 0; dy < size; dy++)
-                    for (int64_t dx = 0; dx < size; dx++)
-                        v = _mm256_max_ps(v, load8(first + dy * in_row + dx * in_pix + c, n, lanes));
-                put8(o + c, n, lanes, v);
-                if (f.out) word = fused_signs8(&f, v, c, n, lanes, y, x, word);
-            }
-        }
+    pool_avx2_body(s, in, out, 0, s->aff_out != NULL, 0);
 }
 #endif
 
