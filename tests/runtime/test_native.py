@@ -469,6 +469,30 @@ def test_a_strided_padded_real_conv_feeds_binary_layers(kernel_path, channels):
     np.testing.assert_allclose(native.Network(model)(x), reference.run(model, x), rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("channels", [24, 40])  # all in one tile (its registers sign them), or blocks
+def test_a_stem_read_by_two_batchnorms_writes_both_signs_and_no_floats(kernel_path, channels):
+    """The 128 px hourglass's stem: read only by two BatchNorms (one through a ReLU: all signs +1),
+    it writes their two signs and never its floats."""
+    rng = np.random.default_rng(6)
+    graph, tensors = [], {}
+    real(rng, graph, tensors, "conv", (channels, 1, 7, 7))
+    graph[0].update(stride=2, padding=3)
+    affine(rng, graph, tensors, channels, 0)
+    graph.append({"op": "relu"})
+    binconv(rng, graph, tensors, channels, 16, 3)
+    graph[-1]["padding"] = 1
+    branch = len(graph) - 1
+    affine(rng, graph, tensors, channels, 0)
+    binconv(rng, graph, tensors, channels, 16, 1)
+    graph.append({"op": "add", "inputs": [branch, len(graph) - 1]})
+    model = PackedModel(graph, tensors, {"input_shape": [1, 23, 30]})
+    stem = dict(zip(FIELDS, compile_plan(model).stages[1][0], strict=True))
+    assert stem["no_store"] == 1 and stem["aff_buf"] >= 0 and stem["aff2_buf"] >= 0
+    assert (stem["aff_relu"], stem["aff2_relu"]) == (1, 0)
+    x = inputs(model)
+    np.testing.assert_array_equal(native.Network(model)(x), reference.run(model, x))
+
+
 @pytest.mark.parametrize("stem, head", [(20, 36), (40, 44)])
 def test_real_layers_with_plain_float_outputs_tile_whole_rows(kernel_path, stem, head):
     """A stem and a head whose floats nothing fuses into: tiles run along whole rows (widths not a
