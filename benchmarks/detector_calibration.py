@@ -2,6 +2,8 @@
 
     python benchmarks/detector_calibration.py    # writes src/bitface/bundled/detector_calibration.json
                                                  # and benchmarks/results/detector_calibration.{json,md}
+    python benchmarks/detector_calibration.py --detector dlib-hog   # its entry in the same table, and
+                                                 # benchmarks/results/detector_calibration_dlib-hog.{json,md}
 
 Conventions: "cuhk" (the 5-point models: CUHK's annotated face boxes) and "ibug68-points" (the
 68-point models: the tight box of the 68 points, which their crops grow by a margin).
@@ -91,6 +93,12 @@ def spread(samples: list, count: int) -> list:
     return [samples[i] for i in np.linspace(0, len(samples) - 1, count).round().astype(int)]
 
 
+def command(detector) -> str:
+    return "python benchmarks/detector_calibration.py" + (
+        "" if detector.name == "opencv-haar" else f" --detector {detector.name}"
+    )
+
+
 def calibrate(detector, convention: str, fit_faces: int) -> tuple[dict, list[dict]]:
     train_sources, test_source, scheme_name, normalizer, box_source = CONVENTIONS[convention]
     scheme = get_scheme(scheme_name)
@@ -116,7 +124,7 @@ def calibrate(detector, convention: str, fit_faces: int) -> tuple[dict, list[dic
     for entry in bundled.list_models():
         if entry.get("box_convention", "cuhk") != convention:
             continue
-        lm = Landmarker(entry["name"], detector="none")
+        lm = Landmarker(entry["name"], detector="none")  # the boxes come from `matched`
         lm.landmark_calibration = from_points  # the fit this run bundles, not the one bundled before it
         images = [load_image(test[i].image_path, "gray") for i in detected]
         with_truth = lm.batch(images, [[target_box(test[i], convention)] for i in detected])
@@ -155,7 +163,7 @@ def calibrate(detector, convention: str, fit_faces: int) -> tuple[dict, list[dic
         "detected": len(detected),
         "faces": len(test),
         "miss_rate": 1 - len(detected) / len(test),
-        "command": "python benchmarks/detector_calibration.py",
+        "command": command(detector),
     }
     return fit, rows
 
@@ -226,7 +234,8 @@ def main() -> None:
             "refined_increase": "+.1%",
         },
     )
-    write_results(ROOT / "benchmarks" / "results" / "detector_calibration", data, "Detector box calibration", body)
+    name = "detector_calibration" + ("" if args.detector == "opencv-haar" else f"_{args.detector}")
+    write_results(ROOT / "benchmarks" / "results" / name, data, f"Detector box calibration: {args.detector}", body)
 
 
 if __name__ == "__main__":

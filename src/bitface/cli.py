@@ -306,7 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("inputs", nargs="*", type=Path, help="image files, folders or video files")
     predict.add_argument("--sample", action="store_true", help="also run on the bundled sample image")
     predict.add_argument("--model", help="bundled model name (bitface models) or a .bitface file")
-    predict.add_argument("--detector", default="opencv-haar", help="face detector (opencv-haar)")
+    predict.add_argument(
+        "--detector",
+        default="opencv-haar",
+        help="face detector: opencv-haar (default), dlib-hog (needs dlib)",
+    )
     predict.add_argument(
         "--refine",
         type=int,

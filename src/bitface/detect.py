@@ -3,7 +3,9 @@ face boxes our landmark models were trained on (as dlib does for its shape predi
 
 `opencv-haar` (the default) is OpenCV's frontal-face Haar cascade, bundled with
 opencv-python-headless 4.x: it needs nothing else and finds frontal faces of about 30 px and more;
-it misses profiles and strongly rotated faces. Other detectors plug in with `register_detector`.
+it misses profiles and strongly rotated faces. `dlib-hog` is dlib's HOG detector, where dlib is
+installed. Other detectors plug in with `register_detector`; each needs its box calibration
+(benchmarks/detector_calibration.py --detector NAME), else its boxes are taken as they come.
 """
 
 from __future__ import annotations
@@ -72,6 +74,31 @@ class HaarDetector(Detector):
         found = [
             Detection(np.array([x, y, x + w, y + h], dtype=np.float64), float(s))
             for (x, y, w, h), s in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(weights).ravel(), strict=True)
+        ]
+        return sorted(found, key=lambda d: -d.score)
+
+
+@register_detector("dlib-hog")
+class DlibHogDetector(Detector):
+    """dlib's HOG + linear SVM frontal face detector, where dlib is installed (`pip install dlib-bin`);
+    the score is the SVM's margin. Slower than the Haar cascade, with fewer false faces."""
+
+    name = "dlib-hog"
+
+    def __init__(self, upsample: int = 1):
+        try:
+            import dlib
+        except ImportError as error:
+            raise ValueError("dlib-hog: dlib is not installed (pip install dlib-bin)") from error
+        self.detector, self.upsample = dlib.get_frontal_face_detector(), upsample
+        self.lock = threading.Lock()  # dlib does not say that one detector may run in two threads at once
+
+    def __call__(self, gray: np.ndarray) -> list[Detection]:
+        with self.lock:
+            rects, scores, _ = self.detector.run(np.ascontiguousarray(gray), self.upsample, 0.0)
+        found = [  # dlib's right and bottom are the last pixel's: one more for [x0, y0, x1, y1]
+            Detection(np.array([r.left(), r.top(), r.right() + 1, r.bottom() + 1], dtype=np.float64), float(score))
+            for r, score in zip(rects, scores, strict=True)
         ]
         return sorted(found, key=lambda d: -d.score)
 

@@ -80,6 +80,27 @@ def test_bad_inputs_are_named(lm):
         Landmarker(detector="nope")
 
 
+def test_the_dlib_detector_says_how_to_install_it(monkeypatch):
+    import sys
+
+    from bitface.detect import get_detector
+
+    monkeypatch.setitem(sys.modules, "dlib", None)  # as if not installed
+    with pytest.raises(ValueError, match="dlib-hog: dlib is not installed"):
+        get_detector("dlib-hog")
+
+
+def test_the_dlib_detector_finds_the_sample_face_through_its_calibration(sample):
+    pytest.importorskip("dlib", reason="dlib is an optional detector (pip install dlib-bin)")
+    from bitface.detect import load_calibration
+
+    model = "landmarks68-hourglass-acn1bit-fast96"
+    assert load_calibration("dlib-hog", "ibug68-points") != load_calibration("none", "ibug68-points")
+    [face] = Landmarker(model, detector="dlib-hog")(sample)
+    [haar] = Landmarker(model)(sample)
+    assert face.score > 0 and np.abs(face.points - haar.points).mean() < 2.0  # the same face, framed alike
+
+
 def test_cli_predict_writes_json_and_drawings(tmp_path, capsys):
     out = tmp_path / "out.json"
     assert main(["predict", "--sample", "--json", str(out), "--draw", str(tmp_path / "draw"), "--quiet"]) == 0
