@@ -86,6 +86,14 @@ typedef struct {
     int32_t *range32, *fix_range32;
 } Stage;
 
+/* Each word's low nibbles into lo, its high nibbles (shifted down) into hi: Stage.nib_*. */
+static inline void split_nibble_words(const uint64_t *src, int64_t n, uint64_t *lo, uint64_t *hi) {
+    for (int64_t j = 0; j < n; j++) {
+        lo[j] = src[j] & LOW_NIBBLES;
+        hi[j] = (src[j] >> 4) & LOW_NIBBLES;
+    }
+}
+
 static inline const int32_t *padding_fix_row(const Stage *s, int64_t y, int64_t x) {
     return s->fix + (s->row_class[y] * s->fix_w + x) * s->cout_pad;
 }
@@ -654,12 +662,7 @@ __attribute__((target(AVX2))) static void mismatches_avx2(const Stage *s, const 
 
 /* The nibble words (Stage.nib_in) of the input words a run reads. */
 __attribute__((target(AVX2))) static void split_input_avx2(const Stage *s, const uint64_t *in) {
-    const uint64_t *src = in + s->in_off;
-    uint64_t *lo = s->nib_in, *hi = s->nib_in + s->nib_len;
-    for (int64_t j = 0; j < s->nib_len; j++) {
-        lo[j] = src[j] & LOW_NIBBLES;
-        hi[j] = (src[j] >> 4) & LOW_NIBBLES;
-    }
+    split_nibble_words(in + s->in_off, s->nib_len, s->nib_in, s->nib_in + s->nib_len);
 }
 
 /* The constants of 8 output channels (o0...) of a binary conv's epilogue. */
@@ -1580,65 +1583,6 @@ __attribute__((target(AVX512))) static void affine_avx512(const Stage *s, const 
 /* AVX2 element-wise stages: 8 channels per register, the fused signs as affine_signs_avx2. The stage's
  * fields are read into locals first: stores through the float pointers could alias them, and the
  * compiler would reload them per pixel. */
-__attribute__((target(AVX2))) static void affine_avx2(const Stage *s, const float *in, void *out) {
-    const __m256 zero = _mm256_setzero_ps();
-    const int64_t ho = s->ho, wo = s->wo, cout = s->cout, in_row = s->in_row, in_pix = s->in_pix;
-    const int64_t out_row = s->out_row, out_pix = s->out_pix;
-    const int relu = (int)s->relu;
-    const float *const scale = s->scale, *const shift = s->shift;
-    in += s->in_off;
-    if (s->out_mode == OUT_BITS && cout % 8 == 0 && !relu) { /* whole registers */
-        for (int64_t y = 0; y < ho; y++)
-            for (int64_t x = 0; x < wo; x++) {
-                const float *ip = in + y * in_row + x * in_pix;
-                uint64_t *dst = (uint64_t *)out + s->out_off + y * out_row + x, word = 0;
-                for (int64_t c = 0; c < cout; c += 8) {
-                    const __m256 t = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(ip + c), _mm256_loadu_ps(scale + c)),
-                                                   _mm256_loadu_ps(shift + c));
-                    word |= (uint64_t)_mm256_movemask_ps(_mm256_cmp_ps(t, zero, _CMP_GE_OQ)) << (c & 63);
-                    if ((c & 63) == 56 || c + 8 == cout) {
-                        dst[(c >> 6) * s->out_plane] = word;
-                        word = 0;
-                    }
-                }
-            }
-        return;
-    }
-    if (s->out_mode == OUT_BITS) {
-        for (int64_t y = 0; y < ho; y++)
-            for (int64_t x = 0; x < wo; x++)
-                affine_signs_avx2(in + y * in_row + x * in_pix, scale, shift, relu, cout,
-                                  (uint64_t *)out + s->out_off + y * out_row + x, s->out_plane);
-        return;
-    }
-    float *const fout = (float *)out + s->out_off;
-    if (cout % 8 == 0) { /* whole registers */
-        for (int64_t y = 0; y < ho; y++)
-            for (int64_t x = 0; x < wo; x++) {
-                const float *ip = in + y * in_row + x * in_pix;
-                float *o = fout + y * out_row + x * out_pix;
-                for (int64_t c = 0; c < cout; c += 8) {
-                    __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(ip + c), _mm256_loadu_ps(scale + c)),
-                                             _mm256_loadu_ps(shift + c));
-                    _mm256_storeu_ps(o + c, relu ? _mm256_max_ps(v, zero) : v);
-                }
-            }
-        return;
-    }
-    for (int64_t y = 0; y < ho; y++)
-        for (int64_t x = 0; x < wo; x++) {
-            const float *ip = in + y * in_row + x * in_pix;
-            float *o = fout + y * out_row + x * out_pix;
-            for (int64_t c = 0; c < cout; c += 8) {
-                const int64_t n = cout - c;
-                const __m256i lanes = lanes8(n);
-                __m256 v = _mm256_add_ps(_mm256_mul_ps(load8(ip + c, n, lanes), load8(scale + c, n, lanes)),
-                                         load8(shift + c, n, lanes));
-                if (relu) v = _mm256_max_ps(v, zero);
-                put8(o + c, n, lanes, v);
-            }
-        }
-}
 
 /* A stage's fused affine -> sign (its output bits at `out`, NULL where it has none), in locals. */
 typedef struct {
@@ -1744,6 +1688,51 @@ __attribute__((target(AVX2), always_inline)) static inline void pool_avx2_body(c
                 if (signs)
                     word = whole ? whole_signs8(&f, v, c, relu, word, dst) : fused_signs8(&f, v, c, n, lanes, y, x, word);
             }
+        }
+}
+
+__attribute__((target(AVX2), always_inline)) static inline void affine_avx2_floats(const Stage *s, const float *in,
+                                                                                 float *out, const int whole) {
+    const __m256 zero = _mm256_setzero_ps();
+    const int64_t ho = s->ho, wo = s->wo, cout = s->cout, in_row = s->in_row, in_pix = s->in_pix;
+    const int64_t out_row = s->out_row, out_pix = s->out_pix;
+    const int relu = (int)s->relu;
+    const float *const scale = s->scale, *const shift = s->shift;
+    in += s->in_off, out += s->out_off;
+    for (int64_t y = 0; y < ho; y++)
+        for (int64_t x = 0; x < wo; x++) {
+            const float *ip = in + y * in_row + x * in_pix;
+            float *o = out + y * out_row + x * out_pix;
+            for (int64_t c = 0; c < cout; c += 8) {
+                const int64_t n = cout - c;
+                const __m256i lanes = whole ? _mm256_setzero_si256() : lanes8(n); /* whole: unused */
+                __m256 v = _mm256_add_ps(_mm256_mul_ps(get8(ip + c, n, lanes, whole), get8(scale + c, n, lanes, whole)),
+                                         get8(shift + c, n, lanes, whole));
+                if (relu) v = _mm256_max_ps(v, zero);
+                set8(o + c, n, lanes, v, whole);
+            }
+        }
+}
+
+/* An affine stage: to floats, or to the signs of its values (as a fused affine's, from whole_signs8
+ * where the channels fill whole registers). */
+__attribute__((target(AVX2))) static void affine_avx2(const Stage *s, const float *in, void *out) {
+    if (s->out_mode != OUT_BITS)
+        return s->cout % 8 == 0 ? affine_avx2_floats(s, in, out, 1) : affine_avx2_floats(s, in, out, 0);
+    const int64_t ho = s->ho, wo = s->wo, cout = s->cout, in_row = s->in_row, in_pix = s->in_pix;
+    const int relu = (int)s->relu;
+    const FusedSigns own = {(uint64_t *)out + s->out_off, s->scale, s->shift, s->out_row, s->out_plane, cout, relu};
+    const int whole = cout % 8 == 0 && !relu; /* sign(relu(a)) is +1: affine_signs_avx2 says so */
+    in += s->in_off;
+    for (int64_t y = 0; y < ho; y++)
+        for (int64_t x = 0; x < wo; x++) {
+            const float *ip = in + y * in_row + x * in_pix;
+            uint64_t *dst = own.out + y * own.row + x, word = 0;
+            if (!whole) {
+                affine_signs_avx2(ip, own.scale, own.shift, relu, cout, dst, own.plane);
+                continue;
+            }
+            for (int64_t c = 0; c < cout; c += 8) word = whole_signs8(&own, _mm256_loadu_ps(ip + c), c, 0, word, dst);
         }
 }
 
@@ -2074,12 +2063,7 @@ static int split_nibbles(Stage *s) {
             w[n + j] = (s->weight32[j] >> 4) & (uint32_t)LOW_NIBBLES;
         }
     } else {
-        const uint64_t *src = s->weight;
-        uint64_t *w = s->nib_weight;
-        for (int64_t j = 0; j < n; j++) {
-            w[j] = src[j] & LOW_NIBBLES;
-            w[n + j] = (src[j] >> 4) & LOW_NIBBLES;
-        }
+        split_nibble_words(s->weight, n, s->nib_weight, (uint64_t *)s->nib_weight + n);
     }
     return 0;
 }
