@@ -58,6 +58,7 @@ ROWS = (
     "hpm_acn1bit_cont2",  # a third cosine cycle from hpm_acn1bit_cont (not shipped: +0.03 points)
     "hpm_acn1bit_fast",  # the max-pool before the first block, from hpm_acn1bit_cont
     "hpm_acn1bit_fast96",  # the same at 96 px, from hpm_acn1bit_fast
+    "hpm_real_cont",  # a second cosine cycle from hpm_real_long
 )
 THRESHOLDS = {"0.08": "08", "0.1": "10"}  # report key: field suffix (auc_08, fr_10, ...)
 RESULTS = ROOT / "benchmarks" / "results" / "hourglass_68.json"
@@ -152,6 +153,9 @@ def score(row: str, test_samples: dict, committed: dict | None = None) -> tuple[
         "auc_08_smoothed": report.auc["0.08"],
     }
     result |= {"fr_08_smoothed": report.fr["0.08"], "fr_10_smoothed": report.fr["0.1"]}
+    model.flip_test = True  # and each face averaged with its mirror image (Landmarker(flip_test=True))
+    report = evaluate_model(model, test_samples["helen_test"], "interocular", "helen_test")
+    result |= {"nme_io_flip": report.nme, "auc_08_flip": report.auc["0.08"], "fr_08_flip": report.fr["0.08"]}
     return result, curves
 
 
@@ -234,7 +238,8 @@ def model_card(name: str, row: dict) -> str:
   300-W HELEN testset (330 faces) inter-ocular NME {row["nme_io_smoothed"]:.3f}%, AUC@0.08
   {row["auc_08_smoothed"]:.4f}, failure rate@0.08 {100 * row["fr_08_smoothed"]:.2f}%, with the maps smoothed
   before decoding by a Gaussian of {row["decode_smooth"]} cells (the targets' sigma; DARK's modulation, which
-  this file's decoder does); {row["nme_io"]:.3f}% decoding the raw maps; YTF test split
+  this file's decoder does); {row["nme_io_flip"]:.3f}% with a test-time flip (`flip_test=True`, twice the
+  network time); {row["nme_io"]:.3f}% decoding the raw maps; YTF test split
   {row["nme_io_ytf"]:.3f}% (raw maps; same people as training).
 - **Input**: a face box in the convention of the tight box of the 68 points (the crop grows it by 20% per
   side); `Landmarker` maps detector boxes to it with the calibration in detector_calibration.json.
@@ -315,6 +320,8 @@ def report() -> None:
             "epoch": "the last epoch of every run; the test set never chose an epoch",
             "nme_io_smoothed": "HELEN testset with the maps smoothed before decoding by a Gaussian of the targets' "
             "sigma (decode_smooth cells), chosen a priori as DARK does, not on test; the shipped models' decoding",
+            "nme_io_flip": "nme_io_smoothed with a test-time flip: each face's maps averaged with those of its "
+            "mirror image, mirrored back (Landmarker(flip_test=True); twice the network time)",
             "memory_bits": "as the papers count it: 32 bits per real weight, 1 per binary weight, plus scales",
         },
         "rows": rows,
@@ -322,8 +329,8 @@ def report() -> None:
         "ced_plot": None if plot is None else str(plot.relative_to(ROOT)),
     }
     columns = ["row", "block", "binarization", "loss", "augment", "input", "params", "memory (KiB)", "NME_io",
-               "NME_io smoothed", "AUC@0.08", "FR@0.08 (%)", "FR@0.10 (%)", "NME_io YTF", "epochs", "train min",
-               "shipped as", "scored from"]  # fmt: skip
+               "NME_io smoothed", "NME_io flip", "AUC@0.08", "FR@0.08 (%)", "FR@0.10 (%)", "NME_io YTF", "epochs",
+               "train min", "shipped as", "scored from"]  # fmt: skip
     table = [
         {
             "row": r["row"],
@@ -336,6 +343,7 @@ def report() -> None:
             "memory (KiB)": r["memory_bits"] / 8 / 1024,
             "NME_io": r["nme_io"],
             "NME_io smoothed": r.get("nme_io_smoothed"),
+            "NME_io flip": r.get("nme_io_flip"),
             "AUC@0.08": r["auc_08"],
             "FR@0.08 (%)": 100 * r["fr_08"],
             "FR@0.10 (%)": 100 * r["fr_10"],
@@ -347,8 +355,9 @@ def report() -> None:
         }
         for r in rows
     ]
-    formats = {"memory (KiB)": ".1f", "NME_io": ".3f", "NME_io smoothed": ".3f", "AUC@0.08": ".4f",
-               "FR@0.08 (%)": ".2f", "FR@0.10 (%)": ".2f", "NME_io YTF": ".3f", "train min": ".1f"}  # fmt: skip
+    formats = {"memory (KiB)": ".1f", "NME_io": ".3f", "NME_io smoothed": ".3f", "NME_io flip": ".3f",
+               "AUC@0.08": ".4f", "FR@0.08 (%)": ".2f", "FR@0.10 (%)": ".2f", "NME_io YTF": ".3f",
+               "train min": ".1f"}  # fmt: skip
     body = (
         "HELEN testset (300-W, 330 faces), inter-ocular NME in percent, the last epoch of every run. "
         "Training: 300-W HELEN trainset (870) + YTF training (3,462), gray crops (128 px unless the input "
@@ -359,7 +368,9 @@ def report() -> None:
         "committed (REV) = the result written at REV, kept because run folders are not committed. 'NME_io "
         "smoothed': the same faces with the heatmaps smoothed before decoding by a Gaussian of the targets' "
         "sigma (1.5 cells; Zhang et al.'s DARK modulation), as the shipped models decode; rows that could not "
-        "be rescored here have none. The other columns and the CED decode the raw maps.\n\n"
+        "be rescored here have none. 'NME_io flip': smoothed, and each face's maps averaged with those of its "
+        "mirror image (a test-time flip, `Landmarker(flip_test=True)`: twice the network time). The other "
+        "columns and the CED decode the raw maps.\n\n"
         + (markdown_table(table, columns, formats) if table else "No row has finished training yet.\n")
         + trained_rows.pending_note(pending)
         + (f"\n![CED]({plot.name})\n" if plot else "")

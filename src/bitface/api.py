@@ -74,13 +74,25 @@ class Landmarker:
     run per face, small next to detection. None: the bundled default of the model's box convention
     (1 where the box is the points' own tight box, as for the 68-point models; 0 for the 5-point
     models, for which a pass gains less and doubles their landmark time). Boxes the caller gives are
-    taken as they are."""
+    taken as they are.
 
-    def __init__(self, model: str | Path | None = None, detector: str = "opencv-haar", refine: int | None = None):
+    flip_test: also run each face mirrored left-right and average the two outputs (test-time flip):
+    more accurate (benchmarks/results/hourglass_68.md) for twice the network time."""
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        detector: str = "opencv-haar",
+        refine: int | None = None,
+        flip_test: bool = False,
+    ):
+        if not isinstance(flip_test, bool):
+            raise ValueError(f"flip_test must be True or False, not {flip_test!r}")
         model = model or bundled.default_model()
         path = Path(model) if str(model).endswith(".bitface") else bundled.model_path(str(model))
         self.name = str(model)
         self.model = load_packed_model(path)
+        self.model.flip_test = flip_test
         self.detector = get_detector(detector) if detector != "none" else None
         convention = self.model.info.get("box_convention", "cuhk")
         self.calibration = load_calibration(detector, convention) if self.detector else None

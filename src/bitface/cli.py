@@ -196,6 +196,7 @@ def _eval(args) -> int:
     from .io import read_annotations
 
     model = load_any_model(args.model)
+    model.flip_test = args.flip_test
     result = read_annotations(args.source, args.format, check="exists", image_root=args.images)
     if result.samples[0].num_points != model.scheme.num_points:
         raise ValueError(
@@ -207,6 +208,7 @@ def _eval(args) -> int:
         model, result.samples, args.normalize, name=args.name or args.source.name, progress=progress
     )
     report.extra["model"] = str(args.model)
+    report.extra["flip_test"] = args.flip_test
     report.extra["source"] = str(args.source)
     report.extra["unread_annotations"] = result.skipped
     data = report.to_dict()
@@ -218,6 +220,9 @@ def _eval(args) -> int:
     keys = ("name", "faces", "normalizer", "nme", "auc", "fr", "skipped")
     print(json.dumps({k: data[k] for k in keys} | ({"pckh": data["pckh"]["total"]} if "pckh" in data else {})))
     return 0
+
+
+FLIP_TEST_HELP = "also run each face mirrored and average the two (more accurate, twice the network time)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -301,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--report", type=Path, help="also write STEM.json, STEM.md and STEM_ced.png")
     ev.add_argument("--name", help="name of the set in the report (default: the source's file name)")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.add_argument("--flip-test", action="store_true", help=FLIP_TEST_HELP)
     ev.set_defaults(run=_eval)
     predict = commands.add_parser("predict", help="landmarks on images, folders (recursive) and videos")
     predict.add_argument("inputs", nargs="*", type=Path, help="image files, folders or video files")
@@ -323,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="video: run the detector every N frames and follow faces by their landmarks in between "
         "(default: 10 where the model can, else 1)",
     )
+    predict.add_argument("--flip-test", action="store_true", help=FLIP_TEST_HELP)
     predict.add_argument("--json", type=Path, help="write results here (default: print them)")
     predict.add_argument("--draw", type=Path, help="write annotated images (and videos) into this folder")
     predict.add_argument("--quiet", action="store_true", help="no per-file lines or progress bar")
@@ -368,6 +375,7 @@ def _predict(args) -> int:
         args.smooth,
         args.refine,
         args.detect_every,
+        args.flip_test,
     )
 
 

@@ -121,8 +121,9 @@ def predict(
     smooth: bool = True,
     refine: int | None = None,
     detect_every: int | None = None,
+    flip_test: bool = False,
 ) -> int:
-    lm = Landmarker(model, detector, refine)
+    lm = Landmarker(model, detector, refine, flip_test)
     FaceTracker(lm, detect_every)  # a bad setting fails here, before any file is read
     files, errors = expand(inputs)
     results = []

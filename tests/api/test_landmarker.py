@@ -111,6 +111,13 @@ def test_cli_predict_writes_json_and_drawings(tmp_path, capsys):
     assert (tmp_path / "draw" / "astronaut.landmarks.png").is_file()
 
 
+def test_cli_predict_flip_test_gives_the_api_flip_test_points(tmp_path, sample):
+    out = tmp_path / "out.json"
+    assert main(["predict", "--sample", "--flip-test", "--json", str(out), "--quiet"]) == 0
+    [face] = json.loads(out.read_text())["images"][0]["faces"]
+    np.testing.assert_allclose(face["points"], Landmarker(flip_test=True)(sample)[0].points, atol=1e-3)
+
+
 def test_cli_predict_goes_past_bad_files_and_fails_at_the_end(tmp_path, capsys):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -183,11 +190,12 @@ def test_heatmap_models_score_each_point_and_a_face_scores_above_noise(sample):
     assert Landmarker()(sample)[0].point_scores is None  # the 5-point regressor gives none
 
 
+@pytest.mark.parametrize("flip_test", [False, True])
 @pytest.mark.parametrize("name", ["landmarks68-hourglass-xnor", "regression5-acn1bit"])
-def test_crops_sampled_natively_give_the_points_of_cv2_crops(name, sample):
+def test_crops_sampled_natively_give_the_points_of_cv2_crops(name, flip_test, sample):
     from bitface.data.predictor import CroppedPredictor
 
-    model = Landmarker(name, detector="none").model
+    model = Landmarker(name, detector="none", flip_test=flip_test).model
     gray = cv2.cvtColor(sample, cv2.COLOR_RGB2GRAY)
     boxes = [[180, 60, 300, 220], [-40, -30, 90, 80], [400, 420, 530, 560], [20, 20, 500, 500]]  # the last: >2x
     for group in (boxes[:3], boxes):  # native; and with a face that is area-downsampled first (warp's path)
@@ -199,3 +207,25 @@ def test_crops_sampled_natively_give_the_points_of_cv2_crops(name, sample):
             assert scores is None
         else:
             np.testing.assert_array_equal(scores, expected_scores)
+
+
+@pytest.mark.parametrize("name", ["landmarks68-hourglass-acn1bit-fast96", "regression5-acn1bit"])
+def test_a_flip_test_averages_each_face_with_its_mirror_image(name, sample):
+    """The native flip (heatmaps: both runs in one call) gives what the predictor computes from two plain
+    network runs (CroppedPredictor.with_mirror); it moves points by a little, not by a face."""
+    from bitface.data.predictor import CroppedPredictor
+
+    plain, flipped = Landmarker(name), Landmarker(name, flip_test=True)
+    model = flipped.model
+    crops = np.stack([cv2.resize(cv2.cvtColor(sample, cv2.COLOR_RGB2GRAY)[60:230, 150:320], (model.crop.size,) * 2)])
+    points, _ = model.predict_crops_scored(crops)
+    expected, _ = CroppedPredictor.predict_crops_scored(model, crops)  # model.forward twice, in numpy
+    np.testing.assert_allclose(points, expected, rtol=0, atol=1e-9)
+    face = plain(sample)[0]
+    moved = np.linalg.norm(face.points - flipped(sample)[0].points, axis=1)
+    assert 0 < moved.mean() < 0.03 * (face.box[2] - face.box[0])
+
+
+def test_a_flip_test_must_be_a_bool():
+    with pytest.raises(ValueError, match="flip_test must be True or False"):
+        Landmarker(flip_test="yes")

@@ -5,6 +5,7 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from bitface.data import AugmentSpec, CropSpec, OutputSpace, geometry, make_example, to_original
+from bitface.data.heatmaps import gaussian_heatmaps
 from bitface.io import Sample
 from bitface.schemes import FIVE
 from conftest import FACE5, blob_centres, blob_image
@@ -50,6 +51,23 @@ def test_crop_to_prediction_space_and_back_round_trips(cx, cy, side, size, kind,
     predicted = space.from_crop(geometry.apply(matrix, points))
     back = to_original(space.to_crop(predicted), matrix)
     assert np.abs(back - points).max() < 1e-3
+
+
+@pytest.mark.parametrize("kind", ["pixels", "normalized", "heatmap"])
+def test_the_output_for_a_mirrored_crop_mirrors_back_onto_the_crop(kind):
+    """OutputSpace.mirror (the test-time flip): what a network should output for the mirrored crop,
+    mirrored back, is what it should output for the crop itself."""
+    size, stride = 64, 4
+    points = np.random.default_rng(0).uniform(0, size - 1, (5, 2))
+    mirrored = FIVE.flip_points(points, size)  # the same face in the mirrored crop
+    space = OutputSpace(kind, size, stride)
+    if kind == "heatmap":
+        cells = size // stride
+        maps = [gaussian_heatmaps(space.from_crop(p), cells, cells, 1.5)[None] for p in (points, mirrored)]
+        np.testing.assert_allclose(space.mirror(maps[1], FIVE.flip_permutation), maps[0], atol=1e-6)
+    else:
+        back = space.mirror(space.from_crop(mirrored)[None], FIVE.flip_permutation)[0]
+        np.testing.assert_allclose(back, space.from_crop(points), atol=1e-12)
 
 
 @pytest.mark.parametrize("seed", range(12))

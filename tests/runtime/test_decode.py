@@ -143,10 +143,10 @@ def test_an_output_that_starts_inside_its_buffer_is_read_from_there(kernel_path)
     crops = np.random.default_rng(4).integers(0, 256, (2, 12, 13), dtype=np.uint8)
     maps = network.run_crops(crops, 127.5, 60.0)
     out = np.empty((2, channels - 1, h, w), np.float32)
-    sliced.run_crops(crops, 127.5, 60.0, out)
+    sliced.run_crops(crops, 127.5, 60.0, b"", out)
     np.testing.assert_array_equal(out, maps[:, 1:])
     decoded = np.empty((2, channels - 1, 4))
-    sliced.run_crops_decoded(crops, 127.5, 60.0, False, 1e-6, np.zeros(0, np.float32), decoded)
+    sliced.run_crops_decoded(crops, 127.5, 60.0, False, 1e-6, np.zeros(0, np.float32), b"", decoded)
     np.testing.assert_allclose(decoded[..., :2], decode_argmax(maps[:, 1:]).points, rtol=0, atol=1e-12)
 
 

@@ -147,6 +147,21 @@ class OutputSpace:
             return (points + 0.5) / self.stride - 0.5
         raise ValueError(f"unknown output space {self.kind!r}")
 
+    def mirror(self, values: np.ndarray, permutation) -> np.ndarray:
+        """A network's raw output for a crop mirrored left-right, mapped to the unmirrored crop: the points
+        (or their maps) reordered by the scheme's flip permutation and reflected about the crop's centre."""
+        values = np.asarray(values)
+        if self.kind == "heatmap":  # (B, N, H, W): cell x <-> W - 1 - x, as crop pixel x <-> size - 1 - x
+            return values[:, list(permutation), :, ::-1]
+        points = values[:, list(permutation)]  # a copy, (B, N, 2)
+        if self.kind == "normalized":  # the crop's outer pixel edges at -1 and 1
+            points[..., 0] *= -1
+        elif self.kind == "pixels":
+            points[..., 0] = (self.size - 1) - points[..., 0]
+        else:
+            raise ValueError(f"unknown output space {self.kind!r}")
+        return points
+
     def to_crop(self, values: np.ndarray) -> np.ndarray:
         """values * scale + offset in float64 (in place on one copy: this runs once per face)."""
         points = np.array(values, dtype=np.float64)

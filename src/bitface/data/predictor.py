@@ -35,6 +35,9 @@ class CroppedPredictor:
     heatmap_activation: str  # "none", or "sigmoid" for maps output as logits
     heatmap_smooth: float  # sigma (cells) of the Gaussian that smooths the maps before decoding; 0: none
     fallback_crop: CropSpec | None
+    # test-time flip: each crop also run mirrored left-right, the two outputs averaged (mirror) before
+    # decoding; a run-time choice, not stored in model files, that doubles the network time
+    flip_test: bool = False
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -87,7 +90,16 @@ class CroppedPredictor:
 
     def predict_crops_scored(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """`predict_crops` and the per-point confidences of `decode_scored`."""
-        return self.decode_scored(self.forward(self.input.normalize(crops)))
+        x = self.input.normalize(crops)
+        output = self.forward(x)
+        if self.flip_test:
+            output = self.with_mirror(output, self.forward(np.ascontiguousarray(x[..., ::-1])))
+        return self.decode_scored(output)
+
+    def with_mirror(self, output: np.ndarray, mirrored: np.ndarray) -> np.ndarray:
+        """The test-time flip's output: the mean of the raw output of the crops and that of their mirror
+        images mapped back, (a + b) / 2 in the outputs' dtype (as the native runtime computes it)."""
+        return (output + self.space.mirror(mirrored, self.scheme.flip_permutation)) / 2
 
     def predict_in_image(self, image: np.ndarray, matrices: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
         """The faces at `matrices` (3x3, image -> crop, from `crop.matrix(box)`) of one uint8 image, gray

@@ -2420,8 +2420,46 @@ static void run_stages(Plan *self, const Input *input) {
     for (Py_ssize_t i = 0; i < self->nstages; i++) run_stage(self, i, input);
 }
 
-static void run_one(Plan *self, const Input *input, float *result) {
+/* Swaps each row's pixels x and w - 1 - x of the input stage's output (its values, not its border). */
+static void mirror_input(Plan *self) {
+    const Stage *s = &self->stages[0];
+    float *base = (float *)self->buffers[s->out_buf] + s->out_off;
+    for (int64_t y = 0; y < s->ho; y++)
+        for (int64_t x = 0; x < s->wo / 2; x++) {
+            float *a = base + y * s->out_row + x * s->out_pix, *b = base + y * s->out_row + (s->wo - 1 - x) * s->out_pix;
+            for (int64_t c = 0; c < s->cout; c++) {
+                const float t = a[c];
+                a[c] = b[c], b[c] = t;
+            }
+        }
+}
+
+/* The network on one input; with `mirror` (a test-time flip), run again on the input mirrored left-right
+ * and each output map averaged with the second run's map of channel mirror[c] mirrored back (a left eye's
+ * map is the mirror image's right eye's), (a + b) * 0.5 in float32 as the Python predictor computes it.
+ * The input is mirrored where the input stage left it (each value has a buffer of its own: plan.py). */
+static void run_network(Plan *self, const Input *input, const int32_t *mirror) {
     run_stages(self, input);
+    if (!mirror) return;
+    const int64_t *o = self->output;
+    const int64_t channels = o[1], height = o[2], width = o[3], row = o[5], pix = o[6];
+    float *maps = (float *)self->buffers[o[0]] + o[4], *first = self->smoothed; /* dense HWC, smoothing comes later */
+    for (int64_t y = 0; y < height; y++)
+        for (int64_t x = 0; x < width; x++) memcpy(first + (y * width + x) * channels, maps + y * row + x * pix, 4 * channels);
+    mirror_input(self);
+    for (Py_ssize_t i = 1; i < self->nstages; i++) run_stage(self, i, input);
+    for (int64_t y = 0; y < height; y++)
+        for (int64_t x = 0; x < width; x++) {
+            float *a = first + (y * width + x) * channels;
+            const float *b = maps + y * row + (width - 1 - x) * pix;
+            for (int64_t c = 0; c < channels; c++) a[c] = (a[c] + b[mirror[c]]) * 0.5f;
+        }
+    for (int64_t y = 0; y < height; y++)
+        for (int64_t x = 0; x < width; x++) memcpy(maps + y * row + x * pix, first + (y * width + x) * channels, 4 * channels);
+}
+
+static void run_one(Plan *self, const Input *input, const int32_t *mirror, float *result) {
+    run_network(self, input, mirror);
     /* the output value, HWC in its buffer, leaves as CHW (fields in locals: `result` may alias them) */
     const int64_t *o = self->output;
     const int64_t channels = o[1], height = o[2], width = o[3], row = o[5], pix = o[6], plane = height * width;
@@ -2451,7 +2489,7 @@ static PyObject *plan_run(Plan *self, PyObject *args) {
     PyThread_acquire_lock(self->lock, WAIT_LOCK); /* one run at a time: it owns the buffers */
     for (int64_t b = 0; b < batch; b++) {
         const Input input = {(const float *)x.buf + b * self->input_size, NULL, 0.0f, 1.0f};
-        run_one(self, &input, (float *)y.buf + b * outsize);
+        run_one(self, &input, NULL, (float *)y.buf + b * outsize);
     }
     PyThread_release_lock(self->lock);
     Py_END_ALLOW_THREADS
@@ -2490,17 +2528,17 @@ static void raw_peaks_hwc(const float *maps, int64_t n, int64_t h, int64_t w, in
 /* The batch loop of run_crops(_decoded) and run_faces(_decoded): `input` advanced by crop_step bytes
  * and matrix_step doubles per face; each network's maps out as CHW floats, or decoded. */
 static void run_batch(Plan *self, Input input, int64_t batch, int64_t crop_step, int64_t matrix_step,
-                      const Decoding *decode, double stride, void *out) {
+                      const int32_t *mirror, const Decoding *decode, double stride, void *out) {
     const int64_t *o = self->output, channels = o[1];
     const int64_t per_image = decode ? 4 * channels : channels * o[2] * o[3]; /* doubles or floats */
     for (int64_t b = 0; b < batch; b++) {
         if (b && crop_step) input.crop += crop_step;
         if (b && matrix_step) input.matrix += matrix_step;
         if (!decode) {
-            run_one(self, &input, (float *)out + b * per_image);
+            run_one(self, &input, mirror, (float *)out + b * per_image);
             continue;
         }
-        run_stages(self, &input); /* the maps decoded where the network left them (HWC), or smoothed first */
+        run_network(self, &input, mirror); /* the maps decoded where the network left them (HWC), or smoothed first */
         double *points = (double *)out + b * per_image;
         const float *maps = (const float *)self->buffers[o[0]] + o[4];
         if (decode->ntaps) {
@@ -2525,51 +2563,67 @@ static int64_t output_bytes(Plan *self, const int decode) {
     return decode ? 8 * 4 * o[1] : 4 * o[1] * o[2] * o[3];
 }
 
+/* Why a test-time flip's channel permutation (int32 per output channel; empty: no flip) does not fit
+ * the network, or NULL. */
+static const char *mirror_problem(const Plan *self, const Py_buffer *mirror) {
+    const int64_t channels = self->output[1];
+    if (mirror->len == 0) return NULL;
+    if (self->output[2] * self->output[3] == 1) return "mirror needs an output of maps (height x width > 1)";
+    if (mirror->len != 4 * channels) return "mirror must hold one int32 per output channel";
+    for (Py_ssize_t i = 1; i < self->nstages; i++) /* run_network mirrors the input where it lies */
+        if (self->stages[i].out_buf == self->stages[0].out_buf) return "mirror needs a plan that keeps its input";
+    for (int64_t c = 0; c < channels; c++)
+        if (((const int32_t *)mirror->buf)[c] < 0 || ((const int32_t *)mirror->buf)[c] >= channels)
+            return "mirror's entries must be output channels";
+    return NULL;
+}
+
 /* run_crops and run_crops_decoded: the network on each uint8 crop. */
 static PyObject *crops_batch(Plan *self, PyObject *args, const int decode) {
-    Py_buffer x, y, taps = {0};
+    Py_buffer x, y, mirror, taps = {0};
     float mean, std;
     Decoding decoding = {0};
-    if (decode ? !PyArg_ParseTuple(args, "y*ffpdy*w*", &x, &mean, &std, &decoding.sigmoid, &decoding.min_peak, &taps, &y)
-               : !PyArg_ParseTuple(args, "y*ffw*", &x, &mean, &std, &y))
+    if (decode ? !PyArg_ParseTuple(args, "y*ffpdy*y*w*", &x, &mean, &std, &decoding.sigmoid, &decoding.min_peak, &taps,
+                                   &mirror, &y)
+               : !PyArg_ParseTuple(args, "y*ffy*w*", &x, &mean, &std, &mirror, &y))
         return NULL;
     decoding.taps = taps.buf, decoding.ntaps = taps.len / 4;
     const int64_t per_image = output_bytes(self, decode);
-    if (decode && !taps_fit(taps.len)) {
-        PyErr_SetString(PyExc_ValueError, "run_crops_decoded: taps must be an odd number of float32 values");
-        PyBuffer_Release(&x);
-        PyBuffer_Release(&y);
-        PyBuffer_Release(&taps);
-        return NULL;
-    }
     const int64_t batch = self->input_size ? (int64_t)x.len / self->input_size : 0;
-    if (x.len % self->input_size || y.len != batch * per_image || self->nstages == 0 ||
-        self->stages[0].kind != ST_INPUT) {
-        PyErr_Format(PyExc_ValueError, "%s: %zd crop bytes and %zd output bytes do not fit %lld and %lld per image",
-                     decode ? "run_crops_decoded" : "run_crops", x.len, y.len, (long long)self->input_size,
+    const char *why = mirror_problem(self, &mirror);
+    if (decode && !taps_fit(taps.len)) why = "taps must be an odd number of float32 values";
+    if (x.len % self->input_size || y.len != batch * per_image || self->nstages == 0 || self->stages[0].kind != ST_INPUT)
+        why = "the crop bytes and the output bytes do not fit the network's input and output";
+    if (why) {
+        PyErr_Format(PyExc_ValueError, "%s: %s (%zd crop bytes and %zd output bytes for %lld and %lld per image)",
+                     decode ? "run_crops_decoded" : "run_crops", why, x.len, y.len, (long long)self->input_size,
                      (long long)per_image);
         PyBuffer_Release(&x);
         PyBuffer_Release(&y);
+        PyBuffer_Release(&mirror);
         if (decode) PyBuffer_Release(&taps);
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
     PyThread_acquire_lock(self->lock, WAIT_LOCK); /* one run at a time: it owns the buffers */
     const Input input = {NULL, (const uint8_t *)x.buf, mean, std, NULL, 0, 0, NULL};
-    run_batch(self, input, batch, self->input_size, 0, decode ? &decoding : NULL, 1.0, y.buf);
+    run_batch(self, input, batch, self->input_size, 0, mirror.len ? mirror.buf : NULL, decode ? &decoding : NULL, 1.0,
+              y.buf);
     PyThread_release_lock(self->lock);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&x);
     PyBuffer_Release(&y);
+    PyBuffer_Release(&mirror);
     if (decode) PyBuffer_Release(&taps);
     Py_RETURN_NONE;
 }
 
-/* plan.run_crops(crops, mean, std, out): crops uint8 (B, H, W[, C]) C-contiguous, normalized in the
- * input stage; the same results as run() on InputSpec.normalize(crops), without the float copy. */
+/* plan.run_crops(crops, mean, std, mirror, out): crops uint8 (B, H, W[, C]) C-contiguous, normalized in the
+ * input stage; the same results as run() on InputSpec.normalize(crops), without the float copy. mirror:
+ * empty, or int32 per output channel for a test-time flip (run_network). */
 static PyObject *plan_run_crops(Plan *self, PyObject *args) { return crops_batch(self, args, 0); }
 
-/* plan.run_crops_decoded(crops, mean, std, sigmoid, min_peak, taps, out): run_crops, then decode_heatmaps of
+/* plan.run_crops_decoded(crops, mean, std, sigmoid, min_peak, taps, mirror, out): run_crops, then decode_heatmaps of
  * its maps (smoothed by taps, float32, unless empty) into out, float64 (B, channels, 4); no CHW copy of
  * the maps, no float output array. */
 static PyObject *plan_run_crops_decoded(Plan *self, PyObject *args) { return crops_batch(self, args, 1); }
@@ -2582,18 +2636,18 @@ static int all_finite(const double *v, int64_t n) {
 
 /* run_faces and run_faces_decoded: the network on crops sampled from one gray image. */
 static PyObject *faces_batch(Plan *self, PyObject *args, const int decode) {
-    Py_buffer image, matrices, y, taps = {0};
+    Py_buffer image, matrices, y, mirror, taps = {0};
     Py_ssize_t height, width;
     float mean, std;
     Decoding decoding = {0};
     double stride = 1.0;
-    if (decode ? !PyArg_ParseTuple(args, "y*nny*ffpdy*dw*", &image, &height, &width, &matrices, &mean, &std,
-                                   &decoding.sigmoid, &decoding.min_peak, &taps, &stride, &y)
-               : !PyArg_ParseTuple(args, "y*nny*ffw*", &image, &height, &width, &matrices, &mean, &std, &y))
+    if (decode ? !PyArg_ParseTuple(args, "y*nny*ffpdy*dy*w*", &image, &height, &width, &matrices, &mean, &std,
+                                   &decoding.sigmoid, &decoding.min_peak, &taps, &stride, &mirror, &y)
+               : !PyArg_ParseTuple(args, "y*nny*ffy*w*", &image, &height, &width, &matrices, &mean, &std, &mirror, &y))
         return NULL;
     decoding.taps = taps.buf, decoding.ntaps = taps.len / 4;
     const int64_t per_image = output_bytes(self, decode), batch = (int64_t)matrices.len / 48;
-    const char *why = NULL;
+    const char *why = mirror_problem(self, &mirror);
     if (self->nstages == 0 || self->stages[0].kind != ST_INPUT || self->stages[0].cin != 1)
         why = "the network's input is not one gray channel";
     else if (height < 1 || width < 1 || image.len != (Py_ssize_t)height * width)
@@ -2609,27 +2663,29 @@ static PyObject *faces_batch(Plan *self, PyObject *args, const int decode) {
         PyBuffer_Release(&image);
         PyBuffer_Release(&matrices);
         PyBuffer_Release(&y);
+        PyBuffer_Release(&mirror);
         if (decode) PyBuffer_Release(&taps);
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
     PyThread_acquire_lock(self->lock, WAIT_LOCK); /* one run at a time: it owns the buffers */
     const Input input = {NULL, NULL, mean, std, (const uint8_t *)image.buf, height, width, (const double *)matrices.buf};
-    run_batch(self, input, batch, 0, 6, decode ? &decoding : NULL, stride, y.buf);
+    run_batch(self, input, batch, 0, 6, mirror.len ? mirror.buf : NULL, decode ? &decoding : NULL, stride, y.buf);
     PyThread_release_lock(self->lock);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&image);
     PyBuffer_Release(&matrices);
     PyBuffer_Release(&y);
+    PyBuffer_Release(&mirror);
     if (decode) PyBuffer_Release(&taps);
     Py_RETURN_NONE;
 }
 
-/* plan.run_faces(image, height, width, matrices, mean, std, out): image uint8 gray (height, width)
+/* plan.run_faces(image, height, width, matrices, mean, std, mirror, out): image uint8 gray (height, width)
  * C-contiguous; matrices float64 (B, 2, 3), each mapping image pixels to crop pixels; out as run_crops. */
 static PyObject *plan_run_faces(Plan *self, PyObject *args) { return faces_batch(self, args, 0); }
 
-/* plan.run_faces_decoded(image, height, width, matrices, mean, std, sigmoid, min_peak, taps, stride, out): run_faces,
+/* plan.run_faces_decoded(image, height, width, matrices, mean, std, sigmoid, min_peak, taps, stride, mirror, out): run_faces,
  * then the maps decoded as run_crops_decoded does, and the points mapped to image pixels (a heatmap
  * cell is `stride` crop pixels, centres aligned as OutputSpace "heatmap" aligns them). */
 static PyObject *plan_run_faces_decoded(Plan *self, PyObject *args) { return faces_batch(self, args, 1); }
@@ -2685,13 +2741,14 @@ static PyObject *plan_buffer(Plan *self, PyObject *args) {
 static PyMethodDef plan_methods[] = {
     {"run", (PyCFunction)plan_run, METH_VARARGS, "run(images, out): the whole network on a batch"},
     {"run_crops", (PyCFunction)plan_run_crops, METH_VARARGS,
-     "run_crops(crops, mean, std, out): the whole network on uint8 crops, normalized natively"},
+     "run_crops(crops, mean, std, mirror, out): the whole network on uint8 crops, normalized natively"},
     {"run_crops_decoded", (PyCFunction)plan_run_crops_decoded, METH_VARARGS,
-     "run_crops_decoded(crops, mean, std, sigmoid, min_peak, taps, out): run_crops, then its heatmaps decoded in place"},
+     "run_crops_decoded(crops, mean, std, sigmoid, min_peak, taps, mirror, out): run_crops, then its heatmaps decoded in place"},
     {"run_faces", (PyCFunction)plan_run_faces, METH_VARARGS,
-     "run_faces(image, height, width, matrices, mean, std, out): the network on crops sampled from a gray image"},
+     "run_faces(image, height, width, matrices, mean, std, mirror, out): the network on crops sampled from a gray image"},
     {"run_faces_decoded", (PyCFunction)plan_run_faces_decoded, METH_VARARGS,
-     "run_faces_decoded(image, height, width, matrices, mean, std, sigmoid, min_peak, taps, stride, out): run_faces, "
+     "run_faces_decoded(image, height, width, matrices, mean, std, sigmoid, min_peak, taps, stride, mirror, out): "
+     "run_faces, "
      "then decoded, in image pixels"},
     {"profile", (PyCFunction)plan_profile, METH_VARARGS, "profile(image, repeats) -> seconds per stage"},
     {"buffer", (PyCFunction)plan_buffer, METH_VARARGS, "buffer(index, nbytes) -> bytes"},

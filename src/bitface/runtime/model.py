@@ -49,10 +49,18 @@ class PackedLandmarker(CroppedPredictor):
         if self.output == "heatmap":  # decoded in the same native call, the maps read where they lie
             sigmoid = self.heatmap_activation == "sigmoid"
             decoded = self.network.run_crops_decoded(
-                crops, self.input.mean, self.input.std, sigmoid, smooth=self.heatmap_smooth
+                crops, self.input.mean, self.input.std, sigmoid, smooth=self.heatmap_smooth, mirror=self._mirror()
             )
             return self.space.to_crop(decoded.points), decoded.confidence
-        return self.decode_scored(self._points_shape(self.network.run_crops(crops, self.input.mean, self.input.std)))
+        output = self._points_shape(self.network.run_crops(crops, self.input.mean, self.input.std))
+        if self.flip_test:  # coordinates: the mirrored crops' points mirrored back here
+            mirrored = self.network.run_crops(np.ascontiguousarray(crops[:, :, ::-1]), self.input.mean, self.input.std)
+            output = self.with_mirror(output, self._points_shape(mirrored))
+        return self.decode_scored(output)
+
+    def _mirror(self) -> np.ndarray | None:
+        """The channel permutation of a native test-time flip of heatmaps (None without one)."""
+        return np.asarray(self.scheme.flip_permutation, np.int32) if self.flip_test else None
 
     def predict_in_image(self, image: np.ndarray, matrices: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
         """As CroppedPredictor.predict_in_image; a gray model on a gray image samples its crops in the
@@ -60,8 +68,9 @@ class PackedLandmarker(CroppedPredictor):
         (cv2.warpAffine's arithmetic; a face that the crop shrinks more than 2x is sampled from its
         area-downsampled region, as `warp` does it)."""
         image = np.asarray(image)
-        if self.network.plan is None or self.input_shape[0] != 1 or image.ndim != 2 or image.dtype != np.uint8:
-            return super().predict_in_image(image, matrices)
+        native = self.network.plan is not None and self.input_shape[0] == 1 and image.ndim == 2
+        if not native or image.dtype != np.uint8 or (self.flip_test and self.output != "heatmap"):
+            return super().predict_in_image(image, matrices)  # a coordinate model's flip mirrors crops
         image = np.ascontiguousarray(image)
         sources = [warp_source(image, m, self.crop.size) for m in matrices]
         direct = [i for i, (source, _) in enumerate(sources) if source is image]
@@ -97,6 +106,7 @@ class PackedLandmarker(CroppedPredictor):
                 sigmoid,
                 self.heatmap_stride,
                 smooth=self.heatmap_smooth,
+                mirror=self._mirror(),
             )
             points = decoded.points
             if any(t is not m for m, t in zip(matrices, to_crop, strict=True)):  # a region: -> crop -> original

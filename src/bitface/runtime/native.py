@@ -75,23 +75,33 @@ class Network:
             )
         return np.ascontiguousarray(crops)
 
-    def run_crops(self, crops: np.ndarray, mean: float, std: float) -> np.ndarray:
+    def run_crops(self, crops: np.ndarray, mean: float, std: float, mirror=None) -> np.ndarray:
         """uint8 (B, H, W[, C]) crops, normalized to (x - mean) / std in the plan's input stage: the
-        same output as calling the network on the normalized float32 input, without that copy."""
+        same output as calling the network on the normalized float32 input, without that copy.
+        mirror: for heatmap outputs, a test-time flip with this channel permutation (each map averaged
+        with the map mirror[c] of the mirrored input, mirrored back: `CroppedPredictor.with_mirror`)."""
         crops = self._crops(crops)
         out = np.empty((len(crops), *self.compiled.output_shape), np.float32)
-        self.plan.run_crops(crops, mean, std, out)
+        self.plan.run_crops(crops, mean, std, _permutation(mirror), out)
         return out
 
     def run_crops_decoded(
-        self, crops: np.ndarray, mean: float, std: float, sigmoid: bool, min_peak: float = 1e-6, smooth: float = 0.0
+        self,
+        crops: np.ndarray,
+        mean: float,
+        std: float,
+        sigmoid: bool,
+        min_peak: float = 1e-6,
+        smooth: float = 0.0,
+        mirror=None,
     ):
         """run_crops, then `decode_heatmaps` of its (B, N, H, W) output: in one native call that decodes
         the maps where the network left them (no CHW copy, no map array)."""
         crops = self._crops(crops)
         channels = self.compiled.output_shape[0]
         out = np.empty((len(crops), channels, 4), np.float64)
-        self.plan.run_crops_decoded(crops, mean, std, bool(sigmoid), float(min_peak), gaussian_taps(smooth), out)
+        taps, permutation = gaussian_taps(smooth), _permutation(mirror)
+        self.plan.run_crops_decoded(crops, mean, std, bool(sigmoid), float(min_peak), taps, permutation, out)
         return _decoded(out, (len(crops), channels))
 
     def _faces(self, gray: np.ndarray, matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -105,12 +115,12 @@ class Network:
             raise ValueError(f"run_faces: matrices must be finite (B, 2 or 3, 3), got shape {given.shape}")
         return gray, np.ascontiguousarray(given[:, :2])  # the native call refuses non-finite ones
 
-    def run_faces(self, gray: np.ndarray, matrices: np.ndarray, mean: float, std: float) -> np.ndarray:
+    def run_faces(self, gray: np.ndarray, matrices: np.ndarray, mean: float, std: float, mirror=None) -> np.ndarray:
         """run_crops on the crops cv2.warpAffine would make from a uint8 gray image (H, W) with `matrices`
         (B, 2 or 3, 3; image -> crop; bilinear, 0 outside), bit for bit, sampled in the native call."""
         gray, matrices = self._faces(gray, matrices)
         out = np.empty((len(matrices), *self.compiled.output_shape), np.float32)
-        self.plan.run_faces(gray, gray.shape[0], gray.shape[1], matrices, mean, std, out)
+        self.plan.run_faces(gray, gray.shape[0], gray.shape[1], matrices, mean, std, _permutation(mirror), out)
         return out
 
     def run_faces_decoded(
@@ -123,6 +133,7 @@ class Network:
         stride: float,
         min_peak: float = 1e-6,
         smooth: float = 0.0,
+        mirror=None,
     ) -> Decoded:
         """run_faces, its heatmaps decoded in the same native call (as run_crops_decoded) and the points
         mapped to image pixels (a map cell is `stride` crop pixels, as OutputSpace "heatmap" has it)."""
@@ -140,9 +151,15 @@ class Network:
             float(min_peak),
             gaussian_taps(smooth),
             float(stride),
+            _permutation(mirror),
             out,
         )
         return _decoded(out, (len(matrices), channels))
+
+
+def _permutation(mirror) -> np.ndarray:
+    """A test-time flip's channel permutation as the plan takes it: int32, empty for none."""
+    return np.zeros(0, np.int32) if mirror is None else np.ascontiguousarray(mirror, np.int32)
 
 
 def _decoded(out: np.ndarray, lead: tuple) -> Decoded:
