@@ -51,7 +51,7 @@ ROWS = (
     # the shipped models: the best block trained 4x longer (not ablation rows: a larger budget)
     "hpm_real_long",
     "hpm_xnor_long",  # starts from hpm_real's weights and distills from it (train.teacher)
-    "hpm_acn1bit_long",  # starts from and distills from hpm_real_long (the shipped real model)
+    "hpm_acn1bit_long",  # starts from and distills from hpm_real_long (the real model shipped before hpm_real_cont)
     "hpm_acn1bit_long_lightaug",  # the same with half the geometric augmentation
     "hpm_acn1bit_cont",  # a second cosine cycle from hpm_acn1bit_long_lightaug
     "hpm_acn1bit_cont_noaug",  # the same with flips and shifts only
@@ -65,7 +65,8 @@ RESULTS = ROOT / "benchmarks" / "results" / "hourglass_68.json"
 PER_FACE = RESULTS.with_name("hourglass_68_per_face.json")  # HELEN per-face errors: the CED of carried rows
 MODELS = ROOT / "models"  # committed checkpoints (with model cards) of the shipped rows
 SHIPPED = {
-    "hpm_real_long": "landmarks68-hourglass-real",  # the hpm block trained 4x longer
+    # the hpm block trained 4x longer (hpm_real_long, 40 epochs), then a second cosine cycle of 20
+    "hpm_real_cont": "landmarks68-hourglass-real",
     "hpm_xnor_long": "landmarks68-hourglass-xnor",  # from and distilled from hpm_real, 2.4x longer
     # 1-bit ACN from and distilled from hpm_real_long, a second cycle with half the geometric
     # augmentation: of the four acn1bit_long/cont rows the best on HELEN test with detector boxes

@@ -19,19 +19,21 @@ RESULTS = ROOT / "benchmarks" / "results"
 BUNDLED = sorted((ROOT / "models").glob("*.safetensors"))
 
 
-def recorded(path: Path) -> tuple[str, str, float]:
-    """(test set, normalizer, NME) the benchmark recorded for a shipped checkpoint."""
+def recorded(path: Path) -> tuple[str, str, float, float | None]:
+    """(test set, normalizer, NME, NME with a test-time flip where recorded) the benchmark recorded for a
+    shipped checkpoint."""
     relative = str(path.relative_to(ROOT))
     if path.stem.startswith("regression5-"):
         results = json.loads((RESULTS / "acn_table2.json").read_text())
         entry = next(b for b in results["bundled"] if b["name"] == path.stem)
         row = next(r for r in results["rows"] if (r["structure"], r["method"]) == (entry["structure"], entry["method"]))
-        return "cuhk_lfw_net_5pt/testImageList.txt", "box_width", row["nme"]["cuhk_test"]
+        return "cuhk_lfw_net_5pt/testImageList.txt", "box_width", row["nme"]["cuhk_test"], None
     rows = json.loads((RESULTS / "hourglass_68.json").read_text())["rows"]
     row = next(r for r in rows if r["checkpoint"] == relative)
     smoothed = load_model(path).heatmap_smooth  # the decoding the file says, scored as such
     assert smoothed == row.get("decode_smooth", 0.0)
-    return "300w_helen_68pt/testset", "interocular", row["nme_io_smoothed"] if smoothed else row["nme_io"]
+    nme = row["nme_io_smoothed"] if smoothed else row["nme_io"]
+    return "300w_helen_68pt/testset", "interocular", nme, row["nme_io_flip"]
 
 
 @pytest.mark.parametrize("path", BUNDLED, ids=[p.stem for p in BUNDLED])
@@ -48,7 +50,12 @@ def test_a_bundled_model_has_a_card_and_loads(path):
 @pytest.mark.data
 @pytest.mark.parametrize("path", BUNDLED, ids=[p.stem for p in BUNDLED])
 def test_a_bundled_model_scores_what_the_benchmark_recorded(path):
-    test_set, normalizer, nme = recorded(path)
+    test_set, normalizer, nme, nme_flip = recorded(path)
     samples = read_annotations(shared_data(test_set), check="exists").samples
-    report = evaluate_model(load_model(path), samples[::4], normalizer)  # every 4th face: a quick check
+    model = load_model(path)
+    report = evaluate_model(model, samples[::4], normalizer)  # every 4th face: a quick check
     assert report.nme == pytest.approx(nme, rel=0.08)
+    if nme_flip is not None:
+        model.flip_test = True
+        flipped = evaluate_model(model, samples[::4], normalizer)
+        assert flipped.nme == pytest.approx(nme_flip, rel=0.08) and flipped.nme < report.nme
