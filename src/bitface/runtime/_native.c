@@ -2590,14 +2590,16 @@ static PyObject *crops_batch(Plan *self, PyObject *args, const int decode) {
     decoding.taps = taps.buf, decoding.ntaps = taps.len / 4;
     const int64_t per_image = output_bytes(self, decode);
     const int64_t batch = self->input_size ? (int64_t)x.len / self->input_size : 0;
-    const char *why = mirror_problem(self, &mirror);
+    const char *why = mirror_problem(self, &mirror), *name = decode ? "run_crops_decoded" : "run_crops";
     if (decode && !taps_fit(taps.len)) why = "taps must be an odd number of float32 values";
-    if (x.len % self->input_size || y.len != batch * per_image || self->nstages == 0 || self->stages[0].kind != ST_INPUT)
-        why = "the crop bytes and the output bytes do not fit the network's input and output";
-    if (why) {
-        PyErr_Format(PyExc_ValueError, "%s: %s (%zd crop bytes and %zd output bytes for %lld and %lld per image)",
-                     decode ? "run_crops_decoded" : "run_crops", why, x.len, y.len, (long long)self->input_size,
-                     (long long)per_image);
+    const int misfit =
+        x.len % self->input_size || y.len != batch * per_image || self->nstages == 0 || self->stages[0].kind != ST_INPUT;
+    if (why || misfit) {
+        if (misfit) /* the sizes only where they are the problem */
+            PyErr_Format(PyExc_ValueError, "%s: %zd crop bytes and %zd output bytes do not fit %lld and %lld per image",
+                         name, x.len, y.len, (long long)self->input_size, (long long)per_image);
+        else
+            PyErr_Format(PyExc_ValueError, "%s: %s", name, why);
         PyBuffer_Release(&x);
         PyBuffer_Release(&y);
         PyBuffer_Release(&mirror);
