@@ -60,6 +60,7 @@ ROWS = (
     "hpm_acn1bit_fast96",  # the same at 96 px, from hpm_acn1bit_fast
     "hpm_real_cont",  # a second cosine cycle from hpm_real_long
     "hpm_acn1bit_teach2",  # a cycle from hpm_acn1bit_cont distilled from hpm_real_cont
+    "hpm_real_cont2",  # a third cosine cycle from hpm_real_cont, half the geometric augmentation
 )
 THRESHOLDS = {"0.08": "08", "0.1": "10"}  # report key: field suffix (auc_08, fr_10, ...)
 RESULTS = ROOT / "benchmarks" / "results" / "hourglass_68.json"

@@ -16,6 +16,18 @@ def test_ste_sign_forward_and_gradient():
     assert x.grad.tolist() == [0, 1, 1, 1, 1, 1, 0]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_ste_gradient_passes_exactly_where_abs_is_at_most_one(dtype):
+    one = torch.tensor(1.0, dtype=dtype)
+    edges = [1.0, -1.0, torch.nextafter(one, 2 * one).item(), -torch.nextafter(one, 2 * one).item()]
+    edges += [torch.nextafter(one, 0 * one).item(), 0.0, -0.0, 3.0, float("inf"), float("-inf")]
+    x = torch.cat([torch.tensor(edges, dtype=dtype), torch.randn(1000, dtype=dtype) * 1.5])
+    x.requires_grad_(True)
+    grad = torch.randn_like(x)
+    ste_sign(x).backward(grad)
+    assert torch.equal(x.grad, torch.where(x.detach().abs() <= 1, grad, torch.zeros_like(grad)))
+
+
 def test_signs_are_those_the_runtime_packs_for_every_float():
     tiny = torch.finfo(torch.float32).tiny
     x = torch.tensor([-0.0, 0.0, -1e-45, 1e-45, -tiny, tiny, -3e38, 3e38, float("-inf"), float("inf")])
