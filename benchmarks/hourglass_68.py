@@ -61,14 +61,16 @@ ROWS = (
     "hpm_real_cont",  # a second cosine cycle from hpm_real_long
     "hpm_acn1bit_teach2",  # a cycle from hpm_acn1bit_cont distilled from hpm_real_cont
     "hpm_real_cont2",  # a third cosine cycle from hpm_real_cont, half the geometric augmentation
+    "hpm_acn1bit_teach3",  # hpm_acn1bit_teach2 distilled from hpm_real_cont2
 )
 THRESHOLDS = {"0.08": "08", "0.1": "10"}  # report key: field suffix (auc_08, fr_10, ...)
 RESULTS = ROOT / "benchmarks" / "results" / "hourglass_68.json"
 PER_FACE = RESULTS.with_name("hourglass_68_per_face.json")  # HELEN per-face errors: the CED of carried rows
 MODELS = ROOT / "models"  # committed checkpoints (with model cards) of the shipped rows
 SHIPPED = {
-    # the hpm block trained 4x longer (hpm_real_long, 40 epochs), then a second cosine cycle of 20
-    "hpm_real_cont": "landmarks68-hourglass-real",
+    # the hpm block trained 4x longer (hpm_real_long, 40 epochs), then two more cosine cycles of 20
+    # (the last with half the geometric augmentation)
+    "hpm_real_cont2": "landmarks68-hourglass-real",
     "hpm_xnor_long": "landmarks68-hourglass-xnor",  # from and distilled from hpm_real, 2.4x longer
     # 1-bit ACN from and distilled from hpm_real_long, a second cycle with half the geometric
     # augmentation: of the four acn1bit_long/cont rows the best on HELEN test with detector boxes
@@ -82,6 +84,7 @@ SHIPPED = {
 }
 # shipped row: the rows it was chosen over
 PICKED_ON_TEST = {
+    "hpm_real_cont2": "hpm_real_cont (the cycle it continues)",
     "hpm_acn1bit_cont": "hpm_acn1bit_long, hpm_acn1bit_long_lightaug and hpm_acn1bit_cont_noaug (the last "
     "more accurate with annotated boxes, less with detector boxes)"
 }
