@@ -2579,6 +2579,25 @@ static const char *mirror_problem(const Plan *self, const Py_buffer *mirror) {
 }
 
 /* run_crops and run_crops_decoded: the network on each uint8 crop. */
+/* The batch under the plan's lock (one run at a time: it owns the buffers), the GIL released. */
+static void run_batch_locked(Plan *self, Input input, int64_t batch, int64_t crop_step, int64_t matrix_step,
+                             const Py_buffer *mirror, const Decoding *decoding, double stride, void *out) {
+    Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    run_batch(self, input, batch, crop_step, matrix_step, mirror->len ? mirror->buf : NULL, decoding, stride, out);
+    PyThread_release_lock(self->lock);
+    Py_END_ALLOW_THREADS
+}
+
+/* The buffers a batch call took (a zeroed one, never taken, is skipped by PyBuffer_Release). */
+static void release_buffers(Py_buffer *x, Py_buffer *y, Py_buffer *z, Py_buffer *mirror, Py_buffer *taps) {
+    PyBuffer_Release(x);
+    PyBuffer_Release(y);
+    if (z) PyBuffer_Release(z);
+    PyBuffer_Release(mirror);
+    PyBuffer_Release(taps);
+}
+
 static PyObject *crops_batch(Plan *self, PyObject *args, const int decode) {
     Py_buffer x, y, mirror, taps = {0};
     float mean, std;
@@ -2600,23 +2619,12 @@ static PyObject *crops_batch(Plan *self, PyObject *args, const int decode) {
                          name, x.len, y.len, (long long)self->input_size, (long long)per_image);
         else
             PyErr_Format(PyExc_ValueError, "%s: %s", name, why);
-        PyBuffer_Release(&x);
-        PyBuffer_Release(&y);
-        PyBuffer_Release(&mirror);
-        if (decode) PyBuffer_Release(&taps);
+        release_buffers(&x, &y, NULL, &mirror, &taps);
         return NULL;
     }
-    Py_BEGIN_ALLOW_THREADS
-    PyThread_acquire_lock(self->lock, WAIT_LOCK); /* one run at a time: it owns the buffers */
     const Input input = {NULL, (const uint8_t *)x.buf, mean, std, NULL, 0, 0, NULL};
-    run_batch(self, input, batch, self->input_size, 0, mirror.len ? mirror.buf : NULL, decode ? &decoding : NULL, 1.0,
-              y.buf);
-    PyThread_release_lock(self->lock);
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&x);
-    PyBuffer_Release(&y);
-    PyBuffer_Release(&mirror);
-    if (decode) PyBuffer_Release(&taps);
+    run_batch_locked(self, input, batch, self->input_size, 0, &mirror, decode ? &decoding : NULL, 1.0, y.buf);
+    release_buffers(&x, &y, NULL, &mirror, &taps);
     Py_RETURN_NONE;
 }
 
@@ -2662,24 +2670,12 @@ static PyObject *faces_batch(Plan *self, PyObject *args, const int decode) {
         why = "taps must be an odd number of float32 values";
     if (why) {
         PyErr_Format(PyExc_ValueError, "%s: %s", decode ? "run_faces_decoded" : "run_faces", why);
-        PyBuffer_Release(&image);
-        PyBuffer_Release(&matrices);
-        PyBuffer_Release(&y);
-        PyBuffer_Release(&mirror);
-        if (decode) PyBuffer_Release(&taps);
+        release_buffers(&image, &matrices, &y, &mirror, &taps);
         return NULL;
     }
-    Py_BEGIN_ALLOW_THREADS
-    PyThread_acquire_lock(self->lock, WAIT_LOCK); /* one run at a time: it owns the buffers */
     const Input input = {NULL, NULL, mean, std, (const uint8_t *)image.buf, height, width, (const double *)matrices.buf};
-    run_batch(self, input, batch, 0, 6, mirror.len ? mirror.buf : NULL, decode ? &decoding : NULL, stride, y.buf);
-    PyThread_release_lock(self->lock);
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&image);
-    PyBuffer_Release(&matrices);
-    PyBuffer_Release(&y);
-    PyBuffer_Release(&mirror);
-    if (decode) PyBuffer_Release(&taps);
+    run_batch_locked(self, input, batch, 0, 6, &mirror, decode ? &decoding : NULL, stride, y.buf);
+    release_buffers(&image, &matrices, &y, &mirror, &taps);
     Py_RETURN_NONE;
 }
 
