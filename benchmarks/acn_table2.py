@@ -87,7 +87,6 @@ def score(structure: str, method: str, test_samples: dict) -> dict:
     folder = run_folder(structure, method)
     model = load_model(folder / "model.safetensors")
     totals = summarize(model.network, (model.input.channels, model.crop.size, model.crop.size)).totals()
-    log = trained_rows.read_log(folder)
     row = {
         "row": f"{structure}_{method}",
         "structure": structure,
@@ -98,8 +97,7 @@ def score(structure: str, method: str, test_samples: dict) -> dict:
         "nme": {},
         "nme_interpupil": {},
         "auc_box_width": {},
-        "epochs": len(log),
-        "train_minutes": sum(r["seconds"] for r in log) / 60,
+        **trained_rows.training_record(folder),
         "checkpoint": str((folder / "model.safetensors").relative_to(ROOT)),
         "recipe": str(recipe_path(structure, method).relative_to(ROOT)),
         "paper_nme_cuhk": PAPER_TABLE2[structure].get(method),

@@ -41,7 +41,6 @@ def score(row: str, test_samples: list) -> dict:
     test = LandmarkDataset(
         test_samples, recipe.scheme, recipe.crop, recipe.input, None, "parts", HeatmapSpec(recipe.target.stride)
     )
-    log = trained_rows.read_log(folder)
     return {
         "row": row,
         "block": recipe.model.options["block"],
@@ -50,8 +49,7 @@ def score(row: str, test_samples: list) -> dict:
         "params": totals["params"],
         "memory_bits": totals["memory_bits"],
         **score_parts(model.network, test),
-        "epochs": len(log),
-        "train_minutes": sum(r["seconds"] for r in log) / 60,
+        **trained_rows.training_record(folder),
         "recipe": str((RECIPES / f"{row}.yaml").relative_to(ROOT)),
     }
 

@@ -86,7 +86,7 @@ SHIPPED = {
 PICKED_ON_TEST = {
     "hpm_real_cont2": "hpm_real_cont (the cycle it continues)",
     "hpm_acn1bit_cont": "hpm_acn1bit_long, hpm_acn1bit_long_lightaug and hpm_acn1bit_cont_noaug (the last "
-    "more accurate with annotated boxes, less with detector boxes)"
+    "more accurate with annotated boxes, less with detector boxes)",
 }
 
 
@@ -109,11 +109,11 @@ def score(row: str, test_samples: dict, committed: dict | None = None) -> tuple[
 
     if committed is None:
         model = load_model(run_folder(row) / "model.safetensors")
-        log = trained_rows.read_log(run_folder(row))
-        trained = {"epochs": len(log), "train_minutes": sum(r["seconds"] for r in log) / 60, "checkpoint": None}
+        trained = {**trained_rows.training_record(run_folder(row)), "checkpoint": None}
     else:
         model = load_model(ROOT / committed["checkpoint"])
-        trained = {k: committed[k] for k in ("epochs", "train_minutes", "checkpoint")}
+        carried = ("epochs", "train_minutes", "checkpoint", "trained_at", "trained_on")
+        trained = {k: committed[k] for k in carried if k in committed}
     totals = summarize(model.network, (model.input.channels, model.crop.size, model.crop.size)).totals()
     recipe = load_recipe(recipe_path(row))
     init, teacher = recipe.train.init, recipe.train.teacher  # another row's weights to start from / distill
@@ -132,6 +132,8 @@ def score(row: str, test_samples: dict, committed: dict | None = None) -> tuple[
         "float_macs": totals["float_macs"],
         "epochs": trained["epochs"],
         "train_minutes": trained["train_minutes"],  # not counting the row it starts from
+        "trained_at": trained.get("trained_at", ["unrecorded"]),  # bitface revisions that trained it
+        "trained_on": trained.get("trained_on", ["unrecorded"]),  # and the CPUs
         "init": str(Path(init).resolve().relative_to(ROOT)) if init else None,
         "teacher": str(Path(teacher).resolve().relative_to(ROOT)) if teacher else None,
         "distill": recipe.train.distill if teacher else None,
@@ -328,6 +330,8 @@ def report() -> None:
             "sigma (decode_smooth cells), chosen a priori as DARK does, not on test; the shipped models' decoding",
             "nme_io_flip": "nme_io_smoothed with a test-time flip: each face's maps averaged with those of its "
             "mirror image, mirrored back (Landmarker(flip_test=True); twice the network time)",
+            "trained_at, trained_on": "the bitface git revisions and CPUs that trained a row's epochs, from its "
+            "run log ('unrecorded' for epochs logged before runs recorded them)",
             "memory_bits": "as the papers count it: 32 bits per real weight, 1 per binary weight, plus scales",
         },
         "rows": rows,

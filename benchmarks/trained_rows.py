@@ -31,6 +31,22 @@ def read_log(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
 
 
+def training_record(folder: Path) -> dict:
+    """A run's epochs, training minutes and what trained it, from its log: the git revisions of
+    bitface and the CPUs its epochs ran on ("unrecorded" for epochs logged before runs said so)."""
+    log = read_log(folder)
+
+    def seen(key: str) -> list[str]:
+        return sorted({str(r.get(key, "unrecorded")) for r in log})
+
+    return {
+        "epochs": len(log),
+        "train_minutes": sum(r["seconds"] for r in log) / 60,
+        "trained_at": seen("git_revision"),
+        "trained_on": seen("cpu"),
+    }
+
+
 def committed_rows(results: Path) -> tuple[dict[str, dict], str | None]:
     """The rows a committed results file holds, by name, and the git revision that wrote it."""
     if not results.is_file():

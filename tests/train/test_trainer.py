@@ -20,6 +20,9 @@ def test_training_writes_a_model_a_log_and_resumes_exactly(tiny_recipe, tmp_path
     log = [json.loads(line) for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in log] == [1, 2]
     assert all(np.isfinite(row["loss"]) and row["val"]["faces"] == 16 for row in log)
+    ran_on = {"git_revision", "cpu", "torch", "threads"}  # each epoch says what trained it
+    assert all(ran_on <= row.keys() and row["threads"] == recipe.train.threads for row in log)
+    assert log[0]["torch"] == torch.__version__ and log[0]["git_revision"]
 
     stopped = Trainer(recipe, tmp_path / "resumed", progress=False)
     stopped.fit(until_epoch=1)

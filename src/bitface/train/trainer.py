@@ -3,7 +3,9 @@
     RUN/recipe.yaml         the recipe as resolved (bases merged, paths absolute)
     RUN/model.safetensors   the model after the last finished epoch (weights + how to run it)
     RUN/state.pt            optimizer, schedule, RNG and history for an exact --resume
-    RUN/log.jsonl           one line per epoch: loss, rates, validation NME, seconds
+    RUN/log.jsonl           one line per epoch: loss, rates, validation NME, seconds, and what ran it
+                            (bitface's git revision, CPU, torch version, threads: a resumed run may
+                            span revisions and machines)
 
 Both files are written atomically at the end of every epoch. Resume is exact: the shuffle order,
 the augmentation of every face and dropout all derive from (seed, epoch), so a run stopped after
@@ -31,6 +33,7 @@ from ..data.parts import PART_CLASSES, part_labels
 from ..data.pipeline import to_original
 from ..evaluate.protocol import reference_boxes
 from ..evaluate.report import evaluate
+from ..evaluate.results import cpu_model, git_revision
 from ..evaluate.segmentation import confusion, segmentation_scores
 from ..io import read_annotations
 from ..io.sample import Sample
@@ -239,6 +242,13 @@ class Trainer:
         self.fallback_crop = calibrate_points_crop(self.train_samples, recipe.crop)
         self.epoch = 0  # epochs finished
         self.history: list[dict] = []
+        # what trains the epochs of this process, logged with each (bitface's own checkout, not the cwd's)
+        self.ran_on = {
+            "git_revision": git_revision(Path(__file__).parent),
+            "cpu": cpu_model(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        }
 
     # -- state ------------------------------------------------------------------------------------
 
@@ -357,6 +367,7 @@ class Trainer:
             "loss": total / count,
             "lr": self.optimizer.param_groups[0]["lr"],
             "seconds": time.perf_counter() - start,
+            **self.ran_on,
         }
 
     def objective(self, prediction, batch: dict) -> torch.Tensor:
