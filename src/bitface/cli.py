@@ -109,6 +109,8 @@ def _summary(args) -> int:
     except ImportError as exc:
         raise ValueError(f"`bitface summary` of an architecture needs the train extra (torch): {exc}") from None
     options = _parse_options(args.set)
+    if args.model == "blocks":
+        return _summary_of_blocks(options, args.json)
     target = Path(args.model)
     if target.suffix in (".yaml", ".yml"):
         from .train.recipe import load_recipe
@@ -132,6 +134,22 @@ def _summary(args) -> int:
     print(
         json.dumps({"model": name, "options": options, **summary.to_dict()}, indent=2) if args.json else summary.table()
     )
+    return 0
+
+
+def _summary_of_blocks(options: dict, as_json: bool) -> int:
+    """`bitface summary blocks`: the paper's blocks side by side, with its parameter comparisons."""
+    from .models.summary import blocks_table, compare_blocks
+
+    unknown = set(options) - {"width", "binarization"}
+    if unknown:
+        raise ValueError(f"`bitface summary blocks` takes --set width=N and binarization=NAME, not {sorted(unknown)}")
+    width, binarization = options.get("width", 256), options.get("binarization", "xnor")
+    if not isinstance(width, int) or isinstance(width, bool) or width < 8:
+        raise ValueError(f"--set width: a whole number of channels of at least 8, got {width!r}")
+    rows = compare_blocks(width, str(binarization))
+    print(json.dumps({"width": width, "binarization": binarization, "blocks": rows}, indent=2) if as_json else
+          blocks_table(rows, str(binarization)))  # fmt: skip
     return 0
 
 
@@ -266,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument(
         "model",
         help="bundled model name (see `bitface models`), packed model file (.bitface), registered architecture "
-        "name (e.g. regression), recipe (.yaml) or training checkpoint (.safetensors)",
+        "name (e.g. regression), recipe (.yaml), training checkpoint (.safetensors), or `blocks`: the hourglass "
+        "blocks side by side with the paper's parameter comparisons (--set width=256 --set binarization=xnor)",
     )
     summary.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="architecture option (repeatable)"

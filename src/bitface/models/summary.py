@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from ..nn.blocks import create_block
 from ..nn.layers import QuantMixin
 
 
@@ -67,12 +68,15 @@ class Summary:
         return {"layers": [asdict(r) for r in self.rows], "totals": self.totals()}
 
     def table(self) -> str:
-        head = f"{'layer':<22}{'kind':<24}{'params':>9}{'w bits':>7}{'in bits':>8}{'memory':>11}{'MACs':>11}  mac"
+        name = max([len("layer")] + [len(r.name) for r in self.rows]) + 2  # deep modules have long names
+        kind = max([len("kind")] + [len(r.kind) for r in self.rows]) + 2
+        head = f"{'layer':<{name}}{'kind':<{kind}}{'params':>9}{'w bits':>7}{'in bits':>8}{'memory':>11}{'MACs':>13}"
+        head += "  mac"
         lines = [head, "-" * len(head)]
         for r in self.rows:
             lines.append(
-                f"{r.name:<22}{r.kind:<24}{r.params:>9,}{r.weight_bits:>7}{r.input_bits:>8}"
-                f"{_bytes(r.memory_bits):>11}{r.macs:>11,}  {'binary' if r.binary_macs else 'float'}"
+                f"{r.name:<{name}}{r.kind:<{kind}}{r.params:>9,}{r.weight_bits:>7}{r.input_bits:>8}"
+                f"{_bytes(r.memory_bits):>11}{r.macs:>13,}  {'binary' if r.binary_macs else 'float'}"
             )
         t = self.totals()
         lines += [
@@ -136,3 +140,63 @@ def _weight_layer(name: str, m: nn.Module, out_shape: torch.Size) -> LayerRow:
         macs=m.weight.shape[0] * spatial * per_output,
         binary_macs=weight_bits == 1 and input_bits == 1,
     )
+
+
+# The blocks of Bulat & Tzimiropoulos (ICCV 2017) as its binary comparisons set them: (label, block,
+# width factor, figure, the paper's whole-network parameters in millions and MPII PCKh, from its
+# Tables 2 and 4). Theirs count a whole hourglass of such blocks; ours count one block, so the ratios
+# to the bottleneck are what compare.
+PAPER_BLOCKS = (
+    ("bottleneck", "bottleneck", 1.0, "4a", 3.5, 67.2),
+    ("wider", "wider", 1.0, "4b", 11.3, 70.7),
+    ("multiscale", "multiscale", 1.0, "4c", 4.0, 69.3),
+    ("multiscale_no1x1", "multiscale_no1x1", 1.0, "4d", 9.3, 75.5),
+    ("hpm", "hpm", 1.0, "4e", 6.2, 76.0),
+    ("hpm at 3/4 width", "hpm", 0.75, "1b", 4.0, 72.7),  # Table 4: matched to the bottleneck
+)
+
+
+def compare_blocks(width: int = 256, binarization: str = "xnor") -> list[dict]:
+    """One block of each kind at `width` channels in and out (the Fig. 1b variant at 3/4 of it): its
+    parameters and memory as the papers count them, beside the paper's network-level figures."""
+    rows = []
+    for label, name, factor, figure, paper_params, paper_pckh in PAPER_BLOCKS:
+        channels = round(width * factor)
+        block = summarize(create_block(name, channels, channels, binarization), (channels, 8, 8))
+        rows.append(
+            {
+                "block": label,
+                "figure": figure,
+                "channels": channels,
+                "params": block.params,
+                "memory_bits": block.memory_bits,
+                "paper_params_m": paper_params,
+                "paper_pckh": paper_pckh,
+            }
+        )
+    for row in rows:
+        row["params_vs_bottleneck"] = row["params"] / rows[0]["params"]
+        row["paper_params_vs_bottleneck"] = row["paper_params_m"] / rows[0]["paper_params_m"]
+    return rows
+
+
+def blocks_table(rows: list[dict], binarization: str) -> str:
+    head = (
+        f"{'block':<18}{'fig':<5}{'channels':>9}{'params':>10}{'memory':>12}{'x bottleneck':>14}"
+        f"   | paper: {'params':>7}{'x bottleneck':>14}{'PCKh':>7}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r['block']:<18}{r['figure']:<5}{r['channels']:>9}{r['params']:>10,}{_bytes(r['memory_bits']):>12}"
+            f"{r['params_vs_bottleneck']:>14.2f}   | {'':>7}{r['paper_params_m']:>6.1f}M"
+            f"{r['paper_params_vs_bottleneck']:>14.2f}{r['paper_pckh']:>6.1f}%"
+        )
+    lines += [
+        "-" * len(head),
+        f"ours: one block, {binarization}, memory as the papers count it (1 bit per binary weight, 32 per real "
+        "value and scale);",
+        "paper: Bulat & Tzimiropoulos (ICCV 2017) Tables 2 and 4, whole binary hourglass networks (theirs), MPII PCKh;",
+        "the parameter-matched pair of Table 4 is the bottleneck and the final block at 3/4 width (Fig. 1b).",
+    ]
+    return "\n".join(lines)
