@@ -98,6 +98,15 @@ def run_folder(row: str) -> Path:
     return RUNS / row
 
 
+def recipe_params(row: str) -> int:
+    """The parameters of the network a row's recipe builds now (as the papers count them)."""
+    from bitface.models.summary import summarize
+    from bitface.train.recipe import load_recipe
+
+    recipe = load_recipe(recipe_path(row))
+    return summarize(recipe.build_model(), (recipe.input.channels, recipe.crop.size, recipe.crop.size)).params
+
+
 def score(row: str, test_samples: dict, committed: dict | None = None) -> tuple[dict, dict]:
     """The row's results and its per-face HELEN errors (for the CED plot): from its finished run, or,
     where the run is not on this machine, from the committed checkpoint with the committed training
@@ -170,7 +179,8 @@ def score(row: str, test_samples: dict, committed: dict | None = None) -> tuple[
 def gather(test_samples: dict) -> tuple[list[dict], list[dict], dict]:
     """Every row's result, the rows still pending and the per-face HELEN errors. A finished run on this
     machine is scored; a row whose run is not here keeps its committed result (run folders are not
-    committed), rescored from its checkpoint where that is committed; the rest are pending."""
+    committed), rescored from its checkpoint where that is committed, unless its recipe now builds
+    another network (a block changed since); the rest are pending."""
     import numpy as np
 
     from bitface.train.queue import finished_epochs
@@ -189,6 +199,9 @@ def gather(test_samples: dict) -> tuple[list[dict], list[dict], dict]:
             result, curves = score(row, test_samples)
         elif before and before["checkpoint"] and (ROOT / before["checkpoint"]).is_file():
             result, curves = score(row, test_samples, committed=before)
+        elif before and before["params"] != recipe_params(row):  # the block changed since: a stale result
+            pending.append({"row": row, "epochs_done": done, "epochs": epochs})
+            continue
         elif before:  # scored before by this command; its run folder is not on this machine
             result = trained_rows.carried(before, revision)
             curves = {"helen_test": np.array(old_curves[row])} if row in old_curves else {}

@@ -47,6 +47,11 @@ def test_block_widths_follow_the_paper():
     c = 256
     # Fig. 4(a): 1x1 256->128, 3x3 128->128, 1x1 128->256
     assert conv_weights(create_block("bottleneck", c, c)) == c * 128 + 128 * 128 * 9 + 128 * c
+    # Fig. 4(c), Section 4.3: 1x1 256->64, 3x3 64->64 || maxpool, (3x3 256->32 || 3x3 256->32, 3x3 32->32);
+    # 1x1 128->256: 1.14x the bottleneck, the ratio of the paper's Table 2 (4.0M / 3.5M)
+    multiscale = 256 * 64 + 64 * 64 * 9 + 2 * 256 * 32 * 9 + 32 * 32 * 9 + 128 * 256
+    assert conv_weights(create_block("multiscale", c, c)) == multiscale
+    assert multiscale / conv_weights(create_block("bottleneck", c, c)) == pytest.approx(4.0 / 3.5, abs=0.01)
     # Fig. 4(e): 3x3 256->128, 3x3 128->64, 3x3 64->64
     assert conv_weights(create_block("hpm", c, c)) == (c * 128 + 128 * 64 + 64 * 64) * 9
     # Fig. 1(b): the final block at 192 channels has about the bottleneck's parameters (within 10%)

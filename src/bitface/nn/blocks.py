@@ -15,14 +15,17 @@ Blocks (`BLOCKS`, `create_block(name, c_in, c_out, binarization)`), widths for c
 
     bottleneck        (4a) 1x1 C->C/2, 3x3 C/2->C/2, 1x1 C/2->C
     wider             (4b) 1x1 C->C, 3x3 C->C, 1x1 C->C
-    multiscale        (4c) [1x1 C->C/4, 3x3] || [maxpool, 1x1 C->C/4, (3x3 -> C/8) || (3x3, 3x3 -> C/8)],
+    multiscale        (4c) [1x1 C->C/4, 3x3 C/4->C/4] || [maxpool, (3x3 C->C/8) || (3x3 C->C/8, 3x3)],
                            concatenated (C/2), 1x1 back to C
     multiscale_no1x1  (4d) [3x3 C->C/2] || [maxpool, (3x3 C->C/4) || (3x3 C->C/4, 3x3)]
     hpm               (4e) hierarchical, parallel, multi-scale: 3x3 C->C/2, 3x3 C/2->C/4,
                            3x3 C/4->C/4, the three outputs concatenated (C)
 
 The figure's filter sizes are lost in our copy of the paper's text; the sizes above are those of
-Fig. 4 and of the authors' released code for the final block. The max-pool inside the multi-scale
+Fig. 4 and of the authors' released code for the final block. The multi-scale block follows the text of
+its Section 4.3 (the right branch pools, then splits into a 3x3 and two stacked 3x3 convs, with no 1x1
+between), which also gives the paper's parameter ratio to the bottleneck (1.14, Table 2; `bitface
+summary blocks`). The max-pool inside the multi-scale
 blocks is 3x3 with stride 1 (the block keeps its resolution). Each block adds its input back
 (identity, or a 1x1 conv of the same binarization where c_in != c_out).
 """
@@ -145,10 +148,9 @@ def multiscale(c_in: int, c_out: int, b: str = "real") -> nn.Module:
     left = nn.Sequential(PreActConv(c_in, quarter, 1, b), PreActConv(quarter, quarter, 3, b))
     right = nn.Sequential(
         _pool3(),
-        PreActConv(c_in, quarter, 1, b),
         Concat(
-            PreActConv(quarter, eighth, 3, b),
-            nn.Sequential(PreActConv(quarter, eighth, 3, b), PreActConv(eighth, eighth, 3, b)),
+            PreActConv(c_in, eighth, 3, b),
+            nn.Sequential(PreActConv(c_in, eighth, 3, b), PreActConv(eighth, eighth, 3, b)),
         ),
     )
     body = nn.Sequential(Concat(left, right), PreActConv(2 * quarter, c_out, 1, b))
