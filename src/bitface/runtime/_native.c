@@ -68,7 +68,7 @@ typedef struct {
     /* The AVX2 kernels' operands split into nibbles: each byte's low 4 bits, then (a second copy) its
      * high 4 bits, as bytes 0..15 that index VPSHUFB's count table after one XOR (a ^ w splits into
      * a's nibbles ^ w's). Owned: the weights (all low words, then all high words, of weight32 when
-     * set, else of weight), and room for the input words a run reads (nib_len low, then nib_len high). */
+     * set, as 16-bit words where cin <= 16, else of weight), and room for the input words a run reads (nib_len low, then nib_len high). */
     void *nib_weight;
     uint64_t *nib_in;
     int64_t nib_len;
@@ -587,16 +587,10 @@ __attribute__((target(AVX2))) static void mismatches_avx2(const Stage *s, const 
             __m256i acc[PX];
 #pragma GCC unroll 8
             for (int p = 0; p < PX; p++) acc[p] = zero;
-            const uint32_t *wp = (const uint32_t *)s->nib_weight + (ob * n + t0) * BLOCK;
+            const uint16_t *wp = (const uint16_t *)s->nib_weight + (ob * n + t0) * BLOCK; /* split_nibbles */
             for (int64_t t = t0; t < t1; t++, wp += BLOCK) {
-                /* the 32-bit words' low halves (their high halves are 0), in channel order */
-                const __m256i w_lo = _mm256_permute4x64_epi64(
-                    _mm256_packus_epi32(_mm256_loadu_si256((const __m256i *)wp), _mm256_loadu_si256((const __m256i *)(wp + 8))),
-                    0xd8);
-                const __m256i w_hi = _mm256_permute4x64_epi64(
-                    _mm256_packus_epi32(_mm256_loadu_si256((const __m256i *)(wp + nw)),
-                                        _mm256_loadu_si256((const __m256i *)(wp + nw + 8))),
-                    0xd8);
+                const __m256i w_lo = _mm256_loadu_si256((const __m256i *)wp);
+                const __m256i w_hi = _mm256_loadu_si256((const __m256i *)(wp + nw));
                 const uint64_t *ip_lo = base_lo + offs[t], *ip_hi = base_hi + offs[t]; /* each word's low 16 bits */
 #pragma GCC unroll 8
                 for (int p = 0; p < PX; p++)
@@ -2056,7 +2050,13 @@ static int split_nibbles(Stage *s) {
     s->nib_in = PyMem_Malloc(16 * (size_t)s->nib_len);
     s->nib_weight = PyMem_Malloc((s->weight32 ? 8 : 16) * (size_t)n);
     if (!s->nib_in || !s->nib_weight) return -1;
-    if (s->weight32) {
+    if (s->weight32 && s->cin <= 16) { /* 16-bit words: a tap's 16 channels fill one register as they lie */
+        uint16_t *w = s->nib_weight;
+        for (int64_t j = 0; j < n; j++) {
+            w[j] = (uint16_t)(s->weight32[j] & (uint32_t)LOW_NIBBLES);
+            w[n + j] = (uint16_t)((s->weight32[j] >> 4) & (uint32_t)LOW_NIBBLES);
+        }
+    } else if (s->weight32) {
         uint32_t *w = s->nib_weight;
         for (int64_t j = 0; j < n; j++) {
             w[j] = s->weight32[j] & (uint32_t)LOW_NIBBLES;
