@@ -170,12 +170,18 @@ def _train(args) -> int:
 
 
 def load_any_model(path: Path):
-    """A model file by its kind: a packed model (.bitface, runs without torch) or a trained checkpoint
-    (.safetensors, needs torch)."""
+    """A model by its name or file: a bundled model (`bitface models`), a packed model (.bitface, runs
+    without torch) or a trained checkpoint (.safetensors, needs torch)."""
+    from .bundled import index, model_path
+
+    if not path.exists() and str(path) in index()["models"]:
+        path = model_path(str(path))
     if path.suffix == ".bitface":
         from .runtime import load_packed_model
 
         return load_packed_model(path)
+    if not path.suffix:
+        raise ValueError(f"{path}: neither a bundled model (`bitface models` lists them) nor a model file")
     if path.suffix != ".safetensors":
         raise ValueError(f"{path}: unknown model file type {path.suffix!r} (expected .bitface or .safetensors)")
     try:
@@ -318,7 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=_export)
 
     ev = commands.add_parser("eval", help="score a model on an annotated set (NME, AUC, failure rate)")
-    ev.add_argument("model", type=Path, help="model file: .bitface (packed) or .safetensors (checkpoint)")
+    ev.add_argument(
+        "model", type=Path, help="bundled model name (bitface models), .bitface (packed) or .safetensors (checkpoint)"
+    )
     source_args(ev)
     ev.add_argument("--normalize", help="normalizer (default: the scheme's): " + ", ".join(NORMALIZER_NAMES))
     ev.add_argument("--json", type=Path, help="write the full report as JSON here")

@@ -87,6 +87,13 @@ def test_cli_export_eval_and_summary_of_a_packed_file(tmp_path, capsys):
         capsys.readouterr()
         scores.append(json.loads((tmp_path / "r.json").read_text())["nme"])
     assert scores[0] == pytest.approx(scores[1], abs=1e-3)
+    # a bundled model by its name, as predict and summary take it
+    assert main(["eval", "regression5-acn1bit-fast", str(data), "--quiet", "--json", str(tmp_path / "b.json")]) == 0
+    capsys.readouterr()
+    bundled = json.loads((tmp_path / "b.json").read_text())
+    assert bundled["faces"] == 4 and bundled["model"] == "regression5-acn1bit-fast"
+    assert main(["eval", "no-such-model", str(data)]) == 1
+    assert "no-such-model: neither a bundled model (`bitface models` lists them) nor" in capsys.readouterr().err
     assert main(["summary", str(tmp_path / "m.bitface"), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["totals"]["file_bytes"] == exported["bytes"]
