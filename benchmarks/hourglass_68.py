@@ -63,6 +63,7 @@ ROWS = (
     "hpm_real_cont2",  # a third cosine cycle from hpm_real_cont, half the geometric augmentation
     "hpm_acn1bit_teach3",  # hpm_acn1bit_teach2 distilled from hpm_real_cont2
     "hpm96_acn1bit",  # the 1-bit network at 96 features, from scratch, distilled from hpm_real_cont2
+    "hpm96_acn1bit_cont",  # a second cosine cycle from hpm96_acn1bit
 )
 THRESHOLDS = {"0.08": "08", "0.1": "10"}  # report key: field suffix (auc_08, fr_10, ...)
 RESULTS = ROOT / "benchmarks" / "results" / "hourglass_68.json"
