@@ -386,8 +386,9 @@ def report() -> None:
     body = (
         "HELEN testset (300-W, 330 faces), inter-ocular NME in percent, the last epoch of every run. "
         "Training: 300-W HELEN trainset (870) + YTF training (3,462), gray crops (128 px unless the input "
-        "column says), one thread per run. "
-        "The *_long* rows are the shipped models' longer runs, not ablation rows (each recipe says what it "
+        "column says), one thread per run, two runs at a time. "
+        f"The ablation rows are the first {ROWS.index('wider_real') + 1} (10 epochs each); the rows after them "
+        "are the shipped models' longer runs and the experiments towards them (each recipe says what it "
         "starts from and distills from). 'scored from': run = a finished run on the machine that wrote this "
         "report; checkpoint = the committed checkpoint, rescored here (training figures from its run); "
         "committed (REV) = the result written at REV, kept because run folders are not committed. 'NME_io "
