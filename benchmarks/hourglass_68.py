@@ -211,7 +211,7 @@ def gather(test_samples: dict) -> tuple[list[dict], list[dict], dict]:
             pending.append({"row": row, "epochs_done": done, "epochs": epochs})
             continue
         elif before:  # scored before by this command; its run folder is not on this machine
-            result = trained_rows.carried(before, revision)
+            result = trained_rows.carried(before, revision) | {"ablation": is_ablation(row)}
             curves = {"helen_test": np.array(old_curves[row])} if row in old_curves else {}
         else:
             pending.append({"row": row, "epochs_done": done, "epochs": epochs})
