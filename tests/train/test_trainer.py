@@ -254,3 +254,42 @@ def test_a_heatmap_teacher_at_another_crop_size_sees_resized_images_and_gives_th
     )
     with pytest.raises(RecipeError, match=r"train.teacher: .*its crop is"):
         Teacher(tmp_path / "run" / "model.safetensors", other)
+
+
+def test_ema_saves_and_validates_the_moving_average_of_the_weights_and_resumes_it(tiny_recipe, tmp_path):
+    decay = 0.9
+    recipe = load_recipe(tiny_recipe, {"train.ema": decay})
+    trainer = Trainer(recipe, tmp_path / "run", progress=False)
+    seen = []  # one weight after every optimizer step: the average's inputs
+    step = trainer.optimizer.step
+
+    def recorded_step(*args, **kwargs):
+        result = step(*args, **kwargs)
+        seen.append(trainer.network.fc2.weight.detach().clone())
+        return result
+
+    trainer.optimizer.step = recorded_step
+    history = trainer.fit()
+    expected = seen[0]
+    for weight in seen[1:]:
+        expected = decay * expected + (1 - decay) * weight
+    averaged = trainer.averaged.module.state_dict()
+    torch.testing.assert_close(averaged["fc2.weight"], expected)
+    assert not torch.equal(averaged["fc2.weight"], trainer.network.fc2.weight)
+    saved = load_model(tmp_path / "run" / "model.safetensors").network.state_dict()
+    for name, value in averaged.items():  # the file holds the average, not the live weights
+        assert torch.equal(value, saved[name]), name
+    assert all(row["val"]["nme"] != row["val_live"]["nme"] for row in history)
+
+    stopped = Trainer(recipe, tmp_path / "resumed", progress=False)
+    stopped.fit(until_epoch=1)
+    resumed = Trainer(recipe, tmp_path / "resumed", progress=False)
+    resumed.fit(resume=True)
+    for name, value in resumed.averaged.module.state_dict().items():
+        assert torch.equal(value, averaged[name]), name
+
+
+def test_ema_outside_0_1_is_refused(tiny_recipe):
+    for bad in (0, 1, 1.5):
+        with pytest.raises(ValueError, match="ema: must be in"):
+            load_recipe(tiny_recipe, {"train.ema": bad})

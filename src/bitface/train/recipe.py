@@ -104,6 +104,10 @@ class OptimSpec:
     # through the teacher's own heatmap activation), e.g. a real-valued teacher for its binary twin
     teacher: str | None = None
     distill: float = 0.5
+    # decay per step of an exponential moving average of the weights and batch-norm statistics; the
+    # average is what is validated and saved (the live weights' NME is logged beside it as val_live).
+    # Binary networks' signs flip from step to step, and their validation NME with them; None: off
+    ema: float | None = None
 
     def __post_init__(self):
         checks = [
@@ -123,6 +127,7 @@ class OptimSpec:
             ("threads", self.threads >= 1, "must be >= 1"),
             ("val_every", self.val_every >= 1, "must be >= 1"),
             ("distill", 0 <= self.distill <= 1, "must be in [0, 1]"),
+            ("ema", self.ema is None or 0 < self.ema < 1, "must be in (0, 1), or null for none"),
             ("teacher", self.teacher is None or self.loss != "cross_entropy", "is not supported with cross_entropy"),
         ]
         for key, ok, why in checks:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from ..data.cache import PatchCache
@@ -40,7 +41,7 @@ from ..io.sample import Sample
 from ..models.model_file import LandmarkModel, calibrate_points_crop, load_model
 from .acn import AsyncAmplitudeOptimizer
 from .errors import RecipeError, TrainingDiverged
-from .recipe import Recipe, recipe_from_dict
+from .recipe import OptimSpec, Recipe, recipe_from_dict
 
 STATE_VERSION = 1
 
@@ -123,6 +124,19 @@ def start_from(network: torch.nn.Module, path: str | Path) -> list[str]:
             )
     network.load_state_dict(source, strict=False)
     return sorted(set(own) - set(source))
+
+
+def make_optimizer(network: torch.nn.Module, spec: OptimSpec) -> AsyncAmplitudeOptimizer:
+    """The recipe's optimizer over the network (its ACN amplitudes with their own rate and update)."""
+    return AsyncAmplitudeOptimizer(
+        network,
+        lr=spec.lr,
+        amplitude_lr=spec.amplitude_lr or spec.lr,
+        theta=spec.theta,
+        weight_decay=spec.weight_decay,
+        optimizer=spec.optimizer,
+        amplitude_update=spec.amplitude_update,
+    )
 
 
 class Teacher:
@@ -226,17 +240,14 @@ class Trainer:
                 heatmap=heatmap,
                 cache=PatchCache.build(self.val_samples, recipe.crop, recipe.input, context=1.0, **kwargs),
             )
-        self.optimizer = AsyncAmplitudeOptimizer(
-            self.network,
-            lr=spec.lr,
-            amplitude_lr=spec.amplitude_lr or spec.lr,
-            theta=spec.theta,
-            weight_decay=spec.weight_decay,
-            optimizer=spec.optimizer,
-            amplitude_update=spec.amplitude_update,
-        )
+        self.optimizer = make_optimizer(self.network, spec)
         for group in self.optimizer.param_groups:
             group["base_lr"] = group["lr"]
+        # train.ema: the moving average (a copy; it takes the live weights at its first update, after
+        # train.init has loaded them) is the network validated and saved
+        self.averaged = None
+        if spec.ema is not None:
+            self.averaged = AveragedModel(self.network, multi_avg_fn=get_ema_multi_avg_fn(spec.ema), use_buffers=True)
         self.loss = _loss_fn(spec.loss)
         self.teacher = Teacher(spec.teacher, recipe) if spec.teacher else None
         self.fallback_crop = calibrate_points_crop(self.train_samples, recipe.crop)
@@ -252,9 +263,14 @@ class Trainer:
 
     # -- state ------------------------------------------------------------------------------------
 
-    def landmark_model(self) -> LandmarkModel:
+    @property
+    def result_network(self) -> torch.nn.Module:
+        """The network that is validated and saved: the moving average where the recipe keeps one."""
+        return self.network if self.averaged is None else self.averaged.module
+
+    def landmark_model(self, network: torch.nn.Module | None = None) -> LandmarkModel:
         return LandmarkModel(
-            network=self.network,
+            network=self.result_network if network is None else network,
             model_name=self.recipe.model.name,
             model_options=dict(self.recipe.model.options),
             scheme=self.recipe.scheme,
@@ -279,6 +295,7 @@ class Trainer:
             "version": STATE_VERSION,
             "epoch": self.epoch,
             "network": self.network.state_dict(),
+            "averaged": None if self.averaged is None else self.averaged.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "history": json.dumps(self.history),
@@ -298,6 +315,10 @@ class Trainer:
         if saved != self.recipe:
             raise ValueError(f"{self.files.state}: was written by a different recipe; start a new run folder")
         self.network.load_state_dict(state["network"])
+        if self.averaged is not None:
+            if state.get("averaged") is None:
+                raise ValueError(f"{self.files.state}: holds no moving average (train.ema); start a new run folder")
+            self.averaged.load_state_dict(state["averaged"])
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         self.epoch = int(state["epoch"])
@@ -325,6 +346,8 @@ class Trainer:
             self.epoch += 1
             due = self.epoch % spec.val_every == 0 or self.epoch == spec.epochs
             row["val"] = self.validate() if due else None
+            if due and self.averaged is not None:
+                row["val_live"] = self.validate(self.network)
             self.history.append(row)
             self.save()
             with self.files.log.open("a") as log:
@@ -359,6 +382,8 @@ class Trainer:
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
+            if self.averaged is not None:
+                self.averaged.update_parameters(self.network)
             total += loss.item() * len(batch["image"])
             count += len(batch["image"])
             bar.set_postfix(loss=f"{total / count:.5f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
@@ -380,20 +405,22 @@ class Trainer:
         return (1 - weight) * loss + weight * task_loss(self.loss, prediction, self.teacher(batch["image"]))
 
     @torch.no_grad()
-    def validate(self) -> dict | None:
+    def validate(self, network: torch.nn.Module | None = None) -> dict | None:
+        """Validation scores of `network` (default: the result network)."""
         if self.val_set is None:
             return None
-        self.network.eval()
+        network = self.result_network if network is None else network
+        network.eval()
         if self.recipe.target.output == "parts":
-            scores = score_parts(self.network, self.val_set)
+            scores = score_parts(network, self.val_set)
             return {key: scores[key] for key in ("pixel_accuracy", "mean_accuracy", "mean_iu")} | {
                 "faces": len(self.val_set)
             }
-        model = self.landmark_model()
+        model = self.landmark_model(network)
         predictions, truths, scored = [], [], []
         loader = make_loader(self.val_set, 512, shuffle=False)
         for batch in loader:
-            in_crop = model.decode(self.network(batch["image"]).numpy())
+            in_crop = model.decode(network(batch["image"]).numpy())
             for points, matrix, index in zip(in_crop, batch["matrix"].numpy(), batch["index"].tolist(), strict=True):
                 predictions.append(to_original(points, matrix))
                 scored.append(self.val_samples[index])
