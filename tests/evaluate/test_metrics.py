@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from bitface.evaluate import auc, ced, evaluate, failure_rate, yaw_bins
+from bitface.evaluate import PairedDifference, auc, ced, evaluate, failure_rate, paired_difference, yaw_bins
 from bitface.schemes import FIVE, IBUG68
 
 
@@ -90,3 +90,31 @@ def test_a_scheme_without_eyes_has_no_interpupil_distance():
 
     with pytest.raises(ValueError, match="has no eyes"):
         evaluate(np.zeros((1, 16, 2)), np.ones((1, 16, 2)), MPII16, "interpupil")
+
+
+def test_paired_difference_brackets_a_known_shift_and_tells_which_way_it_points():
+    rng = np.random.default_rng(1)
+    b = rng.gamma(2.0, 0.02, 330)  # per-face errors of a model
+    a = b + 0.004 + rng.normal(0, 0.01, 330)  # a worse one: its errors 0.004 higher on average
+    diff = paired_difference(a, b)
+    assert diff.low < 0.004 < diff.high and diff.low > 0  # the pairing removes the faces' spread
+    assert diff.mean == pytest.approx((a - b).mean())
+    assert diff.verdict(+1) == "agrees" and diff.verdict(-1) == "opposite"
+    assert paired_difference(a, b) == diff  # seeded: the same interval every run
+    unpaired = paired_difference(a, rng.permutation(b))  # the same errors, faces mismatched: blurred
+    assert unpaired.high - unpaired.low > 2 * (diff.high - diff.low)
+    noise = paired_difference(b + rng.normal(0, 0.01, 330), b)
+    assert noise.verdict(+1) == noise.verdict(-1) == "no clear difference"
+
+
+def test_paired_difference_of_a_constant_shift_is_exact_and_bad_input_is_refused():
+    b = np.linspace(0.01, 0.1, 10)
+    assert paired_difference(b + 0.5, b) == PairedDifference(0.5, 0.5, 0.5, 0.95, 10)
+    with pytest.raises(ValueError, match=r"same faces, got \(10,\) and \(9,\)"):
+        paired_difference(b, b[:9])
+    with pytest.raises(ValueError, match="finite"):
+        paired_difference(np.r_[b[:9], np.nan], b)
+    with pytest.raises(ValueError, match="confidence"):
+        paired_difference(b, b + 1, confidence=95)
+    with pytest.raises(ValueError, match="expected_sign"):
+        paired_difference(b + 1, b).verdict(0)

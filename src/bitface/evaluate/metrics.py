@@ -6,7 +6,10 @@ they are left out of every mean, never counted as hits or misses.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+from scipy import stats
 
 from ..schemes import Scheme, normalizing_distances
 
@@ -93,3 +96,52 @@ def yaw_bins(errors: np.ndarray, yaw_degrees: np.ndarray) -> list[dict]:
             {"yaw": [lo, hi], "faces": int(inside.sum()), "nme": float(errors[inside].mean()) if inside.any() else None}
         )
     return rows
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """The mean per-face difference of two models' errors on the same faces (a - b) and its bootstrap
+    confidence interval."""
+
+    mean: float
+    low: float
+    high: float
+    confidence: float
+    faces: int
+
+    def verdict(self, expected_sign: int) -> str:
+        """ "agrees" where the interval lies on the side of 0 that `expected_sign` (-1 or +1) names,
+        "opposite" where it lies on the other side, else "no clear difference"."""
+        if expected_sign not in (-1, 1):
+            raise ValueError(f"expected_sign must be -1 or +1, got {expected_sign!r}")
+        if self.low > 0 or self.high < 0:
+            return "agrees" if (self.low > 0) == (expected_sign > 0) else "opposite"
+        return "no clear difference"
+
+
+def paired_difference(
+    errors_a: np.ndarray, errors_b: np.ndarray, confidence: float = 0.95, resamples: int = 10_000, seed: int = 0
+) -> PairedDifference:
+    """Mean of errors_a - errors_b over the same faces with a percentile bootstrap interval (faces
+    resampled with replacement, the pairs kept together: SciPy's `stats.bootstrap`). It measures how
+    far the test set's sampling of faces blurs a difference between two trained models, not how much a
+    retrained model would move."""
+    a, b = np.asarray(errors_a, dtype=np.float64), np.asarray(errors_b, dtype=np.float64)
+    if a.ndim != 1 or a.shape != b.shape:
+        raise ValueError(f"per-face errors must be two 1-D arrays over the same faces, got {a.shape} and {b.shape}")
+    if len(a) < 2 or not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("per-face errors must hold at least two faces and be finite")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    difference = a - b
+    if np.all(difference == difference[0]):  # every resample has the same mean: no interval to estimate
+        return PairedDifference(float(difference[0]), float(difference[0]), float(difference[0]), confidence, len(a))
+    interval = stats.bootstrap(
+        (difference,),
+        np.mean,
+        confidence_level=confidence,
+        n_resamples=resamples,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    ).confidence_interval
+    return PairedDifference(float(difference.mean()), float(interval.low), float(interval.high), confidence, len(a))
