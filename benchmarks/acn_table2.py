@@ -226,7 +226,7 @@ def model_card(name: str, row: dict, why: str | None = None) -> str:
 """
 
 
-def report() -> None:
+def report(parallel: int = 1) -> None:
     from bitface.evaluate.results import markdown_table, provenance, write_results
     from bitface.io import read_annotations
 
@@ -236,17 +236,21 @@ def report() -> None:
 
     out = ROOT / "benchmarks" / "results" / "acn_table2"
     committed, revision = trained_rows.committed_rows(out.with_suffix(".json"))
-    rows = []
+    plan, jobs = [], []  # plan: (structure, method, index into jobs or the carried result)
     for structure in STRUCTURES:
         for method in METHODS:
             name, folder = f"{structure}_{method}", run_folder(structure, method)
             if folder.is_dir() and finished_epochs(folder) >= load_recipe(recipe_path(structure, method)).train.epochs:
-                rows.append(score(structure, method, test_samples))
+                plan.append((structure, method, len(jobs)))
+                jobs.append((structure, method, test_samples))
             elif name in committed:
-                rows.append(trained_rows.carried({"row": name, **committed[name]}, revision))
+                plan.append((structure, method, trained_rows.carried({"row": name, **committed[name]}, revision)))
             else:
                 raise FileNotFoundError(f"{name}: neither a finished run in {folder} nor a committed result")
-            print(f"{structure} {method}: {rows[-1]['nme']} ({rows[-1]['scored_from']})", flush=True)
+    scored = trained_rows.map_rows(score, jobs, parallel)
+    rows = [scored[how] if isinstance(how, int) else how for _, _, how in plan]
+    for (structure, method, _), row in zip(plan, rows, strict=True):
+        print(f"{structure} {method}: {row['nme']} ({row['scored_from']})", flush=True)
     curves = out.with_name("acn_table2_curves.png")
     if all(run_folder("20-40-60-80", m).is_dir() for m in METHODS):
         plot_curves("20-40-60-80", curves)

@@ -54,7 +54,7 @@ def score(row: str, test_samples: list) -> dict:
     }
 
 
-def report() -> None:
+def report(parallel: int = 1) -> None:
     from bitface.evaluate.results import markdown_table, provenance, write_results
     from bitface.io import read_annotations
     from bitface.train.queue import finished_epochs
@@ -62,18 +62,21 @@ def report() -> None:
 
     test_samples = read_annotations(TEST_SET, check="exists").samples
     committed, revision = trained_rows.committed_rows(RESULTS.with_suffix(".json"))
-    rows, pending = [], []
+    plan, jobs, pending = [], [], []  # plan: an index into jobs, or the carried result
     for row in ROWS:
         epochs = load_recipe(RECIPES / f"{row}.yaml").train.epochs
         done = finished_epochs(RUNS / row)
         if done >= epochs:
-            rows.append({**score(row, test_samples), "scored_from": "run"})
+            plan.append(len(jobs))
+            jobs.append((row, test_samples))
         elif row in committed:  # its run folder is not on this machine
-            rows.append(trained_rows.carried(committed[row], revision))
+            plan.append(trained_rows.carried(committed[row], revision))
         else:
             pending.append({"row": row, "epochs_done": done, "epochs": epochs})
-            continue
-        print(f"{row}: mean IU {rows[-1]['mean_iu']:.2f}% ({rows[-1]['scored_from']})", flush=True)
+    scored = [{**result, "scored_from": "run"} for result in trained_rows.map_rows(score, jobs, parallel)]
+    rows = [scored[how] if isinstance(how, int) else how for how in plan]
+    for row in rows:
+        print(f"{row['row']}: mean IU {row['mean_iu']:.2f}% ({row['scored_from']})", flush=True)
     data = {
         "provenance": provenance(
             COMMAND,

@@ -11,6 +11,8 @@ Table 4), at our reduced scale: 128 px gray crops, 32 x 32 heatmaps, one hourgla
 HELEN testset of 300-W (330 faces, inter-ocular NME, AUC and failure rate at 0.08 and 0.10; the
 primary number) and on the YTF test split (770 faces; it repeats training people and videos, so
 it is only a secondary check). Rows not yet trained are listed as pending, never filled in.
+The report ends with the papers' comparisons (PAPER_CLAIMS) as they come out here: each pair of
+rows' per-face difference with a bootstrap interval over the test faces.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import trained_rows
+
+from bitface.models.summary import PAPER_BLOCKS
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "configs" / "hourglass68"
@@ -65,6 +70,32 @@ ROWS = (
     "hpm96_acn1bit",  # the 1-bit network at 96 features, from scratch, distilled from hpm_real_cont2
     "hpm96_acn1bit_cont",  # a second cosine cycle from hpm96_acn1bit
 )
+# The papers' comparisons that these rows repeat: (source, what the paper found, the row the paper
+# found better, the row it found worse, the paper's figures for the two). Bulat & Tzimiropoulos report
+# PCKh on MPII (higher is better), the ACN paper NME on the full 300-W test set (lower is better).
+PAPER_PCKH = {label: pckh for label, _, _, _, _, pckh in PAPER_BLOCKS}  # their Tables 2 and 4
+PAPER_CLAIMS = (
+    ("B&T Table 2", "wider (4b) beats the bottleneck (4a)", "wider_xnor", "bottleneck_xnor",
+     f"PCKh {PAPER_PCKH['wider']} vs {PAPER_PCKH['bottleneck']}"),
+    ("B&T Table 2", "multi-scale (4c) beats the bottleneck", "multiscale_xnor", "bottleneck_xnor",
+     f"PCKh {PAPER_PCKH['multiscale']} vs {PAPER_PCKH['bottleneck']}"),
+    ("B&T Table 2", "no 1x1 convs (4d) beats multi-scale (4c)", "multiscale_no1x1_xnor", "multiscale_xnor",
+     f"PCKh {PAPER_PCKH['multiscale_no1x1']} vs {PAPER_PCKH['multiscale']}"),
+    ("B&T Table 2", "the hierarchical block (4e) beats the bottleneck", "hpm_xnor", "bottleneck_xnor",
+     f"PCKh {PAPER_PCKH['hpm']} vs {PAPER_PCKH['bottleneck']}"),
+    ("B&T Table 2", "4e beats 4d, with fewer parameters", "hpm_xnor", "multiscale_no1x1_xnor",
+     f"PCKh {PAPER_PCKH['hpm']} vs {PAPER_PCKH['multiscale_no1x1']}"),
+    ("B&T Table 4", "at matched parameters (4e at 3/4 width) 4e beats the bottleneck", "hpm48_xnor",
+     "bottleneck_xnor", f"PCKh {PAPER_PCKH['hpm at 3/4 width']} vs {PAPER_PCKH['bottleneck']}"),
+    ("B&T Table 5", "real, at similar parameters: 4e beats the bottleneck", "hpm48_real", "bottleneck_real",
+     "PCKh 85.5 vs 83.1 (their wider bottleneck, 7.0M vs 6.2M)"),
+    ("B&T Table 6", "augmentation helps the binary network", "hpm_xnor", "hpm_xnor_noaug", "PCKh 76.0 vs 72.1"),
+    ("B&T Table 7", "sigmoid cross-entropy beats L2", "hpm_xnor", "hpm_xnor_l2", "PCKh 76.0 vs 73.8"),
+    ("B&T Table 8", "the real block beats its binary twin", "hpm_real", "hpm_xnor", "PCKh 85.5 vs 78.1"),
+    ("ACN Table 4", "ACN (binary weights) beats XNOR-Net", "hpm_acn", "hpm_xnor", "NME 4.39 vs 7.24"),
+    ("ACN Table 4", "1-bit ACN beats XNOR-Net", "hpm_acn1bit", "hpm_xnor", "NME 5.10 vs 7.24"),
+    ("ACN Table 4", "ACN beats 1-bit ACN", "hpm_acn", "hpm_acn1bit", "NME 4.39 vs 5.10"),
+)  # fmt: skip
 THRESHOLDS = {"0.08": "08", "0.1": "10"}  # report key: field suffix (auc_08, fr_10, ...)
 RESULTS = ROOT / "benchmarks" / "results" / "hourglass_68.json"
 PER_FACE = RESULTS.with_name("hourglass_68_per_face.json")  # HELEN per-face errors: the CED of carried rows
@@ -184,19 +215,18 @@ def score(row: str, test_samples: dict, committed: dict | None = None) -> tuple[
     return result, curves
 
 
-def gather(test_samples: dict) -> tuple[list[dict], list[dict], dict]:
+def gather(test_samples: dict, parallel: int = 1) -> tuple[list[dict], list[dict], dict]:
     """Every row's result, the rows still pending and the per-face HELEN errors. A finished run on this
     machine is scored; a row whose run is not here keeps its committed result (run folders are not
     committed), rescored from its checkpoint where that is committed, unless its recipe now builds
-    another network (a block changed since); the rest are pending."""
-    import numpy as np
-
+    another network (a block changed since); the rest are pending. Scoring runs `parallel` rows at a
+    time (one process and thread each)."""
     from bitface.train.queue import finished_epochs
     from bitface.train.recipe import load_recipe
 
     committed, revision = trained_rows.committed_rows(RESULTS)
     old_curves = json.loads(PER_FACE.read_text()) if PER_FACE.is_file() else {}
-    rows, pending, ced = [], [], {}
+    plan, jobs, pending = [], [], []  # plan: (row, index into jobs) or (row, carried result)
     for row in ROWS:
         epochs = load_recipe(recipe_path(row)).train.epochs
         done = finished_epochs(run_folder(row))
@@ -204,23 +234,85 @@ def gather(test_samples: dict) -> tuple[list[dict], list[dict], dict]:
         if before and row not in SHIPPED:
             before = {**before, "checkpoint": None}  # models/ holds only the shipped rows' checkpoints
         if done >= epochs:
-            result, curves = score(row, test_samples)
+            plan.append((row, len(jobs)))
+            jobs.append((row, test_samples, None))
         elif before and before["checkpoint"] and (ROOT / before["checkpoint"]).is_file():
-            result, curves = score(row, test_samples, committed=before)
+            plan.append((row, len(jobs)))
+            jobs.append((row, test_samples, before))
         elif before and before["params"] != recipe_params(row):  # the block changed since: a stale result
             pending.append({"row": row, "epochs_done": done, "epochs": epochs})
-            continue
         elif before:  # scored before by this command; its run folder is not on this machine
             result = trained_rows.carried(before, revision) | {"ablation": is_ablation(row)}
             curves = {"helen_test": np.array(old_curves[row])} if row in old_curves else {}
+            plan.append((row, (result, curves)))
         else:
             pending.append({"row": row, "epochs_done": done, "epochs": epochs})
-            continue
+    scored = trained_rows.map_rows(score, jobs, parallel)
+    rows, ced = [], {}
+    for row, how in plan:
+        result, curves = scored[how] if isinstance(how, int) else how
         rows.append(result)
         if "helen_test" in curves:
             ced[row] = curves["helen_test"]
         print(f"{row}: NME_io {result['nme_io']:.3f}% ({result['scored_from']})", flush=True)
     return rows, pending, ced
+
+
+def paper_comparisons(rows: list[dict], per_face: dict) -> list[dict]:
+    """Each of PAPER_CLAIMS as it comes out here: the NME of the two rows (raw decoding, the ablation's),
+    the mean per-face difference (the paper's better row minus its worse one: negative where the
+    paper's ordering holds) with a 95% bootstrap interval over the HELEN test faces, and the verdict."""
+    from bitface.evaluate import paired_difference
+
+    nme = {r["row"]: r["nme_io"] for r in rows}
+    out = []
+    for source, finding, better, worse, paper in PAPER_CLAIMS:
+        entry = {"source": source, "paper_found": finding, "paper": paper, "better": better, "worse": worse}
+        if better in per_face and worse in per_face:
+            diff = paired_difference(100 * np.asarray(per_face[better]), 100 * np.asarray(per_face[worse]))
+            entry |= {
+                "nme_io_better": nme[better],
+                "nme_io_worse": nme[worse],
+                "difference": diff.mean,
+                "ci95": [diff.low, diff.high],
+                "here": diff.verdict(-1),
+            }
+        elif better in nme and worse in nme:  # carried from a results file that kept no per-face errors
+            entry["here"] = "no per-face errors"
+        else:
+            entry["here"] = "pending"
+        out.append(entry)
+    return out
+
+
+def comparisons_section(comparisons: list[dict]) -> str:
+    def cell(c: dict) -> dict:
+        done = "difference" in c
+        return {
+            "source": c["source"],
+            "the paper found": c["paper_found"],
+            "the paper's figures": c["paper"],
+            "rows": f"{c['better']} vs {c['worse']}",
+            "NME_io here": f"{c['nme_io_better']:.3f} vs {c['nme_io_worse']:.3f}" if done else "",
+            "difference [95% CI]": f"{c['difference']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]" if done else "",
+            "here": c["here"],
+        }
+
+    from bitface.evaluate.results import markdown_table
+
+    table = [cell(c) for c in comparisons]
+    return (
+        "\n## The papers' comparisons, here\n\n"
+        "Each comparison the ablation repeats, with the papers' figures (Bulat & Tzimiropoulos: PCKh on MPII, "
+        "higher is better; the ACN paper: NME on the full 300-W test set) and ours (HELEN testset NME_io, raw "
+        "decoding, lower is better). Difference: the mean over the 330 faces of the per-face NME of the row "
+        "the paper found better minus that of the other (negative: the paper's ordering holds), with a 95% "
+        "percentile-bootstrap interval over the faces (`bitface.evaluate.paired_difference`). 'agrees': the "
+        "interval lies below 0; 'opposite': above; 'no clear difference': it spans 0; 'pending': a row is "
+        "still training; 'no per-face errors': a row carried from an earlier report, which kept none. The "
+        "interval covers the sampling of test faces only, not the spread between training runs of one "
+        "recipe (one run per row), which it does not measure.\n\n" + markdown_table(table, list(table[0]))
+    )
 
 
 def input_size(row: dict) -> int:
@@ -319,16 +411,18 @@ def bundle(rows: list[dict]) -> None:
         bundle_model(target, name, entry, card)
 
 
-def report() -> None:
+def report(parallel: int = 1) -> None:
     from bitface.evaluate.report import plot_ced
     from bitface.evaluate.results import markdown_table, provenance, write_results
     from bitface.io import read_annotations
 
     test_samples = {name: read_annotations(path, check="exists").samples for name, path in TEST_SETS.items()}
-    rows, pending, ced = gather(test_samples)
+    rows, pending, ced = gather(test_samples, parallel)
+    per_face = {row: [round(float(e), 6) for e in errors] for row, errors in ced.items()}
+    comparisons = paper_comparisons(rows, per_face)  # from the errors as written: a reader recomputes them
     bundle(rows)
     out = RESULTS.with_suffix("")
-    PER_FACE.write_text(json.dumps({row: [round(float(e), 6) for e in errors] for row, errors in ced.items()}))
+    PER_FACE.write_text(json.dumps(per_face))
     plot = plot_ced(ced, "interocular", out.with_name("hourglass_68_ced.png"), max_error=0.15) if ced else None
     command = "python benchmarks/hourglass_68.py train && python benchmarks/hourglass_68.py report"
     data = {
@@ -359,6 +453,7 @@ def report() -> None:
         },
         "rows": rows,
         "pending": pending,
+        "paper_comparisons": comparisons,
         "ced_plot": None if plot is None else str(plot.relative_to(ROOT)),
     }
     columns = ["row", "block", "binarization", "loss", "augment", "input", "params", "memory (KiB)", "NME_io",
@@ -408,6 +503,7 @@ def report() -> None:
         + (markdown_table(table, columns, formats) if table else "No row has finished training yet.\n")
         + trained_rows.pending_note(pending)
         + (f"\n![CED]({plot.name})\n" if plot else "")
+        + comparisons_section(comparisons)
     )
     write_results(out, data, "Binary hourglass, 68 points: block, binarization, loss and augmentation", body)
 

@@ -1,12 +1,14 @@
 """What the table benchmarks that train one model per row share (hourglass_68.py, face_parts.py,
 acn_table2.py): the training queue over configs/<family>/<row>.yaml, the pending-rows note, the
-command line and the kinds that bundled models are listed under."""
+command line, scoring rows in parallel processes and the kinds that bundled models are listed under."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 # a bundled model's "kind" (what `bitface models` lists) by its binarization method
@@ -24,6 +26,23 @@ def train_rows(rows: list[str], recipes: Path, runs: Path, parallel: int) -> Non
 
     jobs = [c for c in (pending_command(recipes / f"{r}.yaml", runs / r) for r in rows) if c]
     run_queue(jobs, parallel)
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def map_rows(function: Callable, jobs: list[tuple], parallel: int) -> list:
+    """function(*job) for every job, in order: `parallel` worker processes with one torch thread each
+    (a report scores its rows on the cores that training leaves free), or in this process for 1.
+    `function` must be a module-level function of the benchmark (workers are spawned: they import it)."""
+    if parallel <= 1 or len(jobs) <= 1:
+        return [function(*job) for job in jobs]
+    context = multiprocessing.get_context("spawn")  # not fork: torch's thread pools do not survive it
+    with ProcessPoolExecutor(min(parallel, len(jobs)), mp_context=context, initializer=_one_thread) as pool:
+        return list(pool.map(function, *zip(*jobs, strict=True)))
 
 
 def read_log(folder: Path) -> list[dict]:
@@ -79,7 +98,7 @@ def main(
     rows: tuple[str, ...],
     recipes: Path,
     runs: Path,
-    report: Callable[[], None],
+    report: Callable[[int], None],
     bundle: Callable[[], None] | None = None,
 ) -> None:
     """`train` the rows, `report` them, or (where the benchmark ships models) `bundle`: re-export the
@@ -87,11 +106,13 @@ def main(
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("stage", choices=("train", "report") + (("bundle",) if bundle else ()))
     parser.add_argument("--rows", nargs="+", choices=list(rows), default=list(rows), help="train only these rows")
-    parser.add_argument("--parallel", type=int, default=2, help="rows trained at once (one thread each)")
+    parser.add_argument(
+        "--parallel", type=int, default=2, help="rows trained, or scored by report, at once (one thread each)"
+    )
     args = parser.parse_args()
     if args.stage == "train":
         train_rows(args.rows, recipes, runs, args.parallel)
     elif args.stage == "bundle":
         bundle()
     else:
-        report()
+        report(args.parallel)

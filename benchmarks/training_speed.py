@@ -21,9 +21,8 @@ import torch
 
 from bitface.evaluate.results import markdown_table, pin_single_thread, provenance, write_results
 from bitface.nn import quantizers
-from bitface.train.acn import AsyncAmplitudeOptimizer
 from bitface.train.recipe import load_recipe
-from bitface.train.trainer import _loss_fn, task_loss
+from bitface.train.trainer import _loss_fn, make_optimizer, task_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "configs" / "hourglass68"
@@ -49,15 +48,7 @@ class Step:
         torch.manual_seed(0)
         self.network = recipe.build_model().to(memory_format=torch.channels_last).train()
         spec = recipe.train
-        self.optimizer = AsyncAmplitudeOptimizer(
-            self.network,
-            lr=spec.lr,
-            amplitude_lr=spec.amplitude_lr or spec.lr,
-            theta=spec.theta,
-            weight_decay=spec.weight_decay,
-            optimizer=spec.optimizer,
-            amplitude_update=spec.amplitude_update,
-        )
+        self.optimizer = make_optimizer(self.network, spec)
         self.loss = _loss_fn(spec.loss)
         self.batch = spec.batch_size
         self.epochs = spec.epochs
