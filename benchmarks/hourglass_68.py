@@ -265,9 +265,12 @@ def paper_comparisons(rows: list[dict], per_face: dict) -> list[dict]:
     from bitface.evaluate import paired_difference
 
     nme = {r["row"]: r["nme_io"] for r in rows}
+    trained_at = {r["row"]: r.get("trained_at", ["unrecorded"]) for r in rows}
     out = []
     for source, finding, better, worse, paper in PAPER_CLAIMS:
         entry = {"source": source, "paper_found": finding, "paper": paper, "better": better, "worse": worse}
+        if better in nme and worse in nme:
+            entry["trained_at"] = [trained_at[better], trained_at[worse]]
         if better in per_face and worse in per_face:
             diff = paired_difference(100 * np.asarray(per_face[better]), 100 * np.asarray(per_face[worse]))
             entry |= {
@@ -285,6 +288,15 @@ def paper_comparisons(rows: list[dict], per_face: dict) -> list[dict]:
     return out
 
 
+def training_code(comparison: dict) -> str:
+    """Whether one revision of bitface trained both rows of a comparison (a like-for-like comparison)
+    or which ones did: rows from earlier reports are unrecorded, and the trainer has changed since."""
+    if "trained_at" not in comparison:
+        return ""
+    better, worse = (", ".join(revisions) for revisions in comparison["trained_at"])
+    return f"one revision ({better})" if better == worse and "unrecorded" not in better else f"{better} vs {worse}"
+
+
 def comparisons_section(comparisons: list[dict]) -> str:
     def cell(c: dict) -> dict:
         done = "difference" in c
@@ -296,6 +308,7 @@ def comparisons_section(comparisons: list[dict]) -> str:
             "NME_io here": f"{c['nme_io_better']:.3f} vs {c['nme_io_worse']:.3f}" if done else "",
             "difference [95% CI]": f"{c['difference']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]" if done else "",
             "here": c["here"],
+            "trained by": training_code(c),
         }
 
     from bitface.evaluate.results import markdown_table
@@ -311,7 +324,10 @@ def comparisons_section(comparisons: list[dict]) -> str:
         "interval lies below 0; 'opposite': above; 'no clear difference': it spans 0; 'pending': a row is "
         "still training; 'no per-face errors': a row carried from an earlier report, which kept none. The "
         "interval covers the sampling of test faces only, not the spread between training runs of one "
-        "recipe (one run per row), which it does not measure.\n\n" + markdown_table(table, list(table[0]))
+        "recipe (one run per row), which it does not measure. 'trained by': the bitface revisions that "
+        "trained the two rows; only a comparison that one revision trained is like for like (rows from "
+        "earlier reports say 'unrecorded': the trainer has changed since them).\n\n"
+        + markdown_table(table, list(table[0]))
     )
 
 
