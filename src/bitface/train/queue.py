@@ -1,14 +1,18 @@
 """Train a family of recipes (a benchmark's rows) a few at a time, one thread each, resumably.
 
 A run folder whose recipe changed since it was trained is moved aside (never mixed with new
-epochs); a stopped run resumes from its last epoch; a finished one is skipped.
+epochs); a stopped run resumes from its last epoch; a finished one is skipped. Stopping the queue
+(Ctrl-C, or SIGTERM as `kill` sends) stops its runs too: left running, they would go on writing
+epochs into folders the user takes to be idle.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -56,19 +60,34 @@ def run_queue(commands: list[list[str]], parallel: int = 2, pin: bool = True) ->
     def name(command):
         return Path(command[command.index("--out") + 1]).name
 
-    while waiting or running:
-        while waiting and len(running) < parallel:
-            index, command = waiting.pop(0)
-            busy = {core for _, core in running.values()}
-            core = next((c for c in cores if c not in busy), None)
-            preexec = (lambda c=core: os.sched_setaffinity(0, {c})) if core is not None else None
-            print(f"[{(time.time() - start) / 60:6.1f} min] start {name(command)}", flush=True)
-            process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, preexec_fn=preexec)
-            running[process] = (index, core)
-        time.sleep(0.5)
-        for process in [p for p in running if p.poll() is not None]:
-            index, _ = running.pop(process)
-            codes[index] = process.returncode
-            status = "done" if process.returncode == 0 else f"FAILED ({process.returncode})"
-            print(f"[{(time.time() - start) / 60:6.1f} min] {status}: {name(process.args)}", flush=True)
+    # SIGTERM unwinds like Ctrl-C, through the finally below (only the main thread may set handlers)
+    handles_term = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_term) if handles_term else None
+    try:
+        while waiting or running:
+            while waiting and len(running) < parallel:
+                index, command = waiting.pop(0)
+                busy = {core for _, core in running.values()}
+                core = next((c for c in cores if c not in busy), None)
+                preexec = (lambda c=core: os.sched_setaffinity(0, {c})) if core is not None else None
+                print(f"[{(time.time() - start) / 60:6.1f} min] start {name(command)}", flush=True)
+                process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, preexec_fn=preexec)
+                running[process] = (index, core)
+            time.sleep(0.5)
+            for process in [p for p in running if p.poll() is not None]:
+                index, _ = running.pop(process)
+                codes[index] = process.returncode
+                status = "done" if process.returncode == 0 else f"FAILED ({process.returncode})"
+                print(f"[{(time.time() - start) / 60:6.1f} min] {status}: {name(process.args)}", flush=True)
+    finally:
+        for process in running:  # stopped early: a run resumes from its last saved epoch
+            process.terminate()
+        for process in running:
+            process.wait()
+        if handles_term:
+            signal.signal(signal.SIGTERM, previous)
     return codes
+
+
+def _exit_on_term(signum, frame):
+    raise SystemExit(128 + signum)
