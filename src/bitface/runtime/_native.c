@@ -241,6 +241,11 @@ __attribute__((target(AVX512))) static inline __mmask16 affine_sign16(const Stag
     return signs16(s->aff_scale, s->aff_shift, s->aff_relu, v, o0, valid);
 }
 
+/* The bits in which 8 pixels' input words differ from one weight word (an embedded broadcast). */
+__attribute__((target(AVX512), always_inline)) static inline __m512i mismatches8(__m512i v, uint64_t weight) {
+    return _mm512_popcnt_epi64(_mm512_xor_si512(v, _mm512_set1_epi64((long long)weight)));
+}
+
 /* The fast path: 16 accumulators of 8 pixels; each input load is reused by 16 output channels and
  * each weight word is an embedded broadcast of the XOR. The accumulators start at their bias (per
  * pixel in blocks that touch the padding, see Stage.bias), so each channel's output is its count's
@@ -268,14 +273,21 @@ __attribute__((target(AVX512), always_inline)) static inline void bconv_bits_bod
             for (int64_t ob = 0; ob < nblocks; ob++) {
                 const int64_t o0 = ob * BLOCK;
                 __m512i acc[BLOCK];
+                const uint64_t *wp = weight + ob * taps * BLOCK;
+                /* the first word of the first tap starts each count at its bias, which the ADD takes
+                 * as a memory operand (a broadcast for the common bias) rather than a separate load */
+                const __m512i v0 = _mm512_loadu_si512((const void *)(in + s->in_off + y * in_row + x0));
                 if (fix) {
 #pragma GCC unroll 16
-                    for (int j = 0; j < BLOCK; j++) acc[j] = _mm512_loadu_si512((const void *)(fix + (o0 + j) * fix_w));
+                    for (int j = 0; j < BLOCK; j++)
+                        acc[j] = _mm512_add_epi64(_mm512_loadu_si512((const void *)(fix + (o0 + j) * fix_w)),
+                                                  mismatches8(v0, wp[j]));
                 } else {
 #pragma GCC unroll 16
-                    for (int j = 0; j < BLOCK; j++) acc[j] = _mm512_set1_epi64(bias[o0 + j]);
+                    for (int j = 0; j < BLOCK; j++)
+                        acc[j] = _mm512_add_epi64(_mm512_set1_epi64(bias[o0 + j]), mismatches8(v0, wp[j]));
                 }
-                const uint64_t *wp = weight + ob * taps * BLOCK;
+                wp += BLOCK;
                 for (int64_t ky = 0; ky < kh; ky++) {
                     const uint64_t *row = in + s->in_off + (y + ky) * in_row + x0;
                     /* taps and words stay loops: unrolled, the compiler hoists their loads
@@ -283,19 +295,21 @@ __attribute__((target(AVX512), always_inline)) static inline void bconv_bits_bod
 #pragma GCC unroll 1
                     for (int64_t kx = 0; kx < kw; kx++)
 #pragma GCC unroll 1
-                        for (int64_t w = 0; w < words; w++, wp += BLOCK) {
+                        for (int64_t w = (ky == 0 && kx == 0); w < words; w++, wp += BLOCK) {
                             const __m512i v = _mm512_loadu_si512((const void *)(row + w * in_plane + kx));
 #pragma GCC unroll 16
-                            for (int j = 0; j < BLOCK; j++)
-                                acc[j] = _mm512_add_epi64(
-                                    acc[j], _mm512_popcnt_epi64(_mm512_xor_si512(v, _mm512_set1_epi64((long long)wp[j]))));
+                            for (int j = 0; j < BLOCK; j++) acc[j] = _mm512_add_epi64(acc[j], mismatches8(v, wp[j]));
                         }
                 }
                 /* unrolled over all 16 channels, so acc stays in registers; channel 15 enters first, so
                  * bit j of `word` is channel o0 + j; then the flipped channels, and into place */
-                __m512i word = _mm512_setzero_si512();
-#pragma GCC unroll 16
-                for (int j = BLOCK - 1; j >= 0; j--) word = _mm512_shldi_epi64(word, acc[j], 1);
+                __m512i high = _mm512_setzero_si512(), word = _mm512_setzero_si512(); /* two chains of 8 */
+#pragma GCC unroll 8
+                for (int j = BLOCK / 2 - 1; j >= 0; j--) {
+                    high = _mm512_shldi_epi64(high, acc[j + BLOCK / 2], 1);
+                    word = _mm512_shldi_epi64(word, acc[j], 1);
+                }
+                word = _mm512_or_si512(word, _mm512_slli_epi64(high, BLOCK / 2));
                 word = _mm512_xor_si512(word, _mm512_set1_epi64(flipped[ob]));
                 word = _mm512_slli_epi64(word, o0 & 63);
                 packed[ob * BLOCK / 64] = _mm512_or_si512(packed[ob * BLOCK / 64], word);
