@@ -474,7 +474,7 @@ def report(parallel: int = 1) -> None:
     }
     columns = ["row", "block", "binarization", "loss", "augment", "input", "params", "memory (KiB)", "NME_io",
                "NME_io smoothed", "NME_io flip", "AUC@0.08", "FR@0.08 (%)", "FR@0.10 (%)", "NME_io YTF", "epochs",
-               "train min", "shipped as", "scored from"]  # fmt: skip
+               "train min", "trained at", "shipped as", "scored from"]  # fmt: skip
     table = [
         {
             "row": r["row"],
@@ -494,6 +494,7 @@ def report(parallel: int = 1) -> None:
             "NME_io YTF": r["nme_io_ytf"],
             "epochs": r["epochs"],
             "train min": r["train_minutes"],
+            "trained at": ", ".join(r.get("trained_at", ["unrecorded"])),
             "shipped as": SHIPPED.get(r["row"], ""),
             "scored from": r["scored_from"],
         }
@@ -508,7 +509,9 @@ def report(parallel: int = 1) -> None:
         "column says), one thread per run, two runs at a time. "
         f"The ablation rows are the first {sum(map(is_ablation, ROWS))} (10 epochs each); the rows after them "
         "are the shipped models' longer runs and the experiments towards them (each recipe says what it "
-        "starts from and distills from). 'scored from': run = a finished run on the machine that wrote this "
+        "starts from and distills from). 'trained at': the bitface revisions that trained the row "
+        "('unrecorded': before runs recorded them, by a trainer that has changed since). 'scored from': "
+        "run = a finished run on the machine that wrote this "
         "report; checkpoint = the committed checkpoint, rescored here (training figures from its run); "
         "committed (REV) = the result written at REV, kept because run folders are not committed. 'NME_io "
         "smoothed': the same faces with the heatmaps smoothed before decoding by a Gaussian of the targets' "
