@@ -67,7 +67,7 @@ ROWS = (
     "hpm_acn1bit_teach2",  # a cycle from hpm_acn1bit_cont distilled from hpm_real_cont
     "hpm_real_cont2",  # a third cosine cycle from hpm_real_cont, half the geometric augmentation
     "hpm_acn1bit_teach3",  # hpm_acn1bit_teach2 distilled from hpm_real_cont2
-    "hpm96_acn1bit",  # the 1-bit network at 96 features, from scratch, distilled from hpm_real_cont2
+    "hpm96_acn1bit",  # the 1-bit network at 96 features, from scratch, distilled from hpm_real_cont2 (its model file)
     "hpm96_acn1bit_cont",  # a second cosine cycle from hpm96_acn1bit
 )
 # The papers' comparisons that these rows repeat: (source, what the paper found, the row the paper
