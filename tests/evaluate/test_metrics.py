@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from bitface.evaluate import PairedDifference, auc, ced, evaluate, failure_rate, paired_difference, yaw_bins
+from bitface.evaluate.report import line_style, plot_ced
 from bitface.schemes import FIVE, IBUG68
 
 
@@ -118,3 +119,31 @@ def test_paired_difference_of_a_constant_shift_is_exact_and_bad_input_is_refused
         paired_difference(b, b + 1, confidence=95)
     with pytest.raises(ValueError, match="expected_sign"):
         paired_difference(b + 1, b).verdict(0)
+
+
+def test_ced_panels_stack_their_axes_and_curves_keep_distinct_styles(tmp_path):
+    import matplotlib.image
+
+    rng = np.random.default_rng(0)
+    curves = {f"row{i}": rng.uniform(0, 0.1, 30) for i in range(14)}
+    one = plot_ced(curves, "interocular", tmp_path / "one.png", max_error=0.1)
+    panels = {"ablation": [f"row{i}" for i in range(12)], "longer runs": ["row12", "row13"]}
+    two = plot_ced(curves, "interocular", tmp_path / "two.png", max_error=0.1, panels=panels)
+    one_height, two_height = (matplotlib.image.imread(p).shape[0] for p in (one, two))
+    assert two_height > 1.5 * one_height  # a second axes below the first
+    assert len({line_style(i) for i in range(40)}) == 40 and line_style(40) == line_style(0)
+
+
+@pytest.mark.parametrize(
+    "panels, named",
+    [
+        ({"a": ["x"]}, "on no panel: ['y']"),
+        ({"a": ["x", "y"], "b": ["y"]}, "on more than one: ['y']"),
+        ({"a": ["x", "y", "z"]}, "with no curve: ['z']"),
+    ],
+)
+def test_ced_panels_that_miss_or_repeat_a_curve_are_refused(tmp_path, panels, named):
+    curves = {"x": np.array([0.01, 0.02]), "y": np.array([0.03, 0.04])}
+    with pytest.raises(ValueError, match="plot_ced panels") as raised:
+        plot_ced(curves, "interocular", tmp_path / "ced.png", panels=panels)
+    assert named in str(raised.value)

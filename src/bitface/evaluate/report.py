@@ -131,25 +131,66 @@ def evaluate(
     return report
 
 
-def plot_ced(curves: dict[str, np.ndarray], normalizer: str, path: str | Path, max_error: float | None = None) -> Path:
-    """CED curves of one or more methods (per-face errors as fractions) as a PNG."""
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def line_style(i: int) -> tuple[str, str]:
+    """The colour and line style of a panel's i-th curve: the ten tab10 colours, then again dashed, and so
+    on (40 distinct curves before any repeats)."""
+    colour, style = divmod(i, 10)[::-1]
+    return f"C{colour}", LINE_STYLES[style % len(LINE_STYLES)]
+
+
+def plot_ced(
+    curves: dict[str, np.ndarray],
+    normalizer: str,
+    path: str | Path,
+    max_error: float | None = None,
+    panels: dict[str, list[str]] | None = None,
+) -> Path:
+    """CED curves of one or more methods (per-face errors as fractions) as a PNG. `panels` (title: the
+    labels drawn on it) puts groups of curves on axes of their own, one above the other (an ablation's
+    rows apart from the longer runs); every curve goes on exactly one. Past a few curves a panel's legend
+    moves beside its axes, and colours repeat only with another line style."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    panels = panels or {"": list(curves)}
+    placed = [label for labels in panels.values() for label in labels]
+    problems = {
+        "on no panel": sorted(set(curves) - set(placed)),
+        "on more than one": sorted({label for label in placed if placed.count(label) > 1}),
+        "with no curve": sorted(set(placed) - set(curves)),
+    }
+    if any(problems.values()):
+        said = "; ".join(f"{what}: {labels}" for what, labels in problems.items() if labels)
+        raise ValueError(f"plot_ced panels: every curve goes on exactly one panel; {said}")
     max_error = max_error or max(metrics.THRESHOLDS[normalizer])
-    fig, ax = plt.subplots(figsize=(5, 4), dpi=120)
-    for label, errors in curves.items():
-        x, y = metrics.ced(errors, max_error)
-        ax.plot(100 * x, 100 * y, label=f"{label} (AUC {metrics.auc(errors, max_error):.3f})")
-    ax.set_xlabel(f"NME ({normalizer}, %)")
-    ax.set_ylabel("faces (%)")
-    ax.set_xlim(0, 100 * max_error)
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    most = max(len(labels) for labels in panels.values())
+    beside = most > 6
+    height = max(3.5, 0.2 * most + 1.0) if beside else 3.5
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8 if beside else 5, height * len(panels)), dpi=120, squeeze=False)
+    for ax, (title, labels) in zip(axes[:, 0], panels.items(), strict=True):
+        for i, label in enumerate(labels):
+            errors = curves[label]
+            x, y = metrics.ced(errors, max_error)
+            colour, style = line_style(i)
+            label = f"{label} (AUC {metrics.auc(errors, max_error):.3f})"
+            ax.plot(100 * x, 100 * y, label=label, color=colour, linestyle=style)
+        ax.set_xlabel(f"NME ({normalizer}, %)")
+        ax.set_ylabel("faces (%)")
+        ax.set_xlim(0, 100 * max_error)
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        if title:
+            ax.set_title(title, fontsize=10)
+        if beside:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+        else:
+            ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return Path(path)
