@@ -239,6 +239,7 @@ def plot(rows: list[dict], path: Path) -> Path:
             ax.annotate(f"{r['model']}\n{r['file_bytes'] / 1024:.0f} KiB", (r["api_latency_us_median"], r["nme"]),
                         fontsize=7, xytext=(5, 5), textcoords="offset points")  # fmt: skip
         ax.set_xscale("log")
+        ax.margins(x=0.2, y=0.12)  # room right of and above the highest points for their labels
         ax.set(xlabel="latency per face, image and box in (µs, one thread, log scale)",
                ylabel=f"NME (%, {TEST_SETS[scheme][1]})", title=f"{scheme}: {TEST_SETS[scheme][0]}")  # fmt: skip
         ax.grid(alpha=0.3, which="both")
