@@ -49,9 +49,12 @@ def test_parallel_jobs_run_pinned_to_separate_cores(tmp_path):
 
 
 SLEEPER = "import sys, time; open(sys.argv[2], 'w').write('started'); time.sleep(60)"
+# a foreground queue, as Ctrl-C finds it: where the tests themselves run as a background job (CI, nohup &),
+# the shell had SIGINT ignored, Python keeps it ignored, and the queue would never see the signal
 QUEUE = """
-import sys
+import signal, sys
 from bitface.train.queue import run_queue
+signal.signal(signal.SIGINT, signal.default_int_handler)
 run_queue([[sys.executable, '-c', {sleeper!r}, '--out', path] for path in sys.argv[1:]], parallel=2)
 """
 
