@@ -116,12 +116,13 @@ SHIPPED = {
     # the same at 96 px from its weights, the fastest 68-point model
     "hpm_acn1bit_fast96": "landmarks68-hourglass-acn1bit-fast96",
     # the 1-bit network at 96 features (its binary weights 143 KiB as the papers count them): the most
-    # accurate binary model, about twice the work of the 64-feature one
-    "hpm96_acn1bit": "landmarks68-hourglass-acn1bit-96",
+    # accurate binary model, about twice the work of the 64-feature one (its second cosine cycle)
+    "hpm96_acn1bit_cont": "landmarks68-hourglass-acn1bit-96",
 }
 # shipped row: the rows it was chosen over
 PICKED_ON_TEST = {
     "hpm_real_cont2": "hpm_real_cont (the cycle it continues)",
+    "hpm96_acn1bit_cont": "hpm96_acn1bit (the cycle it continues)",
     "hpm_acn1bit_cont": "hpm_acn1bit_long, hpm_acn1bit_long_lightaug and hpm_acn1bit_cont_noaug (the last "
     "more accurate with annotated boxes, less with detector boxes)",
 }
