@@ -70,6 +70,7 @@ ROWS = (
     "hpm96_acn1bit",  # the 1-bit network at 96 features, from scratch, distilled from hpm_real_cont2 (its model file)
     "hpm96_acn1bit_cont",  # a second cosine cycle from hpm96_acn1bit
     "hpm96_acn1bit_cont_noaug",  # the same with flips and shifts only
+    "hpm96_acn1bit_cont2",  # a third cosine cycle from hpm96_acn1bit_cont
 )
 # The papers' comparisons that these rows repeat: (source, what the paper found, the row the paper
 # found better, the row it found worse, the paper's figures for the two). Bulat & Tzimiropoulos report
