@@ -17,9 +17,10 @@ Measured in one run, candidates interleaved round by round, the median of rounds
   through our runtime, through the same structure as an FP32 network in PyTorch
   (channels_last) and in onnxruntime, and the training-time binary simulation in PyTorch; one face
   including preprocessing of an already cropped face (uint8 crop -> points); file size against the
-  paper-style memory count; and, where ../shared/data is present, the largest landmark difference
-  from the PyTorch model over the whole test set of its scheme (CUHK test; HELEN testset for 68),
-  and from the same PyTorch model evaluated in float64 (as PyTorch's own float32 result is).
+  trained network's memory as the papers count it (`bitface summary`); and, where ../shared/data
+  is present, the largest landmark difference from the PyTorch model over the whole test set of
+  its scheme (CUHK test; HELEN testset for 68), and from the same PyTorch model evaluated in
+  float64 (as PyTorch's own float32 result is).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from bitface.export.convert import export_model  # noqa: E402
 from bitface.export.format import PackedModel, header_bytes, pack_signs  # noqa: E402
 from bitface.models import create_model  # noqa: E402
 from bitface.models.model_file import load_model  # noqa: E402
+from bitface.models.summary import summarize  # noqa: E402
 from bitface.runtime import _native  # noqa: E402
 from bitface.runtime.model import PackedLandmarker  # noqa: E402
 from bitface.runtime.native import Network  # noqa: E402
@@ -231,7 +233,9 @@ def bench_network(name: str, checkpoint: Path, rounds: int, limit: float) -> dic
             rounds,
             calls,
         )
-    paper_bits = sum(row["memory_bits"] for row in packed_model.layer_table())
+    # the papers' count of the trained network (the model card's), not of the packed graph: the gap
+    # between the two is what the packed form stores beyond it
+    paper_bits = summarize(model.network, shape[1:]).memory_bits
     row = {
         "network": name,
         "structure": model.model_options.get("structure") or model.model_options.get("block"),
@@ -362,8 +366,10 @@ def main() -> None:
             },
         )
         + "\nmetadata_bytes: the file's JSON header (graph, preprocessing, provenance and the tensor index); "
-        "tensors_over_paper: the rest of the file against the paper-style count (1 bit per binary weight, "
-        "32 bits per real value).\n"
+        "paper_bytes: the trained network as the papers count it (`bitface summary` of the checkpoint, the "
+        "model card's size: 1 bit per binary weight, 32 per real weight, XNOR's or ACN's scales and "
+        "BatchNorm's 2 values per channel); tensors_over_paper: the rest of the file against it (what the "
+        "packed form stores beyond the papers' count, or saves by folding).\n"
         + f"\nThe physical limit of binary over FP32 on this core is about {limit:.1f}x in MACs (the two peaks' "
         "ratio). "
         "max_px: the largest landmark difference from the PyTorch model over the test set of the model's "

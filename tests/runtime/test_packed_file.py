@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import save_file
 
-from bitface.export.format import PackedModel, load_packed
+from bitface.export.format import PackedModel, _to_blobs, load_packed
 from bitface.io import DataError
 from bitface.runtime import PackedLandmarker
 
@@ -59,7 +59,7 @@ def write_raw(path, tensors, header):
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda t, h: h.update(version=99), "version 99; this bitface reads 1, 2, 3"),
+        (lambda t, h: h.update(version=99), "version 99; this bitface reads 1, 2, 3, 4"),
         (lambda t, h: h.update(format="other"), "not a packed bitface model"),
         (lambda t, h: h["graph"][1].update(op="conv9"), "op 1 is 'conv9'"),
         (lambda t, h: h["graph"][1].pop("in_channels"), "lacks attribute 'in_channels'"),
@@ -110,31 +110,44 @@ def conv_model(in_channels: int) -> PackedModel:
 
 @pytest.mark.parametrize("in_channels", [1, 16, 64, 70, 128])
 def test_binary_kernels_are_dense_bits_on_disk(tmp_path, in_channels):
-    """The file holds exactly the paper's count (1 bit per binary weight, 32 per real value) plus the
-    JSON header, and reads back to the same words."""
+    """The file holds exactly the paper's count (1 bit per binary weight, 32 per real value; the real
+    conv's scale of ones and zero shift once each) plus the JSON header, and reads back to the same
+    words and per-channel scales."""
     model = conv_model(in_channels)
     path = model.save(tmp_path / "m.bitface")
     loaded = load_packed(path)
+    assert loaded.tensors.keys() == model.tensors.keys()
     assert all(np.array_equal(loaded.tensors[k], v) for k, v in model.tensors.items())
+    assert "uniform" not in loaded.graph[0]  # on disk only
     header_bytes = 8 + int.from_bytes(path.read_bytes()[:8], "little")
     paper_bits = sum(r["memory_bits"] for r in model.layer_table())
-    assert paper_bits == 5 * 9 * in_channels + 32 * (3 * in_channels + 10)
-    assert path.stat().st_size - header_bytes == -(-5 * 9 * in_channels // 8) + 4 * (3 * in_channels + 10)
+    floats = in_channels + 2 + 10  # conv weights, its uniform scale and shift; the binary conv's 5 + 5
+    assert paper_bits == 5 * 9 * in_channels + 32 * floats
+    assert path.stat().st_size - header_bytes == -(-5 * 9 * in_channels // 8) + 4 * floats
     assert sum(r["stored_bytes"] for r in loaded.layer_table()) == path.stat().st_size - header_bytes
+
+
+def test_a_version_3_file_with_every_scale_and_shift_per_channel_still_loads(tmp_path):
+    model = conv_model(16)
+    header = {"format": "bitface-packed", "version": 3, "graph": model.graph, **model.meta}
+    loaded = load_packed(write_raw(tmp_path / "v3.bitface", _to_blobs(model.graph, model.tensors), header))
+    assert all(np.array_equal(loaded.tensors[k], v) for k, v in model.tensors.items())
 
 
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda t, h: h["graph"][1].update(out_channels=6), "need 108 bytes of kernel bits and 60 float32 values"),
+        (lambda t, h: h["graph"][1].update(out_channels=6), "need 108 bytes of kernel bits and 30 float32 values"),
         (lambda t, h: h["graph"][1].update(kernel=[3]), "kernel must be"),
+        (lambda t, h: h["graph"][1].update(uniform=["bits"]), r"uniform must list some of its \('scale', 'shift'\)"),
+        (lambda t, h: h["graph"][1].update(uniform=["scale"]), "need 90 bytes of kernel bits and 24 float32 values"),
         (lambda t, h: h["graph"][0].update(in_channels="16"), "in_channels must be a positive integer"),
-        (lambda t, h: t.update(bits=t["bits"][:-1]), "the file holds 89 and 58"),
+        (lambda t, h: t.update(bits=t["bits"][:-1]), "the file holds 89 and 28"),
         (lambda t, h: t.update(extra=t["bits"]), r"unknown tensors \['extra'\]"),
         (lambda t, h: t.update(bits=t["bits"].astype(np.int16)), "1-d uint8"),
     ],
 )
-def test_version_3_files_whose_graph_and_blobs_disagree_are_refused(tmp_path, mutate, message):
+def test_dense_files_whose_graph_and_blobs_disagree_are_refused(tmp_path, mutate, message):
     path = conv_model(16).save(tmp_path / "m.bitface")
     from safetensors import safe_open
 

@@ -8,12 +8,15 @@ channels, 64 per uint64 word, as (out, kh, kw, words) (little-endian bit order: 
 c % 64 of word c // 64), the layout the runtime's popcount kernels read. Tensors are named per op
 ("3.bits").
 
-On disk (version 3) the tensors are two blobs, so that the file is as small as the papers count it:
+On disk (version 4) the tensors are two blobs, so that the file is as small as the papers count it:
 "bits", every binary op's kernel as dense bits (out * kh * kw * in_channels of them, in that order,
 little-endian within each byte, each op starting on a byte), and "float32", every real tensor
 flattened. Both follow the graph's op order and each op's tensor order below; the shape attributes
-(out_channels, in_channels, kernel, channels) say how long each piece is. Versions 1 and 2 stored
-one safetensors tensor per op tensor, in the in-memory layout, and still read.
+(out_channels, in_channels, kernel, channels) say how long each piece is. A scale or shift that is
+one value on every channel (ACN's single Â, and the zero shift, of a binary conv with no BatchNorm
+after it) is stored once, and the op lists it in `"uniform"` (on disk only: in memory every scale and
+shift is per channel). Version 3 stored every scale and shift per channel; versions 1 and 2 one
+safetensors tensor per op tensor, in the in-memory layout; all still read.
 
 The graph is a DAG in topological order. An op reads the previous op's output (op 0: the network
 input) unless it lists `"inputs"`: op indices, -1 for the network input. The last op is the output.
@@ -49,8 +52,9 @@ from safetensors.numpy import save_file
 from ..io.sample import DataError
 
 FORMAT = "bitface-packed"
-VERSION = 3  # 2: DAG graphs, strides and zero-contribution padding; 3: dense blobs on disk
-READABLE_VERSIONS = (1, 2, 3)
+VERSION = 4  # 2: DAG graphs, strides and zero-contribution padding; 3: dense blobs; 4: uniform channels
+READABLE_VERSIONS = (1, 2, 3, 4)
+UNIFORM_CAPABLE = ("scale", "shift")  # the per-channel tensors that may be stored as one value
 OPS = {  # kind: (tensors in storage order, required attributes)
     "pad": ((), ("pad",)),
     "conv": (("weight", "scale", "shift"), ("out_channels", "in_channels", "kernel")),
@@ -87,18 +91,19 @@ class PackedModel:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         self.validate(str(path))
-        header = {"format": FORMAT, "version": VERSION, "graph": self.graph, **self.meta}
+        graph = _disk_graph(self.graph, self.tensors)
+        header = {"format": FORMAT, "version": VERSION, "graph": graph, **self.meta}
         tmp = path.with_name(path.name + ".tmp")
-        save_file(_to_blobs(self.graph, self.tensors), str(tmp), {"bitface": json.dumps(header, separators=(",", ":"))})
+        save_file(_to_blobs(graph, self.tensors), str(tmp), {"bitface": json.dumps(header, separators=(",", ":"))})
         tmp.chmod(0o644)  # a model file is for sharing (the temporary file was created private)
         tmp.replace(path)
         return path
 
     def layer_table(self) -> list[dict]:
-        """Per op: its main tensor's shape, bytes stored on disk, and bits as the papers count them
-        (1 per binary weight, 32 per real weight, scale and shift)."""
+        """Per op: its main tensor's shape, bytes stored on disk, and the bits stored (1 per binary
+        weight, 32 per real weight and per stored scale and shift value: the papers' way of counting)."""
         rows = []
-        for i, op in enumerate(self.graph):
+        for i, op in enumerate(_disk_graph(self.graph, self.tensors)):
             shapes = tensor_shapes(op)
             bits = sum(_disk_bits(op, name, shape) for name, shape in shapes.items())
             dims = [op[a] for a in ("out_channels", "channels", "in_channels") if a in op]
@@ -145,6 +150,9 @@ def _check_op(op: dict, i: int, where: str) -> None:
         isinstance(kernel, list) and len(kernel) == 2 and all(isinstance(k, int) and k > 0 for k in kernel)
     ):
         raise DataError(f"{where}: op {i} ({kind}): kernel must be [kh, kw] of positive integers, got {kernel!r}")
+    uniform = op.get("uniform", [])
+    if not isinstance(uniform, list) or not all(name in UNIFORM_CAPABLE and name in OPS[kind][0] for name in uniform):
+        raise DataError(f"{where}: op {i} ({kind}): uniform must list some of its {UNIFORM_CAPABLE}, got {uniform!r}")
     inputs = op.get("inputs", [i - 1])
     if not isinstance(inputs, list) or not inputs or not all(isinstance(j, int) and -1 <= j < i for j in inputs):
         raise DataError(f"{where}: op {i} ({kind}): inputs must be earlier ops (or -1), got {inputs!r}")
@@ -163,10 +171,25 @@ def tensor_shapes(op: dict) -> dict[str, tuple[int, ...]]:
 
 
 def _disk_bits(op: dict, name: str, shape: tuple[int, ...]) -> int:
-    """Bits a tensor takes on disk: one per binary weight (not the word padding), 32 per float."""
+    """Bits a tensor takes on disk: one per binary weight (not the word padding), 32 per float (one
+    float for a uniform tensor)."""
     if name == "bits":
         return math.prod(shape[:-1]) * op["in_channels"]
-    return 32 * math.prod(shape)
+    return 32 * (1 if name in op.get("uniform", ()) else math.prod(shape))
+
+
+def _disk_graph(graph: list[dict], tensors: dict[str, np.ndarray]) -> list[dict]:
+    """The graph as written: each op listing, in `uniform`, the scales and shifts it stores as one value."""
+    written = []
+    for i, op in enumerate(graph):
+        op = {k: v for k, v in op.items() if k != "uniform"}
+        uniform = [
+            name
+            for name in tensor_shapes(op)
+            if name in UNIFORM_CAPABLE and (t := tensors[f"{i}.{name}"]).size and np.all(t == t.flat[0])
+        ]
+        written.append({**op, "uniform": uniform} if uniform else op)
+    return written
 
 
 def _shape_text(op: dict) -> str:
@@ -192,7 +215,7 @@ def _shape_attributes_from_tensors(graph: list, tensors: dict) -> None:
 
 
 def _to_blobs(graph: list[dict], tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """In-memory tensors -> the two dense blobs of a version 3 file."""
+    """In-memory tensors -> the two dense blobs of a version 4 file (`graph` as `_disk_graph` writes it)."""
     bits, floats = [], []
     for i, op in enumerate(graph):
         for name in tensor_shapes(op):
@@ -201,7 +224,7 @@ def _to_blobs(graph: list[dict], tensors: dict[str, np.ndarray]) -> dict[str, np
                 planes = np.unpackbits(tensor.astype("<u8").view(np.uint8), axis=-1, bitorder="little")
                 bits.append(np.packbits(planes[..., : op["in_channels"]].ravel(), bitorder="little"))
             else:
-                floats.append(tensor.ravel())
+                floats.append(tensor.ravel()[:1] if name in op.get("uniform", ()) else tensor.ravel())
     blobs = {"bits": np.concatenate(bits) if bits else None, "float32": np.concatenate(floats) if floats else None}
     return {k: v for k, v in blobs.items() if v is not None}
 
@@ -210,7 +233,9 @@ def _from_blobs(graph: list[dict], blobs: dict[str, np.ndarray], where: str) -> 
     """The inverse of `_to_blobs`, checking that the graph's shapes account for every stored byte."""
     unknown = set(blobs) - {"bits", "float32"}
     if unknown:
-        raise DataError(f"{where}: unknown tensors {sorted(unknown)[:5]} (a version 3 file holds 'bits' and 'float32')")
+        raise DataError(
+            f"{where}: unknown tensors {sorted(unknown)[:5]} (a version 3 or 4 file holds 'bits' and 'float32')"
+        )
     bits = blobs.get("bits", np.zeros(0, np.uint8))
     floats = blobs.get("float32", np.zeros(0, np.float32))
     if bits.dtype != np.uint8 or bits.ndim != 1 or floats.dtype != np.float32 or floats.ndim != 1:
@@ -219,7 +244,7 @@ def _from_blobs(graph: list[dict], blobs: dict[str, np.ndarray], where: str) -> 
         _check_op(op, i, where)
     needed = [(i, n, sh) for i, op in enumerate(graph) for n, sh in tensor_shapes(op).items()]
     bit_bytes = sum(-(-_disk_bits(graph[i], n, sh) // 8) for i, n, sh in needed if n == "bits")
-    float_count = sum(math.prod(sh) for i, n, sh in needed if n != "bits")
+    float_count = sum(_disk_bits(graph[i], n, sh) // 32 for i, n, sh in needed if n != "bits")
     if (bits.size, floats.size) != (bit_bytes, float_count):
         raise DataError(
             f"{where}: the graph's ops need {bit_bytes} bytes of kernel bits and {float_count} float32 values, "
@@ -234,6 +259,8 @@ def _from_blobs(graph: list[dict], blobs: dict[str, np.ndarray], where: str) -> 
             planes[..., :cin] = flat.reshape(*shape[:-1], cin)
             words = np.packbits(planes, axis=-1, bitorder="little").view("<u8").astype(np.uint64)
             tensors[f"{i}.bits"], bit_at = words.reshape(shape), bit_at + size
+        elif name in graph[i].get("uniform", ()):
+            tensors[f"{i}.{name}"], float_at = np.full(shape, floats[float_at], np.float32), float_at + 1
         else:
             size = math.prod(shape)
             tensors[f"{i}.{name}"], float_at = floats[float_at : float_at + size].reshape(shape), float_at + size
@@ -295,6 +322,8 @@ def load_packed(path: str | Path) -> PackedModel:
     header.pop("format")
     if version >= 3:
         tensors = _from_blobs(graph, tensors, str(path))
+    for op in graph:  # on disk only: in memory every scale and shift is per channel
+        op.pop("uniform", None)
     model = PackedModel(graph, tensors, header)
     model.validate(str(path))
     return model
