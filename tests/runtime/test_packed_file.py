@@ -127,6 +127,14 @@ def test_binary_kernels_are_dense_bits_on_disk(tmp_path, in_channels):
     assert sum(r["stored_bytes"] for r in loaded.layer_table()) == path.stat().st_size - header_bytes
 
 
+def test_a_shift_of_zeros_with_a_negative_zero_round_trips_bit_for_bit(tmp_path):
+    model = conv_model(16)
+    model.tensors["0.shift"][3] = -0.0  # equal to 0.0, but not the same bits: not stored once
+    loaded = load_packed(model.save(tmp_path / "m.bitface"))
+    assert loaded.tensors["0.shift"].view(np.uint32).tolist() == model.tensors["0.shift"].view(np.uint32).tolist()
+    assert sum(r["memory_bits"] for r in model.layer_table()) == 5 * 9 * 16 + 32 * (16 + 1 + 16 + 10)
+
+
 def test_a_version_3_file_with_every_scale_and_shift_per_channel_still_loads(tmp_path):
     model = conv_model(16)
     header = {"format": "bitface-packed", "version": 3, "graph": model.graph, **model.meta}

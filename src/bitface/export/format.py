@@ -179,14 +179,15 @@ def _disk_bits(op: dict, name: str, shape: tuple[int, ...]) -> int:
 
 
 def _disk_graph(graph: list[dict], tensors: dict[str, np.ndarray]) -> list[dict]:
-    """The graph as written: each op listing, in `uniform`, the scales and shifts it stores as one value."""
+    """The graph as written: each op listing, in `uniform`, the scales and shifts it stores as one value
+    (the same bits on every channel, so that -0.0 beside 0.0 stays per channel and round-trips)."""
     written = []
     for i, op in enumerate(graph):
         op = {k: v for k, v in op.items() if k != "uniform"}
         uniform = [
             name
             for name in tensor_shapes(op)
-            if name in UNIFORM_CAPABLE and (t := tensors[f"{i}.{name}"]).size and np.all(t == t.flat[0])
+            if name in UNIFORM_CAPABLE and (t := tensors[f"{i}.{name}"].view(np.uint32)).size and np.all(t == t.flat[0])
         ]
         written.append({**op, "uniform": uniform} if uniform else op)
     return written
