@@ -71,6 +71,7 @@ ROWS = (
     "hpm96_acn1bit_cont",  # a second cosine cycle from hpm96_acn1bit
     "hpm96_acn1bit_cont_noaug",  # the same with flips and shifts only
     "hpm96_acn1bit_cont2",  # a third cosine cycle from hpm96_acn1bit_cont (shipped)
+    "hpm96_acn1bit_cont3",  # a fourth cosine cycle from hpm96_acn1bit_cont2
 )
 # The papers' comparisons that these rows repeat: (source, what the paper found, the row the paper
 # found better, the row it found worse, the paper's figures for the two). Bulat & Tzimiropoulos report
