@@ -72,6 +72,7 @@ ROWS = (
     "hpm96_acn1bit_cont_noaug",  # the same with flips and shifts only
     "hpm96_acn1bit_cont2",  # a third cosine cycle from hpm96_acn1bit_cont (shipped)
     "hpm96_acn1bit_cont3",  # a fourth cosine cycle from hpm96_acn1bit_cont2
+    "hpm96_acn1bit_cont3_flipteacher",  # the same distilled from the teacher's test-time flip
 )
 # The papers' comparisons that these rows repeat: (source, what the paper found, the row the paper
 # found better, the row it found worse, the paper's figures for the two). Bulat & Tzimiropoulos report

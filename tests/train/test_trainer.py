@@ -225,6 +225,33 @@ def test_a_heatmap_teacher_gives_probabilities_through_its_own_activation(tiny_r
     torch.testing.assert_close(teacher(images), expected)
 
 
+def test_a_flipped_teacher_averages_each_image_with_its_mirror_and_so_mirrors_with_its_input(tiny_recipe, tmp_path):
+    from bitface.train.trainer import Teacher
+
+    hourglass = {"num_points": 5, "block": "hpm", "binarization": "real", "features": 8, "depth": 1, "input_size": 32}
+    heatmaps = {"target.output": "heatmap", "crop.size": 32, "train.loss": "bce", "train.epochs": 1}
+    recipe = load_recipe(tiny_recipe, heatmaps | {"model.name": "hourglass", "model.options": hourglass})
+    Trainer(recipe, tmp_path / "run", progress=False).fit()
+    path = tmp_path / "run" / "model.safetensors"
+    flipped = load_recipe(tiny_recipe, heatmaps | {"model.name": "hourglass", "model.options": hourglass} | {
+        "train.teacher": str(path), "train.teacher_flip": True})  # fmt: skip
+    plain, teacher = Teacher(path, recipe), Teacher(path, flipped)
+    images = torch.randn(2, 1, 32, 32)
+    network = load_model(path).network.eval()
+    with torch.no_grad():
+        logits, mirrored = network(images), network(images.flip(-1))
+    pairs = [1, 0, 2, 4, 3]  # the 5-point scheme: eyes and mouth corners swap sides
+    expected = torch.sigmoid((logits + mirrored[:, pairs].flip(-1)) / 2)
+    torch.testing.assert_close(teacher(images), expected)
+    torch.testing.assert_close(teacher(images.flip(-1)), teacher(images)[:, pairs].flip(-1))
+    assert not torch.allclose(plain(images.flip(-1)), plain(images)[:, pairs].flip(-1), atol=1e-4)
+
+    with pytest.raises(ValueError, match="teacher_flip: needs a teacher"):
+        load_recipe(tiny_recipe, {"train.teacher_flip": True})
+    with pytest.raises(ValueError, match="train.teacher_flip: expected true or false, got 'yes'"):
+        load_recipe(tiny_recipe, {"train.teacher": str(path), "train.teacher_flip": "yes"})
+
+
 def test_a_heatmap_teacher_at_another_crop_size_sees_resized_images_and_gives_the_students_map_size(
     tiny_recipe, tmp_path
 ):

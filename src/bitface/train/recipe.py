@@ -104,6 +104,9 @@ class OptimSpec:
     # through the teacher's own heatmap activation), e.g. a real-valued teacher for its binary twin
     teacher: str | None = None
     distill: float = 0.5
+    # the teacher's output averaged with that of each image's mirror image, mapped back (the test-time
+    # flip of Landmarker(flip_test=True)): steadier soft targets for twice the teacher's time
+    teacher_flip: bool = False
     # decay per step of an exponential moving average of the weights and batch-norm statistics; the
     # average is what is validated and saved (the live weights' NME is logged beside it as val_live).
     # Binary networks' signs flip from step to step, and their validation NME with them; None: off
@@ -129,6 +132,7 @@ class OptimSpec:
             ("distill", 0 <= self.distill <= 1, "must be in [0, 1]"),
             ("ema", self.ema is None or 0 < self.ema < 1, "must be in (0, 1), or null for none"),
             ("teacher", self.teacher is None or self.loss != "cross_entropy", "is not supported with cross_entropy"),
+            ("teacher_flip", not self.teacher_flip or self.teacher is not None, "needs a teacher"),
         ]
         for key, ok, why in checks:
             if not ok:

@@ -164,14 +164,23 @@ class Teacher:
             if theirs != mine:
                 raise RecipeError(f"train.teacher: {path}: its {key} is {theirs!r}, this recipe's {mine!r}")
         self.size, self.stride = model.crop.size, model.heatmap_stride
+        self.model = model  # its with_mirror maps a mirrored crop's output back (train.teacher_flip)
         self.network = model.network.eval().requires_grad_(False).to(memory_format=torch.channels_last)
         self.activation = model.heatmap_activation
         self.probabilities = recipe.train.loss == "bce"  # soft targets of a cross-entropy lie in [0, 1]
+        self.flip = recipe.train.teacher_flip
+
+    def _raw(self, images: torch.Tensor) -> torch.Tensor:
+        output = self.network(images)
+        return output[-1] if isinstance(output, (list, tuple)) else output  # a stack's final output
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        output = self.network(_resized(images, self.size) if self.resized else images)
-        output = output[-1] if isinstance(output, (list, tuple)) else output  # a stack's final output
+        seen = _resized(images, self.size) if self.resized else images  # at the teacher's crop size
+        output = self._raw(seen)
+        if self.flip:  # raw outputs averaged before the activation, as flip_test does at inference
+            mirrored = self._raw(seen.flip(-1))
+            output = torch.from_numpy(self.model.with_mirror(output.numpy(), mirrored.numpy()))
         if self.activation == "sigmoid":
             output = torch.sigmoid(output)
         if self.resized:  # the student's map size: its crop over the shared stride
