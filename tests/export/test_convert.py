@@ -164,6 +164,12 @@ def test_hourglass_exports_as_a_graph_the_reference_runs_like_torch(block, binar
     assert packed.heatmap_smooth == 1.5
 
 
+def test_a_binary_activation_stage_is_refused_with_the_way_to_a_packable_twin():
+    model = hourglass_like("hpm", "binact")  # float weights on sign inputs: no popcount form
+    with pytest.raises(ValueError, match="no packed form; start a binary-weight twin .* with train.init"):
+        export_model(model)
+
+
 def test_binary_convs_with_built_in_padding_count_padded_positions_as_zero():
     from bitface.export.format import PackedModel
 

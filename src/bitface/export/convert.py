@@ -47,7 +47,10 @@ def _fold(layer: QuantConv2d | QuantLinear, norm: nn.BatchNorm1d | nn.BatchNorm2
     conv = isinstance(layer, QuantConv2d)
     if q is None:
         if layer.input_quantizer is not None:
-            raise ValueError("a real-weight layer with binary inputs has no packed form")
+            raise ValueError(  # binarization binact: a training stage, not a model to ship
+                "a real-weight layer with binary inputs has no packed form; start a binary-weight twin "
+                "(xnor or acn1bit) from its weights with train.init and pack that"
+            )
         tensors["weight"] = weight.float().numpy()
         return ("conv" if conv else "linear"), tensors, {}
     tensors["bits"] = pack_signs(weight.numpy())

@@ -10,6 +10,9 @@ one integer threshold at export). `binarization` names the quantizer pair of eve
     bwn      binary (XNOR-scaled) weights, real inputs
     acn      ACN amplitude kernels, real inputs
     acn1bit  ACN kernels, sign inputs
+    binact   float weights, sign inputs: the first stage of two-stage training (Martinez et al.,
+             Real-to-Binary), whose weights then start an xnor or acn1bit twin (train.init); it has
+             no packed form
 
 Blocks (`BLOCKS`, `create_block(name, c_in, c_out, binarization)`), widths for c_out = C:
 
@@ -46,6 +49,7 @@ BINARIZATIONS = {  # name: (kernel quantizer, input quantizer)
     "xnor": ("xnor", "ste_sign"),
     "acn": ("acn", None),
     "acn1bit": ("acn", "ste_sign"),
+    "binact": (None, "ste_sign"),
 }
 
 

@@ -39,6 +39,7 @@ from ..evaluate.segmentation import confusion, segmentation_scores
 from ..io import read_annotations
 from ..io.sample import Sample
 from ..models.model_file import LandmarkModel, calibrate_points_crop, load_model
+from ..nn.quantizers import AmplitudeKernel
 from .acn import AsyncAmplitudeOptimizer
 from .errors import RecipeError, TrainingDiverged
 from .recipe import OptimSpec, Recipe, recipe_from_dict
@@ -111,7 +112,8 @@ def rate_factor(spec, step: int, steps_per_epoch: int) -> float:
 def start_from(network: torch.nn.Module, path: str | Path) -> list[str]:
     """Load the weights of a trained model file into `network` (train.init). Every tensor of the file
     must exist in the network with the same shape; the network's tensors the file lacks keep their
-    initialization and are returned (e.g. the amplitude matrices of an ACN twin of a real model)."""
+    initialization and are returned, except the amplitude matrices of an ACN twin of a model without
+    them, which start at the loaded kernels' mean |X| (as a fresh layer's start at its random ones')."""
     source = load_model(path).network.state_dict()
     own = network.state_dict()
     foreign = sorted(set(source) - set(own))
@@ -123,6 +125,10 @@ def start_from(network: torch.nn.Module, path: str | Path) -> list[str]:
                 f"train.init: {path}: {key} is {tuple(value.shape)} there, {tuple(own[key].shape)} in this network"
             )
     network.load_state_dict(source, strict=False)
+    for name, layer in network.named_modules():
+        quantizer = getattr(layer, "kernel_quantizer", None)
+        if isinstance(quantizer, AmplitudeKernel) and f"{name}.kernel_quantizer.amplitude" not in source:
+            quantizer.init_from(layer.weight)
     return sorted(set(own) - set(source))
 
 
