@@ -111,8 +111,8 @@ def rate_factor(spec, step: int, steps_per_epoch: int) -> float:
 
 def start_from(network: torch.nn.Module, path: str | Path) -> list[str]:
     """Load the weights of a trained model file into `network` (train.init). Every tensor of the file
-    must exist in the network with the same shape; the network's tensors the file lacks keep their
-    initialization and are returned, except the amplitude matrices of an ACN twin of a model without
+    must exist in the network with the same shape. The network's tensors the file lacks are returned;
+    they keep their initialization, except the amplitude matrices of an ACN twin of a model without
     them, which start at the loaded kernels' mean |X| (as a fresh layer's start at its random ones')."""
     source = load_model(path).network.state_dict()
     own = network.state_dict()
