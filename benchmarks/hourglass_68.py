@@ -74,7 +74,7 @@ ROWS = (
     "hpm96_acn1bit_cont3",  # a fourth cosine cycle from hpm96_acn1bit_cont2 (shipped)
     "hpm96_acn1bit_cont3_flipteacher",  # the same distilled from the teacher's test-time flip
     "hpm96_acn1bit_cont4",  # a fifth cosine cycle from hpm96_acn1bit_cont3
-    "hpm96_acn1bit_cont5_noaug",  # a sixth from hpm96_acn1bit_cont4, with flips and shifts only
+    "hpm96_acn1bit_cont4_att",  # the same with attention transfer from the real teacher
     "hpm96_binact",  # two-stage training, stage 1: sign inputs on float weights, from scratch
     "hpm96_acn1bit_2stage",  # stage 2: the 1-bit network from hpm96_binact's weights
     "hpm96_acn1bit_2stage_cont",  # a second cosine cycle from hpm96_acn1bit_2stage

@@ -107,6 +107,10 @@ class OptimSpec:
     # the teacher's output averaged with that of each image's mirror image, mapped back (the test-time
     # flip of Landmarker(flip_test=True)): steadier soft targets for twice the teacher's time
     teacher_flip: bool = False
+    # attention transfer (bitface.train.attention): the weight beta of beta / 2 * the sum over residual
+    # blocks of the mean squared difference between the student's and the teacher's attention maps; the
+    # teacher needs the student's blocks at the same resolutions (any widths). 0: off
+    attention: float = 0.0
     # decay per step of an exponential moving average of the weights and batch-norm statistics; the
     # average is what is validated and saved (the live weights' NME is logged beside it as val_live).
     # Binary networks' signs flip from step to step, and their validation NME with them; None: off
@@ -133,6 +137,8 @@ class OptimSpec:
             ("ema", self.ema is None or 0 < self.ema < 1, "must be in (0, 1), or null for none"),
             ("teacher", self.teacher is None or self.loss != "cross_entropy", "is not supported with cross_entropy"),
             ("teacher_flip", not self.teacher_flip or self.teacher is not None, "needs a teacher"),
+            ("attention", self.attention >= 0, "must be >= 0"),
+            ("attention", not self.attention or self.teacher is not None, "needs a teacher"),
         ]
         for key, ok, why in checks:
             if not ok:

@@ -41,6 +41,7 @@ from ..io.sample import Sample
 from ..models.model_file import LandmarkModel, calibrate_points_crop, load_model
 from ..nn.quantizers import AmplitudeKernel
 from .acn import AsyncAmplitudeOptimizer
+from .attention import attention_loss, check_matched_blocks, record_blocks
 from .errors import RecipeError, TrainingDiverged
 from .recipe import OptimSpec, Recipe, recipe_from_dict
 
@@ -181,9 +182,12 @@ class Teacher:
         return output[-1] if isinstance(output, (list, tuple)) else output  # a stack's final output
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, blocks: list | None = None) -> torch.Tensor:
+        """The soft targets; `blocks`, when given, receives the output of each of the teacher's residual
+        blocks on the images (not their mirrors): the targets of train.attention."""
         seen = _resized(images, self.size) if self.resized else images  # at the teacher's crop size
-        output = self._raw(seen)
+        with record_blocks(self.network, blocks):
+            output = self._raw(seen)
         if self.flip:  # raw outputs averaged before the activation, as flip_test does at inference
             mirrored = self._raw(seen.flip(-1))
             output = torch.from_numpy(self.model.with_mirror(output.numpy(), mirrored.numpy()))
@@ -265,6 +269,18 @@ class Trainer:
             self.averaged = AveragedModel(self.network, multi_avg_fn=get_ema_multi_avg_fn(spec.ema), use_buffers=True)
         self.loss = _loss_fn(spec.loss)
         self.teacher = Teacher(spec.teacher, recipe) if spec.teacher else None
+        if spec.attention:
+            if self.teacher.resized:
+                raise RecipeError(
+                    f"train.attention: {spec.teacher}: the teacher works at {self.teacher.size} px and this "
+                    f"recipe at {recipe.crop.size} px; attention maps are matched at the same resolution"
+                )
+            try:
+                check_matched_blocks(
+                    self.network, self.teacher.network, (recipe.input.channels, *[recipe.crop.size] * 2)
+                )
+            except ValueError as exc:
+                raise RecipeError(f"train.attention: {spec.teacher}: {exc}") from None
         self.fallback_crop = calibrate_points_crop(self.train_samples, recipe.crop)
         self.epoch = 0  # epochs finished
         self.history: list[dict] = []
@@ -387,7 +403,10 @@ class Trainer:
             factor = rate_factor(spec, epoch * steps + batch_index, steps)
             for group in self.optimizer.param_groups:
                 group["lr"] = group["base_lr"] * factor
-            loss = self.objective(self.network(batch["image"]), batch)
+            blocks = [] if spec.attention else None  # the residual blocks' outputs, for train.attention
+            with record_blocks(self.network, blocks):
+                prediction = self.network(batch["image"])
+            loss = self.objective(prediction, batch, blocks)
             if not torch.isfinite(loss):
                 kept = f"the last good checkpoint ({self.epoch} epochs) is {self.files.model}"
                 raise TrainingDiverged(
@@ -410,14 +429,22 @@ class Trainer:
             **self.ran_on,
         }
 
-    def objective(self, prediction, batch: dict) -> torch.Tensor:
+    def objective(self, prediction, batch: dict, blocks: list | None = None) -> torch.Tensor:
         """The task loss against the targets, mixed with the loss against the teacher's outputs when
-        the recipe distills."""
+        the recipe distills, plus the attention-transfer term when it matches attention (`blocks`: the
+        student's residual-block outputs for this prediction, recorded with record_blocks)."""
+        spec = self.recipe.train
         loss = task_loss(self.loss, prediction, batch["target"])
         if self.teacher is None:
             return loss
-        weight = self.recipe.train.distill
-        return (1 - weight) * loss + weight * task_loss(self.loss, prediction, self.teacher(batch["image"]))
+        if spec.attention and blocks is None:
+            raise ValueError("train.attention: objective() needs the student's residual-block outputs (blocks)")
+        teacher_blocks = [] if spec.attention else None
+        soft = self.teacher(batch["image"], teacher_blocks)
+        loss = (1 - spec.distill) * loss + spec.distill * task_loss(self.loss, prediction, soft)
+        if spec.attention:
+            loss = loss + spec.attention / 2 * attention_loss(blocks, teacher_blocks)
+        return loss
 
     @torch.no_grad()
     def validate(self, network: torch.nn.Module | None = None) -> dict | None:
