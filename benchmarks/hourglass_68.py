@@ -199,6 +199,8 @@ def score(row: str, test_samples: dict, committed: dict | None = None) -> tuple[
         "init": str(Path(init).resolve().relative_to(ROOT)) if init else None,
         "teacher": str(Path(teacher).resolve().relative_to(ROOT)) if teacher else None,
         "distill": recipe.train.distill if teacher else None,
+        "teacher_flip": recipe.train.teacher_flip if teacher else None,
+        "attention": recipe.train.attention if teacher else None,  # train.attention's beta
         "recipe": str(recipe_path(row).relative_to(ROOT)),
         "checkpoint": trained["checkpoint"],
         "scored_from": "run" if committed is None else "checkpoint",
@@ -485,6 +487,9 @@ def report(parallel: int = 1) -> None:
             "trained_at, trained_on": "the bitface git revisions and CPUs that trained a row's epochs, from its "
             "run log ('unrecorded' for epochs logged before runs recorded them)",
             "memory_bits": "as the papers count it: 32 bits per real weight, 1 per binary weight, plus scales",
+            "teacher, distill, teacher_flip, attention": "the recipe's teacher (a model file) and train.distill, "
+            "train.teacher_flip and train.attention (beta of the attention-transfer term; 0: off); null without a "
+            "teacher",
         },
         "rows": rows,
         "pending": pending,
