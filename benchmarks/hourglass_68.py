@@ -78,6 +78,7 @@ ROWS = (
     "hpm96_binact",  # two-stage training, stage 1: sign inputs on float weights, from scratch
     "hpm96_acn1bit_2stage",  # stage 2: the 1-bit network from hpm96_binact's weights
     "hpm96_acn1bit_2stage_cont",  # a second cosine cycle from hpm96_acn1bit_2stage
+    "hpm96_acn1bit_2stage_cont2",  # a third cosine cycle from hpm96_acn1bit_2stage_cont
 )
 # The papers' comparisons that these rows repeat: (source, what the paper found, the row the paper
 # found better, the row it found worse, the paper's figures for the two). Bulat & Tzimiropoulos report
