@@ -79,6 +79,8 @@ ROWS = (
     "hpm96_acn1bit_2stage",  # stage 2: the 1-bit network from hpm96_binact's weights
     "hpm96_acn1bit_2stage_cont",  # a second cosine cycle from hpm96_acn1bit_2stage
     "hpm96_acn1bit_2stage_cont2",  # a third cosine cycle from hpm96_acn1bit_2stage_cont
+    "hpm_binact",  # two-stage training at 64 features, stage 1
+    "hpm_acn1bit_2stage",  # stage 2: the 64-feature 1-bit network from hpm_binact's weights
 )
 # The papers' comparisons that these rows repeat: (source, what the paper found, the row the paper
 # found better, the row it found worse, the paper's figures for the two). Bulat & Tzimiropoulos report
@@ -366,7 +368,36 @@ def lineage(row: dict) -> str:
     return "; " + " and ".join(parts) if parts else ""
 
 
-def model_card(name: str, row: dict) -> str:
+def training_history(row: dict, rows: dict[str, dict]) -> list[dict]:
+    """The rows whose weights a row was trained from, first to last, ending with the row: each one's
+    `init` is the previous one's run (a chain stops at a start from scratch or from a committed file)."""
+    chain = [row]
+    while (init := chain[0].get("init")) and Path(init).name == "model.safetensors":
+        previous = rows.get(Path(init).parent.name)
+        if previous is None or previous in chain:
+            break
+        chain.insert(0, previous)
+    return chain
+
+
+def history_line(row: dict, rows: dict[str, dict]) -> str:
+    """A model card's line on every stage that trained the model, where more than one did."""
+    chain = training_history(row, rows)
+    if len(chain) == 1:
+        return ""
+    stages = " → ".join(
+        f"`{r['row']}` ({r['binarization']}, {r['epochs']} epochs, {r['train_minutes']:.0f} min)" for r in chain
+    )
+    start = f"`{chain[0]['init']}`" if chain[0].get("init") else "scratch"
+    epochs, minutes = sum(r["epochs"] for r in chain), sum(r["train_minutes"] for r in chain)
+    teachers = " (not counting the teachers' own training)" if any(r.get("teacher") for r in chain) else ""
+    return (
+        f"\n- **Training history** (each stage from the previous one's weights, the first from {start}): "
+        f"{stages}; {epochs} epochs, {minutes:.0f} minutes in all on one CPU thread{teachers}."
+    )
+
+
+def model_card(name: str, row: dict, rows: dict[str, dict]) -> str:
     rival = PICKED_ON_TEST.get(row["row"])
     chosen = f"; this recipe was picked over those of {rival} on HELEN test" if rival else ""
     size = input_size(row)
@@ -385,7 +416,7 @@ def model_card(name: str, row: dict) -> str:
   on {size} x {size} gray crops; 68 heatmaps at {cells} x {cells}, smoothed, decoded with sub-pixel
   refinement; iBUG 68-point order{early}.
 - **Recipe**: `{row["recipe"]}`, {row["epochs"]} epochs, {row["train_minutes"]:.0f} minutes on one CPU
-  thread{lineage(row)}.
+  thread{lineage(row)}.{history_line(row, rows)}
 - **Size as the paper counts it**: {row["params"]:,} parameters, {row["memory_bits"] / 8 / 1024:.1f} KiB.
   This packed file: {{file_bytes}} bytes (`bitface summary {name}`).
 - **Accuracy** (last epoch: no epoch chosen on test{chosen}; `python benchmarks/hourglass_68.py report`):
@@ -427,7 +458,7 @@ def bundle(rows: list[dict]) -> None:
             model.heatmap_smooth = row["decode_smooth"]
             model.save(target)
         row["checkpoint"] = str(target.relative_to(ROOT))
-        card = model_card(name, row)
+        card = model_card(name, row, {r["row"]: r for r in rows})
         packed_size = f"The packed file's size: see src/bitface/bundled/{name}.md"
         (MODELS / f"{name}.md").write_text(card.replace("This packed file: {file_bytes} bytes", packed_size))
         structure = f"hourglass-{row['block']}-{row['features']}" + ("-early-pool" if row.get("early_pool") else "")
