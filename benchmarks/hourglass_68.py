@@ -78,7 +78,6 @@ ROWS = (
     "hpm96_binact",  # two-stage training, stage 1: sign inputs on float weights, from scratch
     "hpm96_acn1bit_2stage",  # stage 2: the 1-bit network from hpm96_binact's weights
     "hpm96_acn1bit_2stage_cont",  # a second cosine cycle from hpm96_acn1bit_2stage
-    "hpm96_acn1bit_2stage_cont2",  # a third cosine cycle from hpm96_acn1bit_2stage_cont
     "hpm_binact",  # two-stage training at 64 features, stage 1
     "hpm_acn1bit_2stage",  # stage 2: the 64-feature 1-bit network from hpm_binact's weights
 )
