@@ -133,7 +133,9 @@ SHIPPED = {
 PICKED_ON_TEST = {
     "hpm_real_cont2": "hpm_real_cont (the cycle it continues)",
     "hpm96_acn1bit_cont3": "hpm96_acn1bit, hpm96_acn1bit_cont and hpm96_acn1bit_cont2 (the cycles it "
-    "continues), hpm96_acn1bit_cont_noaug and hpm96_acn1bit_cont3_flipteacher",
+    "continues), hpm96_acn1bit_cont_noaug, hpm96_acn1bit_cont3_flipteacher, hpm96_acn1bit_cont4, "
+    "hpm96_acn1bit_cont4_att and hpm96_acn1bit_2stage_cont (hpm96_acn1bit_2stage, level with it within the "
+    "test set's sampling, did not replace it)",
     "hpm_acn1bit_cont": "hpm_acn1bit_long, hpm_acn1bit_long_lightaug and hpm_acn1bit_cont_noaug (the last "
     "more accurate with annotated boxes, less with detector boxes)",
 }
