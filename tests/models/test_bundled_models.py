@@ -59,3 +59,19 @@ def test_a_bundled_model_scores_what_the_benchmark_recorded(path):
         model.flip_test = True
         flipped = evaluate_model(model, samples[::4], normalizer)
         assert flipped.nme == pytest.approx(nme_flip, rel=0.08) and flipped.nme < report.nme
+
+
+def test_a_shipped_hourglass_card_names_every_stage_that_trained_it():
+    rows = {r["row"]: r for r in json.loads((RESULTS / "hourglass_68.json").read_text())["rows"]}
+    for row in (r for r in rows.values() if r.get("checkpoint")):
+        chain = [row]  # back along `init` through the other rows' runs
+        while (init := Path(chain[0].get("init") or "none")).name == "model.safetensors" and init.parent.name in rows:
+            chain.insert(0, rows[init.parent.name])
+        card = (ROOT / row["checkpoint"]).with_suffix(".md").read_text()
+        history = [line for line in card.splitlines() if line.startswith("- **Training history**")]
+        if len(chain) == 1:
+            assert not history, row["row"]
+            continue
+        named = [part.split("`")[1] for part in history[0].split(": ", 1)[1].split(" → ")]
+        assert named == [r["row"] for r in chain], row["row"]
+        assert f"{sum(r['epochs'] for r in chain)} epochs" in history[0]
