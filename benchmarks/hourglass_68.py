@@ -80,6 +80,9 @@ ROWS = (
     "hpm96_acn1bit_2stage_cont",  # a second cosine cycle from hpm96_acn1bit_2stage
     "hpm_binact",  # two-stage training at 64 features, stage 1
     "hpm_acn1bit_2stage",  # stage 2: the 64-feature 1-bit network from hpm_binact's weights
+    "hpm96_acn1bit_160",  # hpm96_acn1bit_2stage_cont's cycle at 160 px crops
+    "hpm_real_cont3",  # a fourth cosine cycle from hpm_real_cont2
+    "hpm_real_160",  # the same at 160 px crops
 )
 # The papers' comparisons that these rows repeat: (source, what the paper found, the row the paper
 # found better, the row it found worse, the paper's figures for the two). Bulat & Tzimiropoulos report
