@@ -115,12 +115,12 @@ def test_onnx_export_matches_torch(method, tmp_path, capsys):
 
 
 def hourglass_like(
-    block: str, binarization: str, stacks: int = 1, seed: int = 0, early_pool: bool = False
+    block: str, binarization: str, stacks: int = 1, seed: int = 0, early_pool: bool = False, **more
 ) -> LandmarkModel:
     """A small hourglass with trained-looking BatchNorm statistics, as a heatmap model."""
     torch.manual_seed(seed)
     options = {"num_points": 5, "block": block, "binarization": binarization, "features": 16, "depth": 2,
-               "stacks": stacks, "input_size": 32, "early_pool": early_pool}  # fmt: skip
+               "stacks": stacks, "input_size": 32, "early_pool": early_pool, **more}  # fmt: skip
     net = create_model("hourglass", **options)
     with torch.no_grad():
         for module in net.modules():
@@ -183,3 +183,45 @@ def test_binary_convs_with_built_in_padding_count_padded_positions_as_zero():
                                           torch.from_numpy(weight), padding=1).numpy()  # fmt: skip
     np.testing.assert_array_equal(out, expected)
     assert out[0, :, 0, 0].max() <= 4  # a corner sees 4 of the 9 taps
+
+
+def test_int8_real_convs_pack_as_8_bit_integers_and_run_like_torch(tmp_path):
+    from bitface.export.format import load_packed
+
+    model = hourglass_like("hpm", "acn1bit", stacks=2, real_weights="int8")
+    packed = export_model(model)
+    int8_ops = [i for i, op in enumerate(packed.graph) if op.get("weight_dtype") == "int8"]
+    assert len(int8_ops) == 5  # the stem's first conv, two heads, the merge's two 1x1 convs
+    assert all(packed.graph[i]["op"] == "conv" for i in int8_ops)
+    assert not any(op["op"] == "conv" and "weight_dtype" not in op for op in packed.graph)  # every real conv
+    path = packed.save(tmp_path / "hg.bitface")
+    assert load_packed(path).graph[int8_ops[0]]["weight_dtype"] == "int8"
+    runner = load_packed_model(path)
+    x = np.random.default_rng(1).normal(size=(2, 1, 32, 32)).astype(np.float32)
+    np.testing.assert_allclose(reference.run(runner.packed, x), model.forward(x), atol=2e-5, rtol=1e-5)
+    np.testing.assert_allclose(runner.forward(x), model.forward(x), atol=2e-5, rtol=1e-5)
+    in_memory = sum(packed.tensors[f"{i}.weight"].size for i in int8_ops)
+    from safetensors.numpy import load_file
+
+    assert load_file(str(path))["int8"].size == in_memory
+
+
+def test_an_affine_only_signs_read_keeps_its_signs_as_a_unit_scale_and_a_shift():
+    from bitface.export.convert import sign_only_affines
+
+    rng = np.random.default_rng(0)
+    scale = np.array([2.0, -0.5, 0.0, 0.0, 1e-3, -3.0], np.float32)
+    shift = np.array([0.3, 0.2, 0.5, -0.5, -1e-4, 0.0], np.float32)
+    binconv = {"op": "binconv", "in_channels": 6, "kernel": [1, 1], "binary_input": True}
+    graph = [{"op": "affine"}, {**binconv, "inputs": [0]}, {**binconv, "inputs": [0]},  # two sign readers
+             {"op": "affine", "inputs": [-1]}, {**binconv, "inputs": [3]}, {"op": "relu", "inputs": [3]},
+             {"op": "affine", "inputs": [-1]}, {**binconv, "inputs": [6], "binary_input": False}]  # fmt: skip
+    tensors = {f"{i}.{n}": t.copy() for i in (0, 3, 6) for n, t in (("scale", scale), ("shift", shift))}
+    sign_only_affines(graph, tensors)
+    np.testing.assert_array_equal(tensors["0.scale"], [1, -1, 1, 1, 1, -1])
+    x = rng.normal(size=(1000, 6)).astype(np.float32)
+    x[:6] = -shift / np.where(scale == 0, 1, scale)  # on the thresholds themselves
+    np.testing.assert_array_equal(x * tensors["0.scale"] + tensors["0.shift"] >= 0, x * scale + shift >= 0)
+    for i in (3, 6):  # also read by a ReLU; read by a layer of real inputs: the values matter, unchanged
+        np.testing.assert_array_equal(tensors[f"{i}.scale"], scale)
+        np.testing.assert_array_equal(tensors[f"{i}.shift"], shift)

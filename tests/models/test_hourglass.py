@@ -78,3 +78,35 @@ def test_early_pool_runs_the_first_block_at_a_quarter_of_the_input_with_the_same
     assert early(x).shape == usual(x).shape == (2, 5, 8, 8)
     assert sizes["block"] == (8, 8)  # the stem's first block (named "1" in both orders)
     assert not torch.allclose(early(x), usual(x))  # a different network on the same weights
+
+
+def test_int8_real_weights_quantize_the_real_convs_only_and_load_a_float_twins_weights():
+    torch.manual_seed(0)
+    float_net = small(binarization="acn1bit", stacks=2)
+    int8_net = small(binarization="acn1bit", stacks=2, real_weights="int8")
+    int8_net.load_state_dict(float_net.state_dict())  # the same tensors: train.init from a float model
+    float_rows, int8_rows = summarize(float_net, (1, 32, 32)).rows, summarize(int8_net, (1, 32, 32)).rows
+    changed = {i.name: (f, i) for f, i in zip(float_rows, int8_rows, strict=True) if f != i}
+    # the stem's first conv, both heads and the merge's two 1x1 convs
+    assert sorted(changed) == ["heads.0.2", "heads.1.2", "merges.0.features", "merges.0.heatmaps", "stem.0"]
+    for name, (f, i) in changed.items():
+        conv = int8_net.get_submodule(name)
+        weights, out = conv.weight.numel(), conv.out_channels
+        bias = out if conv.bias is not None else 0
+        assert (f.weight_bits, i.weight_bits, i.kind) == (32, 8, "QuantConv2d[int8]")
+        assert (f.memory_bits, i.memory_bits) == (32 * (weights + bias), 8 * weights + 32 * (bias + out))
+        step = conv.weight.detach().abs().flatten(1).amax(1).view(-1, 1, 1, 1) / 127
+        used = conv.quantized_weight().detach()
+        assert torch.allclose(torch.round(used / step), used / step, atol=1e-4)  # whole steps
+        assert ((used - conv.weight).abs() <= step / 2 + 1e-7).all()
+    with pytest.raises(ValueError, match="unknown real_weights 'int4'; known: float32, int8"):
+        small(real_weights="int4")
+
+
+def test_a_batchnorm_only_a_sign_reads_counts_a_threshold_and_a_direction():
+    rows = {r.name: r for r in summarize(small(binarization="xnor"), (1, 32, 32)).rows}
+    real_rows = {r.name: r for r in summarize(small(binarization="real"), (1, 32, 32)).rows}
+    sign_read = [n for n, r in rows.items() if r.kind == "BatchNorm2d" and n != "heads.0.0"]
+    assert sign_read and all(rows[n].memory_bits == 33 * rows[n].params // 2 for n in sign_read)
+    assert rows["heads.0.0"].memory_bits == 32 * rows["heads.0.0"].params  # read by a ReLU: scale and shift
+    assert all(r.memory_bits == 32 * r.params for r in real_rows.values() if r.kind == "BatchNorm2d")

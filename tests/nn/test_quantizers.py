@@ -167,3 +167,24 @@ def test_decoupled_amplitude_update_steps_outside_adam():
     torch.testing.assert_close(q.amplitude.detach(), (a_pulled - adam_step(g_a, eta2)).abs())
     with pytest.raises(ValueError, match="amplitude_update must be"):
         AsyncAmplitudeOptimizer(layer, amplitude_update="inside")
+
+
+def test_int8_kernel_rounds_each_channel_to_127_steps_of_its_peak_with_a_straight_through_gradient():
+    from bitface.nn.quantizers import Int8Kernel
+
+    torch.manual_seed(0)
+    w = torch.randn(4, 3, 3, 3, requires_grad=True)
+    with torch.no_grad():
+        w[2] = 0  # a channel of zeros: step 1, integers 0, no division by zero
+    q = Int8Kernel(w.shape)
+    integers, steps = q.integers(w), q.steps(w)
+    assert torch.equal(integers, torch.round(integers)) and integers.abs().max() == 127
+    assert torch.equal(integers[2], torch.zeros(3, 3, 3)) and steps[2].item() == 1
+    peaks = w.detach().abs().flatten(1).amax(1)
+    assert torch.equal(integers.abs().flatten(1).amax(1)[[0, 1, 3]], torch.full((3,), 127.0))
+    assert torch.allclose(steps.flatten()[[0, 1, 3]], peaks[[0, 1, 3]] / 127)
+    out = q(w)
+    assert torch.allclose(out, steps * integers) and (out - w).abs().max() <= steps.max() / 2 + 1e-7
+    (out * torch.arange(w.numel()).reshape(w.shape)).sum().backward()
+    assert torch.equal(w.grad, torch.arange(w.numel()).reshape(w.shape).float())  # the rounding ignored
+    assert q.bits == 8 and q.extra_parameters() == 4

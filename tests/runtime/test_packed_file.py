@@ -10,7 +10,7 @@ from safetensors.numpy import save_file
 
 from bitface.export.format import PackedModel, _to_blobs, load_packed
 from bitface.io import DataError
-from bitface.runtime import PackedLandmarker
+from bitface.runtime import PackedLandmarker, reference
 
 META = {
     "scheme": "5pt",
@@ -135,24 +135,79 @@ def test_a_shift_of_zeros_with_a_negative_zero_round_trips_bit_for_bit(tmp_path)
     assert sum(r["memory_bits"] for r in model.layer_table()) == 5 * 9 * 16 + 32 * (16 + 1 + 16 + 10)
 
 
-def test_a_version_3_file_with_every_scale_and_shift_per_channel_still_loads(tmp_path):
+@pytest.mark.parametrize("version", [3, 4])
+def test_version_3_and_4_files_still_load(tmp_path, version):
+    # version 3: every scale and shift per channel; 4: no int8 weights or sign-bit scales
     model = conv_model(16)
-    header = {"format": "bitface-packed", "version": 3, "graph": model.graph, **model.meta}
-    loaded = load_packed(write_raw(tmp_path / "v3.bitface", _to_blobs(model.graph, model.tensors), header))
+    header = {"format": "bitface-packed", "version": version, "graph": model.graph, **model.meta}
+    loaded = load_packed(write_raw(tmp_path / "old.bitface", _to_blobs(model.graph, model.tensors), header))
     assert all(np.array_equal(loaded.tensors[k], v) for k, v in model.tensors.items())
+
+
+def int8_and_signs_model() -> PackedModel:
+    """An int8 real conv (16 -> 5, 3 x 3), then an affine of +-1 scales (a BatchNorm only a sign reads,
+    as bitface.export.convert.sign_only_affines leaves it), then a binary conv."""
+    rng = np.random.default_rng(3)
+    tensors = {
+        "0.weight": rng.integers(-127, 128, (5, 16, 3, 3)).astype(np.float32),
+        "0.scale": rng.random(5).astype(np.float32) / 127,
+        "0.shift": rng.normal(size=5).astype(np.float32),
+        "1.scale": np.array([1, -1, -1, 1, 1], np.float32),
+        "1.shift": rng.normal(size=5).astype(np.float32),
+        "2.bits": rng.integers(0, 2**5, (3, 3, 3, 1), dtype=np.uint64),
+        "2.scale": np.full(3, 0.5, np.float32),
+        "2.shift": np.zeros(3, np.float32),
+    }
+    graph = [
+        {"op": "conv", "weight_dtype": "int8", "padding": 1},
+        {"op": "affine"},
+        {"op": "binconv", "in_channels": 5, "kernel": [3, 3], "binary_input": True, "padding": 1},
+    ]
+    return PackedModel(graph, tensors, dict(META, input_shape=[16, 8, 8]))
+
+
+def test_int8_weights_and_sign_bit_scales_round_trip_in_8_and_1_bits(tmp_path):
+    model = int8_and_signs_model()
+    path = model.save(tmp_path / "m.bitface")
+    loaded = load_packed(path)
+    for key, tensor in model.tensors.items():
+        assert np.array_equal(loaded.tensors[key], tensor) and loaded.tensors[key].dtype == tensor.dtype
+    assert loaded.graph[0]["weight_dtype"] == "int8" and "signs" not in loaded.graph[1]  # `signs`: on disk only
+    header_bytes = 8 + int.from_bytes(path.read_bytes()[:8], "little")
+    # int8 weights; the conv's 5 + 5 floats; the affine's 5 sign bits (1 byte) and 5 shifts; the binary
+    # conv's 135 bits (17 bytes) and its uniform scale and shift
+    assert path.stat().st_size - header_bytes == 5 * 16 * 9 + 4 * 10 + 1 + 4 * 5 + 17 + 4 * 2
+    assert [r["memory_bits"] for r in model.layer_table()] == [8 * 720 + 32 * 10, 5 + 32 * 5, 135 + 32 * 2]
+    x = np.random.default_rng(4).normal(size=(2, 16, 8, 8)).astype(np.float32)
+    out = PackedLandmarker(loaded).network(x)  # native where built: a real conv whose one reader is a sign
+    np.testing.assert_array_equal(out, PackedLandmarker(model).network(x))
+    np.testing.assert_allclose(out, reference.run(model, x), atol=1e-5)
+
+
+@pytest.mark.parametrize("value", [0.5, 128.0, -128.0])
+def test_int8_weights_that_are_not_integers_in_range_are_refused(tmp_path, value):
+    model = int8_and_signs_model()
+    model.tensors["0.weight"][2, 3, 1, 1] = value
+    with pytest.raises(DataError, match=r"tensor '0.weight' of op 0 \(conv, weight_dtype int8\) holds values that"):
+        model.save(tmp_path / "m.bitface")
 
 
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda t, h: h["graph"][1].update(out_channels=6), "need 108 bytes of kernel bits and 30 float32 values"),
+        (lambda t, h: h["graph"][1].update(out_channels=6), "need 108 bytes of bits, 30 float32 and 0 int8 values"),
         (lambda t, h: h["graph"][1].update(kernel=[3]), "kernel must be"),
         (lambda t, h: h["graph"][1].update(uniform=["bits"]), r"uniform must list some of its \('scale', 'shift'\)"),
-        (lambda t, h: h["graph"][1].update(uniform=["scale"]), "need 90 bytes of kernel bits and 24 float32 values"),
+        (lambda t, h: h["graph"][1].update(uniform=["scale"]), "need 90 bytes of bits, 24 float32 and 0 int8 values"),
         (lambda t, h: h["graph"][0].update(in_channels="16"), "in_channels must be a positive integer"),
-        (lambda t, h: t.update(bits=t["bits"][:-1]), "the file holds 89 and 28"),
+        (lambda t, h: t.update(bits=t["bits"][:-1]), "the file holds 89, 28 and 0"),
         (lambda t, h: t.update(extra=t["bits"]), r"unknown tensors \['extra'\]"),
-        (lambda t, h: t.update(bits=t["bits"].astype(np.int16)), "1-d uint8"),
+        (lambda t, h: t.update(bits=t["bits"].astype(np.int16)), "blob 'bits' must be 1-d uint8"),
+        (lambda t, h: h["graph"][1].update(signs=["shift"]), r"signs must list some of its \('scale',\)"),
+        (lambda t, h: h["graph"][1].update(signs=["scale"]), "need 91 bytes of bits, 23 float32 and 0 int8"),
+        (lambda t, h: h["graph"][0].update(weight_dtype="int4"), "weight_dtype 'int4' .only conv and linear"),
+        (lambda t, h: h["graph"][0].update(weight_dtype="int8"), "need 90 bytes of bits, 12 float32 and 16 int8"),
+        (lambda t, h: t.update(int8=t["float32"]), "blob 'int8' must be 1-d int8"),
     ],
 )
 def test_dense_files_whose_graph_and_blobs_disagree_are_refused(tmp_path, mutate, message):

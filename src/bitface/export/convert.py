@@ -18,7 +18,7 @@ from ..models.model_file import LandmarkModel
 from ..models.regression import RegressionNet, SamePad2d
 from ..nn.blocks import Concat, Hierarchical, Residual
 from ..nn.layers import QuantConv2d, QuantLinear
-from ..nn.quantizers import AmplitudeKernel, SignKernel, XnorKernel
+from ..nn.quantizers import AmplitudeKernel, Int8Kernel, SignKernel, XnorKernel
 from .format import PackedModel, pack_signs
 
 
@@ -35,6 +35,9 @@ def _fold(layer: QuantConv2d | QuantLinear, norm: nn.BatchNorm1d | nn.BatchNorm2
         channel_scale = q.a_hat().detach().double().flatten()[0].expand(out)
     elif isinstance(q, SignKernel):
         channel_scale = torch.ones(out, dtype=torch.float64)
+    elif isinstance(q, Int8Kernel):  # integer weights; each channel's step goes into its scale
+        channel_scale = q.steps(layer.weight.detach()).double().flatten()
+        weight = q.integers(layer.weight.detach()).double()
     else:
         raise ValueError(f"no packed form for kernel quantizer {type(q).__name__}")
     bias = layer.bias.detach().double() if layer.bias is not None else torch.zeros(out, dtype=torch.float64)
@@ -45,14 +48,14 @@ def _fold(layer: QuantConv2d | QuantLinear, norm: nn.BatchNorm1d | nn.BatchNorm2
         shift = (bias - norm.running_mean.double()) * inv + norm.bias.detach().double()
     tensors = {"scale": scale.float().numpy(), "shift": shift.float().numpy()}
     conv = isinstance(layer, QuantConv2d)
-    if q is None:
+    if q is None or isinstance(q, Int8Kernel):
         if layer.input_quantizer is not None:
             raise ValueError(  # binarization binact: a training stage, not a model to ship
                 "a real-weight layer with binary inputs has no packed form; start a binary-weight twin "
                 "(xnor or acn1bit) from its weights with train.init and pack that"
             )
         tensors["weight"] = weight.float().numpy()
-        return ("conv" if conv else "linear"), tensors, {}
+        return ("conv" if conv else "linear"), tensors, {"weight_dtype": "int8"} if q is not None else {}
     tensors["bits"] = pack_signs(weight.numpy())
     attrs = {"in_channels": int(weight.shape[1]), "binary_input": layer.input_quantizer is not None}
     if conv:
@@ -197,6 +200,32 @@ def hourglass_graph(net: HourglassNet) -> tuple[list[dict], dict[str, np.ndarray
 CONVERTERS = {RegressionNet: regression_graph, HourglassNet: hourglass_graph}
 
 
+def sign_only_affines(graph: list[dict], tensors: dict[str, np.ndarray]) -> None:
+    """Rewrites, in place, every affine that only binary-input layers read (a BatchNorm before a sign):
+    those read sign(scale * x + shift) alone, which is sign(x - t) for scale > 0 and sign(t - x) for
+    scale < 0, t = -shift / scale. So the affine becomes scale = sign(scale) (+1 for 0) and shift =
+    shift / |scale|: the same signs (the same comparison: x * 1 + shift / |scale| >= 0 is
+    scale * x + shift >= 0 divided by |scale|), and the packed file stores it as one bit and one float
+    per channel. A zero scale leaves a constant sign, kept by a shift at the float32 limit."""
+    readers: dict[int, list[dict]] = {}
+    for j, op in enumerate(graph):
+        for i in op.get("inputs", [j - 1]):
+            readers.setdefault(i, []).append(op)
+    for i, op in enumerate(graph):
+        ops_reading = readers.get(i, [])
+        if op["op"] != "affine" or not ops_reading:
+            continue
+        if not all(r["op"] in ("binconv", "binlinear") and r["binary_input"] for r in ops_reading):
+            continue
+        scale = tensors[f"{i}.scale"].astype(np.float64)
+        shift = tensors[f"{i}.shift"].astype(np.float64)
+        limit = float(np.finfo(np.float32).max)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            unit_shift = np.where(scale != 0, shift / np.abs(scale), np.where(shift >= 0, limit, -limit))
+        tensors[f"{i}.scale"] = np.where(scale < 0, -1.0, 1.0).astype(np.float32)
+        tensors[f"{i}.shift"] = np.clip(unit_shift, -limit, limit).astype(np.float32)
+
+
 def export_model(model: LandmarkModel, provenance: dict | None = None) -> PackedModel:
     """A trained LandmarkModel -> PackedModel with the same cropping, normalization and decoding."""
     net = model.network.eval()
@@ -204,6 +233,7 @@ def export_model(model: LandmarkModel, provenance: dict | None = None) -> Packed
     if converter is None:
         raise ValueError(f"no exporter for {type(net).__name__} (model {model.model_name!r})")
     graph, tensors = converter(net)
+    sign_only_affines(graph, tensors)
     meta = model.metadata()
     meta.pop("format_version")  # the packed format has its own version
     meta["input_shape"] = [model.input.channels, model.crop.size, model.crop.size]

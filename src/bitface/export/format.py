@@ -8,15 +8,18 @@ channels, 64 per uint64 word, as (out, kh, kw, words) (little-endian bit order: 
 c % 64 of word c // 64), the layout the runtime's popcount kernels read. Tensors are named per op
 ("3.bits").
 
-On disk (version 4) the tensors are two blobs, so that the file is as small as the papers count it:
+On disk (version 5) the tensors are dense blobs, so that the file is as small as the papers count it:
 "bits", every binary op's kernel as dense bits (out * kh * kw * in_channels of them, in that order,
-little-endian within each byte, each op starting on a byte), and "float32", every real tensor
-flattened. Both follow the graph's op order and each op's tensor order below; the shape attributes
-(out_channels, in_channels, kernel, channels) say how long each piece is. A scale or shift that is
-one value on every channel (ACN's single Â, and the zero shift, of a binary conv with no BatchNorm
-after it) is stored once, and the op lists it in `"uniform"` (on disk only: in memory every scale and
-shift is per channel). Version 3 stored every scale and shift per channel; versions 1 and 2 one
-safetensors tensor per op tensor, in the in-memory layout; all still read.
+little-endian within each byte, each op starting on a byte), "float32", every real tensor
+flattened, and "int8", the weights of real ops with `"weight_dtype": "int8"`. All follow the graph's
+op order and each op's tensor order below; the shape attributes (out_channels, in_channels, kernel,
+channels) say how long each piece is. A scale or shift that is one value on every channel (ACN's
+single Â, and the zero shift, of a binary conv with no BatchNorm after it) is stored once, and the op
+lists it in `"uniform"`; a scale of only +1 and -1 (an affine that only a sign reads, see
+`bitface.export.convert.sign_only_affines`) is stored as one bit per channel (1: +1) in "bits", and
+the op lists it in `"signs"` (both on disk only: in memory every scale and shift is per channel, in
+float32). Version 4 had no "int8" and no `signs`; version 3 stored every scale and shift per
+channel; versions 1 and 2 one safetensors tensor per op tensor, in the in-memory layout; all still read.
 
 The graph is a DAG in topological order. An op reads the previous op's output (op 0: the network
 input) unless it lists `"inputs"`: op indices, -1 for the network input. The last op is the output.
@@ -24,7 +27,8 @@ input) unless it lists `"inputs"`: op indices, -1 for the network input. The las
     pad          {"pad": [left, right, top, bottom]}      zero padding (before any sign: a padded 0
                                                            binarizes to +1, as in training)
     conv         {"weight", "stride": 1, "padding": 0} real conv (zero padding), then
-                 out = out * scale[c] + shift[c]
+                 out = out * scale[c] + shift[c]; with "weight_dtype": "int8" the weights are integers
+                 in [-127, 127] (the scale holds each channel's step), stored in 8 bits
     binconv      {"bits", "in_channels", "kernel": [kh, kw], "binary_input", "stride": 1, "padding": 0}:
                  ±1 kernels; with binary_input the input is sign(x) (0 -> +1) and the dot product is an
                  integer (popcount), else a real conv with ±1 weights; `padding` positions contribute 0
@@ -52,9 +56,13 @@ from safetensors.numpy import save_file
 from ..io.sample import DataError
 
 FORMAT = "bitface-packed"
-VERSION = 4  # 2: DAG graphs, strides and zero-contribution padding; 3: dense blobs; 4: uniform channels
-READABLE_VERSIONS = (1, 2, 3, 4)
+VERSION = 5  # 2: DAG graphs, strides and zero-contribution padding; 3: dense blobs; 4: uniform channels;
+# 5: int8 real weights and sign-bit scales
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 UNIFORM_CAPABLE = ("scale", "shift")  # the per-channel tensors that may be stored as one value
+SIGNS_CAPABLE = ("scale",)  # those that may be stored as one sign bit per channel
+WEIGHT_DTYPES = ("int8",)  # real weights stored narrower than float32 (`weight_dtype`)
+BLOBS = ("bits", "float32", "int8")
 OPS = {  # kind: (tensors in storage order, required attributes)
     "pad": ((), ("pad",)),
     "conv": (("weight", "scale", "shift"), ("out_channels", "in_channels", "kernel")),
@@ -129,6 +137,11 @@ class PackedModel:
                         f"{where}: tensor {key!r} has shape {tensor.shape}, but op {i} ({op['op']}) "
                         f"with {_shape_text(op)} needs {shape}"
                     )
+                if name == "weight" and op.get("weight_dtype") == "int8" and not _int8_valued(tensor):
+                    raise DataError(
+                        f"{where}: tensor {key!r} of op {i} ({op['op']}, weight_dtype int8) holds values "
+                        "that are not integers in [-127, 127]"
+                    )
                 names.add(key)
         extra = set(self.tensors) - names
         if extra:
@@ -150,9 +163,17 @@ def _check_op(op: dict, i: int, where: str) -> None:
         isinstance(kernel, list) and len(kernel) == 2 and all(isinstance(k, int) and k > 0 for k in kernel)
     ):
         raise DataError(f"{where}: op {i} ({kind}): kernel must be [kh, kw] of positive integers, got {kernel!r}")
-    uniform = op.get("uniform", [])
-    if not isinstance(uniform, list) or not all(name in UNIFORM_CAPABLE and name in OPS[kind][0] for name in uniform):
-        raise DataError(f"{where}: op {i} ({kind}): uniform must list some of its {UNIFORM_CAPABLE}, got {uniform!r}")
+    for attr, capable in (("uniform", UNIFORM_CAPABLE), ("signs", SIGNS_CAPABLE)):
+        listed = op.get(attr, [])
+        if not isinstance(listed, list) or not all(name in capable and name in OPS[kind][0] for name in listed):
+            raise DataError(f"{where}: op {i} ({kind}): {attr} must list some of its {capable}, got {listed!r}")
+    if set(op.get("uniform", [])) & set(op.get("signs", [])):
+        raise DataError(f"{where}: op {i} ({kind}): a tensor cannot be both uniform and signs")
+    if "weight_dtype" in op and (kind not in ("conv", "linear") or op["weight_dtype"] not in WEIGHT_DTYPES):
+        raise DataError(
+            f"{where}: op {i} ({kind}): weight_dtype {op['weight_dtype']!r} (only conv and linear ops take one, "
+            f"of {WEIGHT_DTYPES})"
+        )
     inputs = op.get("inputs", [i - 1])
     if not isinstance(inputs, list) or not inputs or not all(isinstance(j, int) and -1 <= j < i for j in inputs):
         raise DataError(f"{where}: op {i} ({kind}): inputs must be earlier ops (or -1), got {inputs!r}")
@@ -171,26 +192,50 @@ def tensor_shapes(op: dict) -> dict[str, tuple[int, ...]]:
 
 
 def _disk_bits(op: dict, name: str, shape: tuple[int, ...]) -> int:
-    """Bits a tensor takes on disk: one per binary weight (not the word padding), 32 per float (one
-    float for a uniform tensor)."""
+    """Bits a tensor takes on disk: one per binary weight (not the word padding) and per sign-bit scale,
+    8 per int8 weight, 32 per float (one float for a uniform tensor)."""
     if name == "bits":
         return math.prod(shape[:-1]) * op["in_channels"]
-    return 32 * (1 if name in op.get("uniform", ()) else math.prod(shape))
+    if name in op.get("uniform", ()):
+        return 32
+    return _blob_bits(op, name) * math.prod(shape)
+
+
+def _blob(op: dict, name: str) -> str:
+    """The on-disk blob of a (non-uniform) tensor of `op`."""
+    if name == "bits" or name in op.get("signs", ()):
+        return "bits"
+    return "int8" if name == "weight" and op.get("weight_dtype") == "int8" else "float32"
+
+
+def _blob_bits(op: dict, name: str) -> int:
+    """Bits per value of a non-uniform, non-kernel-bits tensor on disk."""
+    return {"bits": 1, "int8": 8, "float32": 32}[_blob(op, name)]
+
+
+def _int8_valued(tensor: np.ndarray) -> bool:
+    return bool(np.all(np.abs(tensor) <= 127) and np.all(tensor == np.round(tensor)))
 
 
 def _disk_graph(graph: list[dict], tensors: dict[str, np.ndarray]) -> list[dict]:
     """The graph as written: each op listing, in `uniform`, the scales and shifts it stores as one value
-    (the same bits on every channel, so that -0.0 beside 0.0 stays per channel and round-trips)."""
+    (the same bits on every channel, so that -0.0 beside 0.0 stays per channel and round-trips), and in
+    `signs` the scales of only +1 and -1 it stores as one bit per channel."""
     written = []
     for i, op in enumerate(graph):
-        op = {k: v for k, v in op.items() if k != "uniform"}
-        uniform = [
-            name
-            for name in tensor_shapes(op)
-            if name in UNIFORM_CAPABLE and (t := tensors[f"{i}.{name}"].view(np.uint32)).size and np.all(t == t.flat[0])
-        ]
-        written.append({**op, "uniform": uniform} if uniform else op)
+        op = {k: v for k, v in op.items() if k not in ("uniform", "signs")}
+        uniform, signs = [], []
+        for name in tensor_shapes(op):
+            bits = tensors[f"{i}.{name}"].view(np.uint32)
+            if name in UNIFORM_CAPABLE and bits.size and np.all(bits == bits.flat[0]):
+                uniform.append(name)
+            elif name in SIGNS_CAPABLE and np.all(np.isin(bits, _UNIT_BITS)):
+                signs.append(name)
+        written.append({**op, **({"uniform": uniform} if uniform else {}), **({"signs": signs} if signs else {})})
     return written
+
+
+_UNIT_BITS = np.array([1.0, -1.0], np.float32).view(np.uint32)  # +1.0 and -1.0 exactly (not -0.0 or 1 + ulp)
 
 
 def _shape_text(op: dict) -> str:
@@ -216,55 +261,78 @@ def _shape_attributes_from_tensors(graph: list, tensors: dict) -> None:
 
 
 def _to_blobs(graph: list[dict], tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """In-memory tensors -> the two dense blobs of a version 4 file (`graph` as `_disk_graph` writes it)."""
-    bits, floats = [], []
+    """In-memory tensors -> the dense blobs of a version 5 file (`graph` as `_disk_graph` writes it)."""
+    pieces: dict[str, list[np.ndarray]] = {blob: [] for blob in BLOBS}
     for i, op in enumerate(graph):
         for name in tensor_shapes(op):
             tensor = tensors[f"{i}.{name}"]
             if name == "bits":
                 planes = np.unpackbits(tensor.astype("<u8").view(np.uint8), axis=-1, bitorder="little")
-                bits.append(np.packbits(planes[..., : op["in_channels"]].ravel(), bitorder="little"))
+                pieces["bits"].append(np.packbits(planes[..., : op["in_channels"]].ravel(), bitorder="little"))
+            elif name in op.get("uniform", ()):
+                pieces["float32"].append(tensor.ravel()[:1])
+            elif _blob(op, name) == "bits":  # signs
+                pieces["bits"].append(np.packbits(tensor.ravel() > 0, bitorder="little"))
             else:
-                floats.append(tensor.ravel()[:1] if name in op.get("uniform", ()) else tensor.ravel())
-    blobs = {"bits": np.concatenate(bits) if bits else None, "float32": np.concatenate(floats) if floats else None}
-    return {k: v for k, v in blobs.items() if v is not None}
+                blob = _blob(op, name)
+                pieces[blob].append(tensor.ravel().astype(np.int8 if blob == "int8" else np.float32))
+    return {blob: np.concatenate(parts) for blob, parts in pieces.items() if parts}
 
 
 def _from_blobs(graph: list[dict], blobs: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
     """The inverse of `_to_blobs`, checking that the graph's shapes account for every stored byte."""
-    unknown = set(blobs) - {"bits", "float32"}
+    unknown = set(blobs) - set(BLOBS)
     if unknown:
-        raise DataError(
-            f"{where}: unknown tensors {sorted(unknown)[:5]} (a version 3 or 4 file holds 'bits' and 'float32')"
-        )
-    bits = blobs.get("bits", np.zeros(0, np.uint8))
-    floats = blobs.get("float32", np.zeros(0, np.float32))
-    if bits.dtype != np.uint8 or bits.ndim != 1 or floats.dtype != np.float32 or floats.ndim != 1:
-        raise DataError(f"{where}: the blobs must be 1-d uint8 'bits' and float32 'float32'")
+        raise DataError(f"{where}: unknown tensors {sorted(unknown)[:5]} (a packed file holds {', '.join(BLOBS)})")
+    stored = {
+        "bits": blobs.get("bits", np.zeros(0, np.uint8)),
+        "float32": blobs.get("float32", np.zeros(0, np.float32)),
+        "int8": blobs.get("int8", np.zeros(0, np.int8)),
+    }
+    for blob, array in stored.items():
+        if array.dtype != np.dtype(blob if blob != "bits" else "uint8") or array.ndim != 1:
+            raise DataError(f"{where}: blob {blob!r} must be 1-d {'uint8' if blob == 'bits' else blob}")
     for i, op in enumerate(graph):
         _check_op(op, i, where)
     needed = [(i, n, sh) for i, op in enumerate(graph) for n, sh in tensor_shapes(op).items()]
-    bit_bytes = sum(-(-_disk_bits(graph[i], n, sh) // 8) for i, n, sh in needed if n == "bits")
-    float_count = sum(_disk_bits(graph[i], n, sh) // 32 for i, n, sh in needed if n != "bits")
-    if (bits.size, floats.size) != (bit_bytes, float_count):
-        raise DataError(
-            f"{where}: the graph's ops need {bit_bytes} bytes of kernel bits and {float_count} float32 values, "
-            f"the file holds {bits.size} and {floats.size} (metadata and tensors disagree)"
-        )
-    tensors, bit_at, float_at = {}, 0, 0
+    sizes = dict.fromkeys(BLOBS, 0)  # bytes of bits, values of the others
     for i, name, shape in needed:
-        if name == "bits":
-            cin, size = graph[i]["in_channels"], -(-_disk_bits(graph[i], name, shape) // 8)
-            flat = np.unpackbits(bits[bit_at : bit_at + size], bitorder="little")[: math.prod(shape[:-1]) * cin]
-            planes = np.zeros((*shape[:-1], shape[-1] * 64), np.uint8)
-            planes[..., :cin] = flat.reshape(*shape[:-1], cin)
-            words = np.packbits(planes, axis=-1, bitorder="little").view("<u8").astype(np.uint64)
-            tensors[f"{i}.bits"], bit_at = words.reshape(shape), bit_at + size
-        elif name in graph[i].get("uniform", ()):
-            tensors[f"{i}.{name}"], float_at = np.full(shape, floats[float_at], np.float32), float_at + 1
+        if name in graph[i].get("uniform", ()):
+            sizes["float32"] += 1
+        elif (blob := _blob(graph[i], name)) == "bits":
+            sizes["bits"] += -(-_disk_bits(graph[i], name, shape) // 8)
         else:
-            size = math.prod(shape)
-            tensors[f"{i}.{name}"], float_at = floats[float_at : float_at + size].reshape(shape), float_at + size
+            sizes[blob] += math.prod(shape)
+    if any(stored[blob].size != sizes[blob] for blob in BLOBS):
+        raise DataError(
+            f"{where}: the graph's ops need {sizes['bits']} bytes of bits, {sizes['float32']} float32 and "
+            f"{sizes['int8']} int8 values, the file holds {stored['bits'].size}, {stored['float32'].size} and "
+            f"{stored['int8'].size} (metadata and tensors disagree)"
+        )
+    at = dict.fromkeys(BLOBS, 0)
+
+    def take(blob: str, count: int) -> np.ndarray:  # the next `count` entries of a blob
+        piece = stored[blob][at[blob] : at[blob] + count]
+        at[blob] += count
+        return piece
+
+    tensors = {}
+    for i, name, shape in needed:
+        op, key = graph[i], f"{i}.{name}"
+        if name == "bits":
+            cin, rows = op["in_channels"], math.prod(shape[:-1])
+            flat = np.unpackbits(take("bits", -(-_disk_bits(op, name, shape) // 8)), bitorder="little")
+            planes = np.zeros((*shape[:-1], shape[-1] * 64), np.uint8)
+            planes[..., :cin] = flat[: rows * cin].reshape(*shape[:-1], cin)
+            tensors[key] = np.packbits(planes, axis=-1, bitorder="little").view("<u8").astype(np.uint64).reshape(shape)
+        elif name in op.get("uniform", ()):
+            tensors[key] = np.full(shape, take("float32", 1)[0], np.float32)
+        elif (blob := _blob(op, name)) == "bits":  # signs: 1 -> +1
+            count = math.prod(shape)
+            flags = np.unpackbits(take("bits", -(-count // 8)), bitorder="little")[:count]
+            tensors[key] = np.where(flags, 1.0, -1.0).astype(np.float32).reshape(shape)
+        else:
+            tensors[key] = take(blob, math.prod(shape)).astype(np.float32).reshape(shape)
     return tensors
 
 
@@ -323,8 +391,9 @@ def load_packed(path: str | Path) -> PackedModel:
     header.pop("format")
     if version >= 3:
         tensors = _from_blobs(graph, tensors, str(path))
-    for op in graph:  # on disk only: in memory every scale and shift is per channel
+    for op in graph:  # on disk only: in memory every scale and shift is per channel, in float32
         op.pop("uniform", None)
+        op.pop("signs", None)
     model = PackedModel(graph, tensors, header)
     model.validate(str(path))
     return model

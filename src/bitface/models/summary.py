@@ -1,8 +1,11 @@
 """Per-layer bit-widths, memory and MACs, counted as the papers count them (larq's summary, in torch).
 
-Memory: 32 bits per real weight, 1 bit per binary weight, plus 32 bits per scale (XNOR's per-channel
-alpha, ACN's one Â per layer). BatchNorm counts its 2 affine values per channel (they fold into
-the runtime's thresholds). ACN's amplitude matrix A is training-only and not counted. MACs are
+Memory: 32 bits per real weight (8 for a real layer trained with int8 weights), 1 bit per binary
+weight, plus 32 bits per scale (XNOR's per-channel alpha, ACN's one Â per layer, an int8 layer's
+step per channel). BatchNorm counts its 2 affine values per channel, or 33 bits when only a sign
+reads it (a pre-activation BatchNorm before a binary-input conv), which the packed file stores as a
+threshold and a direction (`bitface.export.convert.sign_only_affines`). ACN's amplitude matrix A is
+training-only and not counted. MACs are
 binary when both the weights and the inputs of a layer are 1-bit, float otherwise.
 """
 
@@ -13,7 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from ..nn.blocks import create_block
+from ..nn.blocks import PreActConv, create_block
 from ..nn.layers import QuantMixin
 
 
@@ -108,12 +111,16 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...]) -> Summary:
         model.train(was_training)
         for h in hooks:
             h.remove()
+    before_sign = {  # BatchNorms only a sign reads
+        id(m[0]) for m in model.modules() if isinstance(m, PreActConv) and m[-1].input_quantizer is not None
+    }
     rows = []
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d | nn.Linear):
             rows.append(_weight_layer(name, m, outputs[name]))
         elif isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d) and m.affine:
-            rows.append(LayerRow(name, type(m).__name__, 2 * m.num_features, 32, 32, 64 * m.num_features, 0, False))
+            bits = 33 if id(m) in before_sign else 64
+            rows.append(LayerRow(name, type(m).__name__, 2 * m.num_features, 32, 32, bits * m.num_features, 0, False))
     return Summary(rows)
 
 

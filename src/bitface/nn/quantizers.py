@@ -164,10 +164,34 @@ class AmplitudeKernel(KernelQuantizer):
         return 0.5 * ((w - self.a_hat() * d) ** 2).sum()
 
 
+class Int8Kernel(KernelQuantizer):
+    """8-bit weights for the real layers that stay real in a binary network (its first and last):
+    per output channel c, step_c = max |W_c| / 127 and W_c -> step_c * round(W_c / step_c), integers in
+    [-127, 127]. The packed file stores those integers and folds step_c into the channel's scale, so
+    the trained network is what ships. Straight-through gradient (the rounding is ignored)."""
+
+    bits = 8
+
+    def steps(self, w: torch.Tensor) -> torch.Tensor:
+        """step_c, shaped to broadcast over w (a channel of zeros gets step 1: its integers are 0)."""
+        peak = w.detach().abs().amax(dim=tuple(range(1, w.dim())), keepdim=True)
+        return torch.where(peak > 0, peak / 127, torch.ones_like(peak))
+
+    def integers(self, w: torch.Tensor) -> torch.Tensor:
+        return torch.round(w.detach() / self.steps(w)).clamp_(-127, 127)
+
+    def forward(self, w):
+        return w + (self.steps(w) * self.integers(w) - w).detach()
+
+    def extra_parameters(self) -> int:
+        return self.weight_shape[0]  # step_c: one real value per output channel
+
+
 KERNEL_QUANTIZERS: dict[str, type[KernelQuantizer]] = {
     "sign": SignKernel,
     "xnor": XnorKernel,
     "acn": AmplitudeKernel,
+    "int8": Int8Kernel,
 }
 
 

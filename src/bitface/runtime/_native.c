@@ -2212,8 +2212,12 @@ static int plan_init(Plan *self, PyObject *args, PyObject *kwds) {
             s->aff_shift = borrow(self, aff_shift, 4, s->cout, "aff_shift", i);
             if (!s->aff_scale || !s->aff_shift) return -1;
         }
-        if (s->aff2_buf >= 0 || s->no_store) { /* a real conv's second sign; its float value not stored */
-            if (s->kind != ST_CONV || !s->aff_out || s->aff2_buf < 0 || s->aff2_buf >= self->nbuffers ||
+        if (s->no_store && (s->kind != ST_CONV || !s->aff_out)) { /* only the fused signs are written */
+            PyErr_Format(PyExc_ValueError, "stage %zd: a float value left unstored needs a real conv with a fused sign", i);
+            return -1;
+        }
+        if (s->aff2_buf >= 0) { /* a real conv's second sign */
+            if (s->kind != ST_CONV || !s->aff_out || s->aff2_buf >= self->nbuffers ||
                 2 * ((s->cout + 63) / 64) > MAXWORDS) {
                 PyErr_Format(PyExc_ValueError, "stage %zd: a second fused sign needs a real conv with a first", i);
                 return -1;
