@@ -100,7 +100,7 @@ def _summary(args) -> int:
             print(
                 f"file {totals['file_bytes']:,} bytes on disk: tensors {totals['tensor_bytes']:,} + graph and "
                 f"metadata {totals['header_bytes']:,} | paper-style memory {totals['memory_bits'] / 8:,.0f} bytes "
-                "(1 bit per binary weight, 32 per real value)"
+                "(1 bit per binary weight and per sign-bit scale, 8 per int8 weight, 32 per other real value)"
             )
         return 0
     try:

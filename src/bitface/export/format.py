@@ -109,7 +109,8 @@ class PackedModel:
 
     def layer_table(self) -> list[dict]:
         """Per op: its main tensor's shape, bytes stored on disk, and the bits stored (1 per binary
-        weight, 32 per real weight and per stored scale and shift value: the papers' way of counting)."""
+        weight and per sign-bit scale, 8 per int8 weight, 32 per other real weight and per stored scale
+        and shift value: the papers' way of counting, as stored)."""
         rows = []
         for i, op in enumerate(_disk_graph(self.graph, self.tensors)):
             shapes = tensor_shapes(op)
