@@ -83,6 +83,8 @@ ROWS = (
     "hpm96_acn1bit_160",  # hpm96_acn1bit_2stage_cont's cycle at 160 px crops
     "hpm_real_cont3",  # a fourth cosine cycle from hpm_real_cont2
     "hpm_real_160",  # the same at 160 px crops
+    "hpm112_binact",  # two-stage training at 112 features (8-bit real first conv and head), stage 1
+    "hpm112_acn1bit_2stage",  # stage 2: the 112-feature 1-bit network from hpm112_binact's weights
 )
 # The papers' comparisons that these rows repeat: (source, what the paper found, the row the paper
 # found better, the row it found worse, the paper's figures for the two). Bulat & Tzimiropoulos report
