@@ -250,7 +250,8 @@ def report(parallel: int = 1) -> None:
                 plan.append((structure, method, len(jobs)))
                 jobs.append((structure, method, test_samples))
             elif name in committed:
-                plan.append((structure, method, trained_rows.carried({"row": name, **committed[name]}, revision)))
+                row = trained_rows.carried({"row": name, **committed[name]}, revision, recipe_path(structure, method))
+                plan.append((structure, method, row))
             else:
                 raise FileNotFoundError(f"{name}: neither a finished run in {folder} nor a committed result")
     scored = trained_rows.map_rows(score, jobs, parallel)

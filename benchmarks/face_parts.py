@@ -70,7 +70,7 @@ def report(parallel: int = 1) -> None:
             plan.append(len(jobs))
             jobs.append((row, test_samples))
         elif row in committed:  # its run folder is not on this machine
-            plan.append(trained_rows.carried(committed[row], revision))
+            plan.append(trained_rows.carried(committed[row], revision, RECIPES / f"{row}.yaml"))
         else:
             pending.append({"row": row, "epochs_done": done, "epochs": epochs})
     scored = [{**result, "scored_from": "run"} for result in trained_rows.map_rows(score, jobs, parallel)]

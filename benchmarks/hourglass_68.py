@@ -159,15 +159,6 @@ def run_folder(row: str) -> Path:
     return RUNS / row
 
 
-def recipe_params(row: str) -> int:
-    """The parameters of the network a row's recipe builds now (as the papers count them)."""
-    from bitface.models.summary import summarize
-    from bitface.train.recipe import load_recipe
-
-    recipe = load_recipe(recipe_path(row))
-    return summarize(recipe.build_model(), (recipe.input.channels, recipe.crop.size, recipe.crop.size)).params
-
-
 def score(row: str, test_samples: dict, committed: dict | None = None) -> tuple[dict, dict]:
     """The row's results and its per-face HELEN errors (for the CED plot): from its finished run, or,
     where the run is not on this machine, from the committed checkpoint with the committed training
@@ -264,10 +255,10 @@ def gather(test_samples: dict, parallel: int = 1) -> tuple[list[dict], list[dict
         elif before and before["checkpoint"] and (ROOT / before["checkpoint"]).is_file():
             plan.append((row, len(jobs)))
             jobs.append((row, test_samples, before))
-        elif before and before["params"] != recipe_params(row):  # the block changed since: a stale result
+        elif before and before["params"] != trained_rows.recipe_size(recipe_path(row))["params"]:  # a stale result
             pending.append({"row": row, "epochs_done": done, "epochs": epochs})
         elif before:  # scored before by this command; its run folder is not on this machine
-            result = trained_rows.carried(before, revision) | {"ablation": is_ablation(row)}
+            result = trained_rows.carried(before, revision, recipe_path(row)) | {"ablation": is_ablation(row)}
             curves = {"helen_test": np.array(old_curves[row])} if row in old_curves else {}
             plan.append((row, (result, curves)))
         else:

@@ -79,11 +79,32 @@ def row_name(row: dict) -> str:
     return row["row"] if "row" in row else f"{row['structure']}_{row['method']}"
 
 
-def carried(row: dict, revision: str | None) -> dict:
-    """A committed row kept as it is because its run folder is not on this machine (run folders are not
-    committed), saying which revision scored it."""
+def recipe_size(recipe: Path) -> dict:
+    """The network a recipe builds now, as `bitface.models.summary` counts it: params, memory_bits and
+    binary and float MACs. A count, not a measurement: carried rows take it anew when the counting
+    changes."""
+    from bitface.models.summary import summarize
+    from bitface.train.recipe import load_recipe
+
+    loaded = load_recipe(recipe)
+    size = (loaded.input.channels, loaded.crop.size, loaded.crop.size)
+    totals = summarize(loaded.build_model(), size).totals()
+    return {key: totals[key] for key in ("params", "memory_bits", "binary_macs", "float_macs")}
+
+
+def carried(row: dict, revision: str | None, recipe: Path) -> dict:
+    """A committed row kept because its run folder is not on this machine (run folders are not
+    committed), saying which revision scored it, with its size counted anew from its recipe (which
+    must still build a network of the parameters that were scored)."""
+    size = recipe_size(recipe)
+    if row["params"] != size["params"]:
+        raise ValueError(
+            f"{recipe}: builds {size['params']:,} parameters, the committed row {row_name(row)!r} scored "
+            f"{row['params']:,}: retrain it"
+        )
     earlier = row.get("scored_from", "")
-    return {**row, "scored_from": earlier if earlier.startswith("committed") else f"committed ({revision})"}
+    scored_from = earlier if earlier.startswith("committed") else f"committed ({revision})"
+    return {**row, **{k: v for k, v in size.items() if k in row}, "scored_from": scored_from}
 
 
 def pending_note(pending: list[dict]) -> str:
