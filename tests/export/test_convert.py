@@ -208,6 +208,7 @@ def test_int8_real_convs_pack_as_8_bit_integers_and_run_like_torch(tmp_path):
 
 def test_an_affine_only_signs_read_keeps_its_signs_as_a_unit_scale_and_a_shift():
     from bitface.export.convert import sign_only_affines
+    from bitface.export.format import PackedModel
 
     rng = np.random.default_rng(0)
     scale = np.array([2.0, -0.5, 0.0, 0.0, 1e-3, -3.0], np.float32)
@@ -217,7 +218,7 @@ def test_an_affine_only_signs_read_keeps_its_signs_as_a_unit_scale_and_a_shift()
              {"op": "affine", "inputs": [-1]}, {**binconv, "inputs": [3]}, {"op": "relu", "inputs": [3]},
              {"op": "affine", "inputs": [-1]}, {**binconv, "inputs": [6], "binary_input": False}]  # fmt: skip
     tensors = {f"{i}.{n}": t.copy() for i in (0, 3, 6) for n, t in (("scale", scale), ("shift", shift))}
-    sign_only_affines(graph, tensors)
+    sign_only_affines(PackedModel(graph, tensors))
     np.testing.assert_array_equal(tensors["0.scale"], [1, -1, 1, 1, 1, -1])
     x = rng.normal(size=(1000, 6)).astype(np.float32)
     x[:6] = -shift / np.where(scale == 0, 1, scale)  # on the thresholds themselves

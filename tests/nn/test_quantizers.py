@@ -177,7 +177,7 @@ def test_int8_kernel_rounds_each_channel_to_127_steps_of_its_peak_with_a_straigh
     with torch.no_grad():
         w[2] = 0  # a channel of zeros: step 1, integers 0, no division by zero
     q = Int8Kernel(w.shape)
-    integers, steps = q.integers(w), q.steps(w)
+    steps, integers = q.quantize(w)
     assert torch.equal(integers, torch.round(integers)) and integers.abs().max() == 127
     assert torch.equal(integers[2], torch.zeros(3, 3, 3)) and steps[2].item() == 1
     peaks = w.detach().abs().flatten(1).amax(1)

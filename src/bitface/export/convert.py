@@ -36,8 +36,8 @@ def _fold(layer: QuantConv2d | QuantLinear, norm: nn.BatchNorm1d | nn.BatchNorm2
     elif isinstance(q, SignKernel):
         channel_scale = torch.ones(out, dtype=torch.float64)
     elif isinstance(q, Int8Kernel):  # integer weights; each channel's step goes into its scale
-        channel_scale = q.steps(layer.weight.detach()).double().flatten()
-        weight = q.integers(layer.weight.detach()).double()
+        steps, integers = q.quantize(layer.weight)
+        channel_scale, weight = steps.double().flatten(), integers.double()
     else:
         raise ValueError(f"no packed form for kernel quantizer {type(q).__name__}")
     bias = layer.bias.detach().double() if layer.bias is not None else torch.zeros(out, dtype=torch.float64)
@@ -200,17 +200,19 @@ def hourglass_graph(net: HourglassNet) -> tuple[list[dict], dict[str, np.ndarray
 CONVERTERS = {RegressionNet: regression_graph, HourglassNet: hourglass_graph}
 
 
-def sign_only_affines(graph: list[dict], tensors: dict[str, np.ndarray]) -> None:
+def sign_only_affines(model: PackedModel) -> None:
     """Rewrites, in place, every affine that only binary-input layers read (a BatchNorm before a sign):
     those read sign(scale * x + shift) alone, which is sign(x - t) for scale > 0 and sign(t - x) for
     scale < 0, t = -shift / scale. So the affine becomes scale = sign(scale) (+1 for 0) and shift =
     shift / |scale|: the same signs (the same comparison: x * 1 + shift / |scale| >= 0 is
     scale * x + shift >= 0 divided by |scale|), and the packed file stores it as one bit and one float
     per channel. A zero scale leaves a constant sign, kept by a shift at the float32 limit."""
+    graph, tensors = model.graph, model.tensors
     readers: dict[int, list[dict]] = {}
     for j, op in enumerate(graph):
-        for i in op.get("inputs", [j - 1]):
+        for i in model.inputs_of(j):
             readers.setdefault(i, []).append(op)
+    limit = float(np.finfo(np.float32).max)
     for i, op in enumerate(graph):
         ops_reading = readers.get(i, [])
         if op["op"] != "affine" or not ops_reading:
@@ -219,7 +221,6 @@ def sign_only_affines(graph: list[dict], tensors: dict[str, np.ndarray]) -> None
             continue
         scale = tensors[f"{i}.scale"].astype(np.float64)
         shift = tensors[f"{i}.shift"].astype(np.float64)
-        limit = float(np.finfo(np.float32).max)
         with np.errstate(divide="ignore", invalid="ignore"):
             unit_shift = np.where(scale != 0, shift / np.abs(scale), np.where(shift >= 0, limit, -limit))
         tensors[f"{i}.scale"] = np.where(scale < 0, -1.0, 1.0).astype(np.float32)
@@ -233,9 +234,10 @@ def export_model(model: LandmarkModel, provenance: dict | None = None) -> Packed
     if converter is None:
         raise ValueError(f"no exporter for {type(net).__name__} (model {model.model_name!r})")
     graph, tensors = converter(net)
-    sign_only_affines(graph, tensors)
     meta = model.metadata()
     meta.pop("format_version")  # the packed format has its own version
     meta["input_shape"] = [model.input.channels, model.crop.size, model.crop.size]
     meta["info"] = {**model.info, **(provenance or {})}
-    return PackedModel(graph, tensors, meta)
+    packed = PackedModel(graph, tensors, meta)
+    sign_only_affines(packed)
+    return packed

@@ -76,7 +76,6 @@ class HourglassNet(nn.Module):
         quantizers_for(binarization)  # fails early on an unknown name
         if real_weights not in REAL_WEIGHTS:
             raise ValueError(f"unknown real_weights {real_weights!r}; known: {', '.join(REAL_WEIGHTS)}")
-        self.real_weights = real_weights
 
         def real_conv(c_in: int, c_out: int, kernel: int, **kwargs) -> nn.Conv2d:
             quantizer = REAL_WEIGHTS[real_weights]

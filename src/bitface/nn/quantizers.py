@@ -172,16 +172,17 @@ class Int8Kernel(KernelQuantizer):
 
     bits = 8
 
-    def steps(self, w: torch.Tensor) -> torch.Tensor:
-        """step_c, shaped to broadcast over w (a channel of zeros gets step 1: its integers are 0)."""
-        peak = w.detach().abs().amax(dim=tuple(range(1, w.dim())), keepdim=True)
-        return torch.where(peak > 0, peak / 127, torch.ones_like(peak))
-
-    def integers(self, w: torch.Tensor) -> torch.Tensor:
-        return torch.round(w.detach() / self.steps(w)).clamp_(-127, 127)
+    def quantize(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(step_c shaped to broadcast over w, the integers): a channel of zeros gets step 1 and
+        integers 0."""
+        w = w.detach()
+        peak = w.abs().amax(dim=tuple(range(1, w.dim())), keepdim=True)
+        steps = torch.where(peak > 0, peak / 127, torch.ones_like(peak))
+        return steps, torch.round(w / steps).clamp_(-127, 127)
 
     def forward(self, w):
-        return w + (self.steps(w) * self.integers(w) - w).detach()
+        steps, integers = self.quantize(w)
+        return w + (steps * integers - w).detach()
 
     def extra_parameters(self) -> int:
         return self.weight_shape[0]  # step_c: one real value per output channel
